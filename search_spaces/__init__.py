@@ -1,0 +1,124 @@
+"""Define-by-run Optuna search spaces whose parameter names are config dotted paths.
+
+``resolve_space("joint" | "paper" | "smoke" | "my_space.yaml", base)`` builds and validates a space for a
+base config; ``initial_points("paper", space, base)`` gives the paper's points restricted to that space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+
+from spfde_search.config import Config
+
+from ._base import (
+    SPACES,
+    DefineByRun,
+    ProbeTrial,
+    SpaceEntry,
+    SpaceError,
+    collect_distributions,
+    enumerate_corners,
+    register_space,
+    run_space,
+    sample_random,
+    trial_config,
+    validate_distribution,
+    validate_space,
+)
+from ._builtin import JointSpace, PaperSpace, SmokeSpace, freezing_limits, paper_points
+from ._yaml import YamlSpace, load_space_file, parse_space_mapping
+
+__all__ = [
+    "SPACES",
+    "DefineByRun",
+    "ProbeTrial",
+    "ResolvedSpace",
+    "SpaceEntry",
+    "SpaceError",
+    "JointSpace",
+    "PaperSpace",
+    "SmokeSpace",
+    "YamlSpace",
+    "collect_distributions",
+    "enumerate_corners",
+    "freezing_limits",
+    "initial_points",
+    "load_space_file",
+    "paper_points",
+    "parse_space_mapping",
+    "register_space",
+    "resolve_space",
+    "run_space",
+    "sample_random",
+    "trial_config",
+    "validate_distribution",
+    "validate_space",
+]
+
+INITIAL_POINT_SETS = ("paper",)
+
+
+@dataclass
+class ResolvedSpace:
+    """A space ready for a search: the callable, where it came from and its validated distributions."""
+
+    name: str  # built-in name, or the YAML file path
+    fn: DefineByRun
+    distributions: dict[str, BaseDistribution]
+    grid: dict[str, list[Any]] | None = None
+    conditional: bool = False
+    text: str | None = None  # YAML source of a file space (stored with the search so --resume needs no file)
+
+    @property
+    def all_categorical(self) -> bool:
+        return all(isinstance(d, CategoricalDistribution) for d in self.distributions.values())
+
+
+def _looks_like_file(name: str) -> bool:
+    return name.endswith((".yaml", ".yml")) or "/" in name or Path(name).is_file()
+
+
+def resolve_space(name: str, base: Config, text: str | None = None) -> ResolvedSpace:
+    """A built-in name or a YAML file (``text`` = its stored content); SpaceError listing valid names."""
+    if name in SPACES:
+        entry = SPACES.get(name)
+        fn = entry.build(base)
+        dists = validate_space(fn)
+        grid = entry.grid(base) if entry.grid else None
+        return ResolvedSpace(name, fn, dists, grid, entry.conditional)
+    if text is not None or _looks_like_file(name):
+        space = load_space_file(name, text)
+        return ResolvedSpace(name, space, dict(space.distributions), None, False, space.text)
+    raise SpaceError(f"unknown search space {name!r}; built-in spaces: {', '.join(SPACES.names())}, or a YAML file path")
+
+
+def _contains(dist: BaseDistribution, value: Any) -> bool:
+    try:
+        return bool(dist._contains(dist.to_internal_repr(value)))
+    except Exception:
+        return False
+
+
+def initial_points(kind: str, space: ResolvedSpace, base: Config, limit: int | None = None) -> list[dict[str, Any]]:
+    """Starting points for the sampler, restricted to the parameters the space suggests and to values its
+    distributions contain; duplicates after restriction are dropped. ``kind``: 'paper'."""
+    if kind not in INITIAL_POINT_SETS:
+        raise SpaceError(f"unknown initial point set {kind!r}; valid: {', '.join(INITIAL_POINT_SETS)}")
+    out: list[dict[str, Any]] = []
+    seen = set()
+    for point in paper_points(base):
+        kept = {k: v for k, v in point.items() if k in space.distributions}
+        if not kept or not all(_contains(space.distributions[k], v) for k, v in kept.items()):
+            continue  # the space cannot express this point (say a freezing target beyond what T epochs allow)
+        key = tuple(sorted((k, repr(v)) for k, v in kept.items()))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(kept)
+        if limit is not None and len(out) >= limit:
+            break
+    return out

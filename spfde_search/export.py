@@ -1,0 +1,130 @@
+"""Export frontier schedules as complete, runnable YAML configs (``spfde export``).
+
+A pick is made on the Pareto frontier read back from MLflow (``tracking.read_trials``), after the optional
+``max_flops`` / ``min_accuracy`` filters; the exported file is the trial's own ``config.yaml`` artifact, revalidated
+and written by ``config_to_yaml`` with a comment header naming the source run, so ``spfde train --config FILE``
+reruns exactly that schedule (same training FLOPs).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from spfde_search.config import Config, ConfigError, config_to_yaml
+
+__all__ = ["PICKS", "Exported", "choose", "export_search"]
+
+PICKS = ("knee", "max-accuracy", "min-flops", "all")
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: Path
+    pick: str
+    trial_id: str
+    run_id: str
+    test_accuracy: float
+    train_flops: float
+    flops_ratio: float
+
+
+def _accuracy_threshold(min_accuracy: float, accuracies: pd.Series) -> float:
+    """Accept a percentage (e.g. 91.5) when accuracies are fractions in [0, 1]."""
+    if min_accuracy > 1 and len(accuracies) and float(accuracies.max()) <= 1:
+        return min_accuracy / 100.0
+    return min_accuracy
+
+
+def choose(front: pd.DataFrame, pick: str, *, max_flops: float | None = None,
+           min_accuracy: float | None = None) -> pd.DataFrame:
+    """Rows of the frontier table to export, each with a ``pick`` column.
+
+    ``front`` holds the frontier (columns ``test_accuracy``, ``train_flops``, ``flops_ratio``, ...). Filters:
+    ``max_flops`` bounds absolute training FLOPs (a value <= 1 bounds the FLOPs *ratio* instead), ``min_accuracy``
+    bounds test accuracy. ``knee`` is ``pareto.knee_point`` on the filtered frontier.
+    """
+    if pick not in PICKS:
+        raise ValueError(f"unknown pick {pick!r}; choose one of {', '.join(PICKS)}")
+    df = front.copy()
+    if max_flops is not None:
+        if not (max_flops > 0 and math.isfinite(max_flops)):
+            raise ValueError(f"--max-flops must be a positive number, got {max_flops}")
+        col = "flops_ratio" if max_flops <= 1 else "train_flops"
+        df = df[df[col] <= max_flops]
+    if min_accuracy is not None:
+        df = df[df["test_accuracy"] >= _accuracy_threshold(min_accuracy, front["test_accuracy"])]
+    df = df.sort_values(["train_flops", "test_accuracy"], ascending=[True, False]).reset_index(drop=True)
+    if not len(df):
+        return df.assign(pick=pd.Series(dtype=str))
+    if pick == "all":
+        return df.assign(pick="all")
+    if pick == "max-accuracy":
+        i = int(df["test_accuracy"].idxmax())
+    elif pick == "min-flops":
+        i = int(df["train_flops"].idxmin())
+    else:
+        from spfde_search.pareto import knee_point
+
+        k = knee_point(df["test_accuracy"].tolist(), df["train_flops"].tolist())
+        if k is None:
+            return df.iloc[[]].assign(pick=pd.Series(dtype=str))
+        i = int(k)
+    return df.iloc[[i]].assign(pick=pick).reset_index(drop=True)
+
+
+def _header(search: str, row: pd.Series, pick: str, uri: str) -> str:
+    return "\n".join([
+        f"SpFDE Search export: search {search!r}, pick {pick}",
+        f"source MLflow run: {row['run_id']} (trial {row['trial_id']}) at {uri}",
+        f"test accuracy: {float(row['test_accuracy']):.6g}",
+        f"training FLOPs: {float(row['train_flops']):.0f}",
+        f"training FLOPs ratio (vs dense): {float(row['flops_ratio']):.6g}",
+        "rerun: spfde train --config <this file>",
+    ])
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s)
+
+
+def export_search(search: str, pick: str, out: str | Path, *, tracking_uri: str | None = None,
+                  experiment: str | None = None, max_flops: float | None = None,
+                  min_accuracy: float | None = None) -> list[Exported]:
+    """Write the chosen frontier schedules of ``search`` to ``out``; returns what was written."""
+    from spfde_search.tracking import download_config, frontier_table, read_trials, resolve_tracking_uri
+
+    parent, df = read_trials(tracking_uri, search, experiment)
+    front = frontier_table(df)
+    if not len(front):
+        raise LookupError(f"search {search!r} has no frontier yet (no completed full-budget trial in MLflow); "
+                          f"if the tracking server was down, run `spfde sync {search}` first")
+    chosen = choose(front, pick, max_flops=max_flops, min_accuracy=min_accuracy)
+    if not len(chosen):
+        raise LookupError(f"no frontier schedule of {search!r} passes the filters (max_flops={max_flops}, "
+                          f"min_accuracy={min_accuracy}); the frontier spans accuracy "
+                          f"{front['test_accuracy'].min():.4g}..{front['test_accuracy'].max():.4g} and training "
+                          f"FLOPs {front['train_flops'].min():.4g}..{front['train_flops'].max():.4g}")
+    from mlflow import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=uri)
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    written: list[Exported] = []
+    for _, row in chosen.iterrows():
+        data: dict[str, Any] = download_config(client, str(row["run_id"]))
+        try:
+            cfg = Config.parse(data)
+        except ConfigError as e:
+            raise ConfigError(f"run {row['run_id']}: stored config does not validate: {e}") from None
+        path = outdir / f"{_slug(search)}-{pick}-{_slug(str(row['trial_id']))}.yaml"
+        path.write_text(config_to_yaml(cfg, header=_header(search, row, pick, uri)))
+        written.append(Exported(path, pick, str(row["trial_id"]), str(row["run_id"]),
+                                float(row["test_accuracy"]), float(row["train_flops"]), float(row["flops_ratio"])))
+    return written
