@@ -35,6 +35,7 @@ __all__ = [
     "run_space",
     "sample_random",
     "enumerate_corners",
+    "grid_values",
     "collect_distributions",
     "validate_distribution",
     "validate_space",
@@ -125,7 +126,7 @@ def run_space(space: DefineByRun, trial: Any) -> dict[str, Any]:
     return {**trial.params, **(dict(ret) if ret else {})}
 
 
-def _grid_values(dist: BaseDistribution, n: int = 5) -> list[Any]:
+def grid_values(dist: BaseDistribution, n: int = 5) -> list[Any]:
     """Candidate values of a distribution for corner probing: choices, or low..high in n steps."""
     if isinstance(dist, CategoricalDistribution):
         return list(dist.choices)
@@ -179,7 +180,7 @@ def enumerate_corners(space: DefineByRun, limit: int = 256, values_per_param: in
         sizes: list[int] = []
 
         def choose(name: str, dist: BaseDistribution, prefix: list[int] = prefix, sizes: list[int] = sizes) -> Any:
-            vals = _grid_values(dist, values_per_param) if not isinstance(dist, CategoricalDistribution) else list(dist.choices)
+            vals = grid_values(dist, values_per_param) if not isinstance(dist, CategoricalDistribution) else list(dist.choices)
             k = len(sizes)
             sizes.append(len(vals))
             return vals[prefix[k] if k < len(prefix) else 0]
@@ -240,6 +241,7 @@ def validate_distribution(name: str, dist: BaseDistribution) -> None:
         raise SpaceError(
             f"{where}: a numeric range was given but the config field takes {info.describe()}; use type: categorical"
         )
+    assert isinstance(dist, (FloatDistribution, IntDistribution))
     if isinstance(dist, FloatDistribution) and info.kind == "int":
         raise SpaceError(f"{where}: the config field is an integer; use type: int")
     low, high = dist.low, dist.high

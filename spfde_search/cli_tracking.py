@@ -21,8 +21,6 @@ import typer
 
 from .cli_app import app
 
-DEFAULT_STORAGE = "runs"
-
 UriOpt = typer.Option(None, "--tracking-uri", help="MLflow store: sqlite:///path/mlflow.db or http://host:port of an "
                       "`mlflow server` (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
 ExpOpt = typer.Option(None, "--experiment", help="MLflow experiment (default: any experiment holding the search)")
@@ -239,15 +237,18 @@ def export(
 @app.command()
 def sync(
     name: str = typer.Argument(..., help="search name, or the search's directory"),
-    storage: Path = typer.Option(Path(DEFAULT_STORAGE), "--storage", help="where searches write their results"),
+    storage_path: str | None = typer.Option(None, "--storage-path",
+                                            help="results root of `spfde search` [default: runs/search]"),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri",
                                             help="MLflow store (default: the one the search used, from search.json)"),
     experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment (default: the search's)"),
 ) -> None:
     """Write a search's results (trials.parquet + per-epoch results) to MLflow; safe to repeat (no duplicates)."""
+    from .search import DEFAULT_STORAGE, experiment_uri
     from .tracking import TrackingUnavailable, sync_search
 
-    d = Path(name) if Path(name).is_dir() and (Path(name) / "trials.parquet").exists() else storage / name
+    given = Path(name)
+    d = given if (given / "trials.parquet").is_file() else Path(experiment_uri(storage_path or DEFAULT_STORAGE, name))
     try:
         out = sync_search(d, tracking_uri, experiment)
     except FileNotFoundError as e:

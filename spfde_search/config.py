@@ -262,7 +262,7 @@ def _section_models() -> dict[str, type[BaseModel]]:
 
 def field_paths() -> list[str]:
     paths = []
-    for name, f in Config.model_fields.items():
+    for name, _f in Config.model_fields.items():
         sec = _section_models().get(name)
         if sec is None:
             paths.append(name)
@@ -281,7 +281,7 @@ def field_info(path: str) -> FieldInfo:
         f = sections[parts[0]].model_fields[parts[1]]
     else:
         raise KeyError(f"unknown config path {path!r}; valid paths: {', '.join(field_paths())}")
-    ann = f.annotation
+    ann: Any = f.annotation
     optional = False
     args = getattr(ann, "__args__", ())
     if type(None) in args:
@@ -292,7 +292,7 @@ def field_info(path: str) -> FieldInfo:
         return FieldInfo(path, "categorical", choices=tuple(ann.__args__), optional=optional)
     if path == "model.name":
         return FieldInfo(path, "str")
-    kind = {float: "float", int: "int", bool: "bool", str: "str"}.get(ann, "other")  # type: ignore[call-overload]
+    kind = {float: "float", int: "int", bool: "bool", str: "str"}.get(ann, "other")
     low = high = None
     lo_inc = hi_inc = True
     for m in f.metadata:
@@ -322,7 +322,8 @@ def format_validation_error(e: ValidationError) -> str:
         hint = ""
         try:
             info = field_info(loc)
-            hint = f" (allowed: {info.describe()}{' or null' if info.optional else ''})"
+            if info.kind not in ("str", "other"):  # no range to state ("a other"); the message says what is wrong
+                hint = f" (allowed: {info.describe()}{' or null' if info.optional else ''})"
         except KeyError:
             pass
         lines.append(f"{loc or 'config'}: {msg}{hint}")

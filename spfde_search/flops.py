@@ -9,8 +9,9 @@ Samples per epoch = the partial set. The model is built on the ``meta`` device: 
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,9 +98,24 @@ def profile_model(model: UnitModel, input_shape: tuple[int, int, int], layers: l
     return ModelProfile(layers, fwd, len(model.units), depths, sum(depths) + depth_layers(model.head), acts, other)
 
 
+@contextlib.contextmanager
+def _skip_init() -> Iterator[None]:
+    """Parameter init is meaningless on meta tensors, and its first call there imports torch._refs (~2 s):
+    replace torch.nn.init's in-place initialisers with no-ops while a shape-only model is built."""
+    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda t, *a, **k: t)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(nn.init, n, f)
+
+
 def build_profile(cfg: Config, spec: DatasetSpec | None = None) -> tuple[ModelProfile, DatasetSpec]:
     spec = spec or dataset_spec(cfg.data)
-    with torch.device("meta"):
+    with torch.device("meta"), _skip_init():
         model = create_model(cfg.model.name, cfg.model.width, spec.channels, spec.num_classes)
     layers = sparse_layers(model, cfg.sparsity)
     return profile_model(model, (spec.channels, spec.image_size, spec.image_size), layers), spec
@@ -143,7 +159,7 @@ class Simulation:
     @property
     def cumulative(self) -> list[int]:
         out, acc = [], 0
-        for f, r in zip(self.per_epoch, self.rigl_per_epoch):
+        for f, r in zip(self.per_epoch, self.rigl_per_epoch, strict=False):
             acc += f + r
             out.append(acc)
         return out
@@ -260,7 +276,10 @@ def plan_all(cfg: Config, profile: ModelProfile, spec: DatasetSpec) -> tuple[dic
         per_sample = sum(2 * profile.fwd[r.name] * targets.get(r.name, r.numel) // r.numel
                          for r in profile.layers if r.unit == u)
         bp.append(float(per_sample * samples))
-    plan = plan_freezing(cfg.freezing, t, dtau, profile.num_units, k, bp, float(no_freeze.train_flops))
+    def exact_saving(p: FreezePlan) -> float:
+        return float(no_freeze.train_flops - simulate(profile, targets, dst, p, samples, cfg.train.batch_size).train_flops)
+
+    plan = plan_freezing(cfg.freezing, t, dtau, profile.num_units, k, bp, float(no_freeze.train_flops), exact_saving)
     return targets, dst, plan, samples
 
 

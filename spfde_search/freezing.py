@@ -8,7 +8,7 @@ gradients).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .config import ConfigError, FreezingConfig
@@ -127,11 +127,14 @@ def plan_freezing(
     freezable: int,
     bp_per_epoch: Sequence[float],
     f_train_no_freeze: float,
+    saving_fn: Callable[[FreezePlan], float] | None = None,
 ) -> FreezePlan:
     """Resolve the config into a plan. With a target x, T_frz is the latest multiple of dtau whose saving meets
     x * F (the closed form of SPFDE.md §3 for single_shot when every unit freezes before T; a direct search over
-    candidates handles units that would freeze at or after T and the other schemes). Impossible x -> ConfigError
-    naming the maximum."""
+    candidates handles units that would freeze at or after T and the other schemes). The saving of a candidate
+    is ``saving_fn(plan)`` when given (the predictor passes its exact simulation, which also counts MEST's
+    soft-bound extra density that freezing removes), else ``plan.saving(bp_per_epoch)`` at target densities.
+    Impossible x -> ConfigError naming the maximum."""
     t_resume = (cfg.resume_epochs or interval) if cfg.scheme == "single_shot_resume" else 0
 
     def make(start: int | None, units: int) -> FreezePlan:
@@ -161,7 +164,7 @@ def plan_freezing(
     max_saving = 0.0
     for s in candidates:
         p = make(s, freezable)
-        sv = p.saving(bp_per_epoch)
+        sv = saving_fn(p) if saving_fn is not None else p.saving(bp_per_epoch)
         max_saving = max(max_saving, sv)
         if sv >= need * (1 - 1e-12):
             best = p  # later candidates overwrite: the latest start that meets the target
@@ -169,7 +172,7 @@ def plan_freezing(
         mx = max_saving / f_train_no_freeze if f_train_no_freeze else 0.0
         raise ConfigError(
             f"freezing.target_flops_reduction={x:g} is impossible for this schedule: freezing can save at most "
-            f"{mx:.4f} ({mx:.1%}) of training FLOPs with scheme {cfg.scheme!r}, freeze_fraction "
+            f"{mx:.4f} ({mx:.2%}) of training FLOPs with scheme {cfg.scheme!r}, freeze_fraction "
             f"{cfg.freeze_fraction:.3g} and earliest start epoch {min_start}; use a target <= {math.floor(mx * 1000) / 1000:g}"
         )
     return best

@@ -87,7 +87,7 @@ def cifar_resnet(depth: int, width: int = 1, in_channels: int = 3, num_classes: 
             cin = cout
     model = UnitModel(stem, blocks, _Head(cin, num_classes))
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and m.weight.device.type != "meta":  # meta: shapes only (FLOPs), no init
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     return model
 
@@ -119,8 +119,12 @@ def create_model(name: str, width: int = 1, in_channels: int = 3, num_classes: i
 
 
 def is_shortcut(name: str) -> bool:
-    """1x1 projection convs of residual blocks (CIFAR 'shortcut', torchvision 'downsample')."""
-    return ".shortcut." in name or ".downsample." in name
+    """1x1 projection convs of residual blocks (CIFAR 'shortcut', torchvision 'downsample').
+
+    Matched by path segment, so a name relative to the block (``shortcut.0``, as ``depth_layers(unit)`` sees it)
+    counts as well as a full one (``blocks.5.shortcut.0``)."""
+    parts = name.split(".")
+    return "shortcut" in parts or "downsample" in parts
 
 
 def depth_layers(unit: nn.Module, prefix: str = "") -> int:

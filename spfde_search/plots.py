@@ -21,7 +21,8 @@ import pandas as pd
 
 __all__ = ["PAPER_POINTS", "paper_point_label", "frontier_png", "frontier_html", "plot_table"]
 
-# The paper's hand-picked points (SPFDE.md §6), as the config values that define them.
+# The paper's hand-picked points (SPFDE.md §6; the headline points of search_spaces' `paper` set), as the
+# config values that define them.
 PAPER_POINTS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("MEST 90%", {"sparsity.algorithm": "mest", "sparsity.ratio": 0.9,
                   "freezing.target_flops_reduction": 0.0, "sieving.fraction": 0.0}),
@@ -31,6 +32,10 @@ PAPER_POINTS: tuple[tuple[str, dict[str, Any]], ...] = (
                             "freezing.target_flops_reduction": 0.2, "sieving.fraction": 0.2}),
     ("SpFDE 25%+25% @90%", {"sparsity.algorithm": "mest", "sparsity.ratio": 0.9,
                             "freezing.target_flops_reduction": 0.25, "sieving.fraction": 0.25}),
+    ("SpFDE 10%+10% @90%", {"sparsity.algorithm": "mest", "sparsity.ratio": 0.9,
+                            "freezing.target_flops_reduction": 0.1, "sieving.fraction": 0.1}),
+    ("MEST 60%", {"sparsity.algorithm": "mest", "sparsity.ratio": 0.6,
+                  "freezing.target_flops_reduction": 0.0, "sieving.fraction": 0.0}),
 )
 
 
@@ -122,7 +127,7 @@ def frontier_png(trials: pd.DataFrame, path: str | Path, title: str | None = Non
     ax.set_title(_title(trials, title), fontsize=10)
     ax.grid(alpha=0.3)
     if len(df):
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out)

@@ -230,7 +230,7 @@ class Masker:
         self.masks: dict[str, torch.Tensor] = {}
 
     def _numel(self, name: str) -> int:
-        return self.modules[name].weight.numel()  # type: ignore[union-attr,operator]
+        return self.weight(name).numel()
 
     def weight(self, name: str) -> torch.Tensor:
         return self.modules[name].weight  # type: ignore[return-value]

@@ -47,6 +47,9 @@ __all__ = [
     "resolve_tracking_uri",
     "default_experiment_name",
     "make_callback",
+    "tracking_settings",
+    "callbacks_for",
+    "describe_tracking",
     "sync_search",
     "find_parent_run",
     "read_trials",
@@ -63,13 +66,20 @@ MLFLOW_STATUS = {"COMPLETED": "FINISHED", "EARLY_STOPPED": "FINISHED", "FAILED":
 FINAL_METRICS = (
     "test_accuracy", "train_flops", "predicted_train_flops", "dense_train_flops", "flops_ratio",
     "saved_sparsity", "saved_freezing", "saved_sieving", "freeze_start_epoch", "epochs_completed", "wall_seconds",
+    "run_train_flops", "run_flops_ratio",
 )
-# Keys Ray Tune adds to every result; not training metrics.
-_RAY_KEYS = {
+# trials.parquet column -> MLflow metric name (absolute training FLOPs saved, SPFDE.md §5)
+_METRIC_NAME = {"saved_sparsity": "flops_saved_sparsity", "saved_freezing": "flops_saved_freezing",
+                "saved_sieving": "flops_saved_sieving"}
+# Keys of a reported result that are not per-epoch training metrics: Ray's own, and per-trial constants
+# (logged once, with the final metrics).
+_NOT_EPOCH = {
     "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "done", "pid", "hostname", "node_ip",
-    "iterations_since_restore", "time_since_restore", "timesteps_total", "episodes_total", "timesteps_since_restore",
-    "trial_id", "date", "config", "experiment_tag", "should_checkpoint", "checkpoint_dir_name", "experiment_id",
-    "warmup_time", "episode_reward_mean", "epoch",
+    "node_id", "iterations_since_restore", "time_since_restore", "timesteps_total", "episodes_total",
+    "timesteps_since_restore", "trial_id", "date", "config", "experiment_tag", "should_checkpoint",
+    "checkpoint_dir_name", "experiment_id", "warmup_time", "epoch", "infeasible", "error",
+    "run_train_flops", "run_flops_ratio", "constraint_violation", "saved_sparsity", "saved_freezing",
+    "saved_sieving", "freeze_start_epoch", "epochs_total",
 }
 ARTIFACT_ROOT_DIRNAME = "mlartifacts"
 PARENT_ARTIFACTS = ("pareto_front.parquet", "pareto_front.csv", "pareto_front.png", "pareto_front.html")
@@ -194,13 +204,13 @@ def _finite(x: Any) -> bool:
 def _epoch_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
     """Numeric training metrics of one reported epoch, with ``epoch`` (step) and ``timestamp`` (seconds)."""
     epoch = result.get("epoch", result.get("training_iteration"))
-    if not _finite(epoch):
-        return {}
+    if not _finite(epoch) or int(epoch) < 1 or result.get("infeasible") is True:
+        return {}  # an infeasible point's single report trains nothing
     out: dict[str, Any] = {"epoch": int(epoch)}
     if _finite(result.get("timestamp")):
         out["timestamp"] = float(result["timestamp"])
     for k, v in result.items():
-        if k in _RAY_KEYS or isinstance(v, bool) or not isinstance(v, (int, float)):
+        if k in _NOT_EPOCH or isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
         if math.isfinite(float(v)):
             out[k] = float(v)
@@ -276,21 +286,25 @@ class Tracker:
         tracking_uri: ``sqlite:///…/mlflow.db`` or ``http://host:port`` (None: ``default_tracking_uri()``).
         experiment: MLflow experiment name (created if missing).
         search: the search's name (``spfde.search`` tag).
-        retry_after: after a failed call, seconds during which further calls are skipped (not retried).
+        retry_after: after a failed call, seconds during which further calls are skipped (not retried); doubles
+            with each consecutive failure, up to 300 s, and resets on success.
         request_timeout: HTTP timeout of one request to a tracking server, seconds.
+        fail_fast: for a live search: switch MLflow's HTTP retries off (unless ``MLFLOW_HTTP_REQUEST_*`` are set)
+            so a dead server costs one refused connection, not minutes of back-off. ``sync`` keeps MLflow's retries.
     """
 
     def __init__(self, tracking_uri: str | None, experiment: str, search: str, *, retry_after: float = 20.0,
-                 request_timeout: float = 10.0, artifacts: bool = True) -> None:
+                 request_timeout: float = 10.0, artifacts: bool = True, fail_fast: bool = True) -> None:
         self.uri = resolve_tracking_uri(tracking_uri)
         self.experiment = experiment
         self.search = search
         self.retry_after = retry_after
         self.artifacts = artifacts
-        if self.uri.startswith(("http://", "https://")):
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" line per call
+        if fail_fast and self.uri.startswith(("http://", "https://")):
             # MLflow's defaults (7 retries, exponential backoff, 120 s timeout) would stall the search for
             # minutes per call while the server is down; fail fast instead and catch up later.
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(request_timeout)))
         self._client: Any = None
@@ -304,7 +318,9 @@ class Tracker:
         self._final_logged: set[str] = set()
         self._pareto: dict[str, bool] = {}
         self._hv_steps: set[int] | None = None
+        self._existing_loaded = False
         self._down_until = 0.0
+        self._backoff = retry_after
         self.failures = 0
 
     # ---- plumbing
@@ -325,15 +341,20 @@ class Tracker:
         if not self.available():
             return None
         try:
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - tracking must never stop the search
             self.failures += 1
-            self._down_until = time.monotonic() + self.retry_after
-            log.warning("MLflow tracking at %s failed while %s (%s: %s); the search goes on, results stay in "
-                        "the search's own files; retrying in %.0f s (or run `spfde sync %s`)",
+            wait = self._backoff
+            self._down_until = time.monotonic() + wait
+            # a server that hangs (rather than refuses) costs a request timeout per attempt: back off further
+            self._backoff = min(wait * 2, 300.0)
+            log.warning("MLflow tracking at %s failed while %s (%s: %s); the search goes on and its own results "
+                        "keep everything; next try in %.0f s (or run `spfde sync %s` later)",
                         self.uri, what, type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "",
-                        self.retry_after, self.search)
+                        wait, self.search)
             return None
+        self._backoff = self.retry_after
+        return out
 
     def _ensure_experiment(self) -> str:
         if self.experiment_id is not None:
@@ -363,8 +384,7 @@ class Tracker:
         flt = f"tags.`spfde.search` = '{_q(self.search)}' and tags.`spfde.role` = '{role}'"
         if trial_id is not None:
             flt += f" and tags.`spfde.trial_id` = '{_q(trial_id)}'"
-        runs = self.client.search_runs([self._ensure_experiment()], filter_string=flt, max_results=1000,
-                                       order_by=["attributes.start_time ASC"])
+        runs = _search_all(self.client, [self._ensure_experiment()], flt)
         return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
 
     # ---- parent
@@ -400,9 +420,16 @@ class Tracker:
         assert self.parent_run_id is not None
         existing = c.get_run(self.parent_run_id).data.params
         params: dict[str, str] = {}
-        for key in ("space", "sampler", "seed", "num_samples", "flops_budget", "metric", "mode", "storage"):
+        for key in ("space", "sampler", "seed", "num_samples", "flops_budget", "flops_budget_absolute",
+                    "dense_train_flops", "objectives", "initial_points", "created"):
             if key in meta:
                 params[f"search.{key}"] = _param_str(meta[key])
+        for k, v in (meta.get("parameters") or {}).items():  # the search space: one param per dimension
+            params[f"space.{k}"] = _param_str(v)
+        settings = meta.get("settings") or {}
+        for key in ("max_concurrent", "cpus_per_trial", "gpus_per_trial", "early_stopping", "address"):
+            if key in settings:
+                params[f"search.{key}"] = _param_str(settings[key])
         base = meta.get("base_config") or meta.get("base") or {}
         for k, v in flatten(base).items():
             params[f"base.{k}"] = _param_str(v)
@@ -450,19 +477,14 @@ class Tracker:
         if tid in self._runs:
             return self._runs[tid]
         self._start()
-        runs = self._find_runs("trial", tid)
+        if not self._existing_loaded:
+            self._load_existing()
+            if tid in self._runs:
+                return self._runs[tid]
+        runs = self._find_runs("trial", tid)  # created since (by another writer)
         if runs:
             run = runs[0]
-            for dup in runs[1:]:  # a create whose reply was lost; keep the oldest
-                c.delete_run(dup.info.run_id)
-            tags = run.data.tags
-            self._epochs_logged[tid] = int(tags.get("spfde.epochs_logged", 0))
-            if tags.get("spfde.params_logged") == "true":
-                self._params_logged.add(tid)
-            if tags.get("spfde.final_logged") == "true":
-                self._final_logged.add(tid)
-            if "pareto" in tags:
-                self._pareto[tid] = tags["pareto"] == "true"
+            self._adopt(run)
         else:
             assert self.parent_run_id is not None
             start_ms = int(rec.start_time * 1000) if rec.start_time else None
@@ -472,6 +494,29 @@ class Tracker:
             })
         self._runs[tid] = run.info.run_id
         return run.info.run_id
+
+    def _load_existing(self) -> None:
+        """One query for every trial run of this search already in the store (a resumed driver, or sync)."""
+        by_tid: dict[str, list[Any]] = {}
+        for run in self._find_runs("trial"):
+            by_tid.setdefault(run.data.tags.get("spfde.trial_id", ""), []).append(run)
+        for runs in by_tid.values():
+            self._adopt(runs[0])
+            for dup in runs[1:]:  # a create whose reply was lost, then retried: keep the oldest
+                self.client.delete_run(dup.info.run_id)
+        self._existing_loaded = True
+
+    def _adopt(self, run: Any) -> None:
+        tid = run.data.tags["spfde.trial_id"]
+        tags = run.data.tags
+        self._runs[tid] = run.info.run_id
+        self._epochs_logged[tid] = int(tags.get("spfde.epochs_logged", 0))
+        if tags.get("spfde.params_logged") == "true":
+            self._params_logged.add(tid)
+        if tags.get("spfde.final_logged") == "true":
+            self._final_logged.add(tid)
+        if "pareto" in tags:
+            self._pareto[tid] = tags["pareto"] == "true"
 
     def _upsert(self, rec: TrialRecord) -> bool:
         from mlflow.entities import Metric, Param, RunTag
@@ -503,9 +548,12 @@ class Tracker:
                 continue
             ts = int(ep.get("timestamp", time.time()) * 1000)
             metrics = [Metric(k, float(v), ts, step) for k, v in ep.items() if k not in ("epoch", "timestamp")]
-            for chunk in _chunks(metrics, 900):
-                c.log_batch(run_id, metrics=list(chunk))
-            c.log_batch(run_id, tags=[RunTag("spfde.epochs_logged", str(step))])
+            chunks = list(_chunks(metrics, 900)) or [[]]
+            for i, chunk in enumerate(chunks):
+                # the progress tag rides in the same request as the epoch's (last) metrics; metric timestamps
+                # are the result's own, so a replay after a lost reply adds no duplicate points
+                tags = [RunTag("spfde.epochs_logged", str(step))] if i == len(chunks) - 1 else []
+                c.log_batch(run_id, metrics=list(chunk), tags=tags)
             done = step
             self._epochs_logged[tid] = step
         if rec.terminal and tid not in self._final_logged:
@@ -517,12 +565,12 @@ class Tracker:
                 v = rec.final.get(k)
                 if not _finite(v) or (k in last and float(last[k]) == float(v)):  # already at this step
                     continue
-                metrics.append(Metric(k, float(v), ts, step))
+                metrics.append(Metric(_METRIC_NAME.get(k, k), float(v), ts, step))
             dense = rec.final.get("dense_train_flops")
             for part in ("sparsity", "freezing", "sieving"):
-                s = rec.final.get(f"saved_{part}")
-                if _finite(s) and _finite(dense):
-                    metrics.append(Metric(f"flops_saved_{part}", float(s) * float(dense), ts, step))
+                saved = rec.final.get(f"saved_{part}")
+                if _finite(saved) and _finite(dense) and float(dense) > 0:
+                    metrics.append(Metric(f"flops_saved_{part}_fraction", float(saved) / float(dense), ts, step))
             tags = [RunTag("spfde.status", rec.status), RunTag("spfde.full_budget", str(rec.full_budget).lower()),
                     RunTag("spfde.final_logged", "true")]
             if rec.error:
@@ -589,7 +637,7 @@ class Tracker:
 
     def sync(self, records: Sequence[TrialRecord], meta: Mapping[str, Any] | None, *, close: bool) -> dict[str, Any]:
         """Write every record, then the frontier; raise TrackingUnavailable if anything failed."""
-        self.retry_after = 0.0
+        self.retry_after = self._backoff = 0.0
         self.start(meta)
         ok = [self.upsert_trial(r) for r in records]
         front_ok = self.update_frontier(records)
@@ -600,6 +648,18 @@ class Tracker:
                                       f"run `spfde sync {self.search}` again when the store is reachable")
         return {"trials": len(records), "synced": sum(ok), "frontier": sum(frontier_flags(records).values()),
                 "parent_run_id": self.parent_run_id, "experiment_id": self.experiment_id, "ok": front_ok}
+
+
+def _search_all(client: Any, experiment_ids: list[str], flt: str) -> list[Any]:
+    """Every run matching the filter (follows page tokens)."""
+    out: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=flt, max_results=1000, page_token=token)
+        out.extend(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return out
 
 
 def _q(s: str) -> str:
@@ -648,13 +708,9 @@ def write_frontier_artifacts(table: pd.DataFrame, out: Path, title: str | None =
 def trial_config(trial_config_dict: Mapping[str, Any], base_config: Mapping[str, Any]) -> tuple[dict, dict]:
     """(full resolved config, sampled dotted params) from a Ray trial's config and the search's base config.
 
-    The trial config may be flat (``{"sparsity.ratio": 0.9}``), ``/``-joined, nested, or carry the full resolved
-    config under ``"config"``; keys that are not config paths (Ray's own) are ignored.
+    The trial config holds the sampled parameters by dotted config path (``{"sparsity.ratio": 0.9}``); ``/``-joined
+    or nested keys are accepted too, and keys that are not config paths are ignored.
     """
-    if isinstance(trial_config_dict.get("config"), Mapping):
-        full = dict(trial_config_dict["config"])
-        sampled = {k: v for k, v in flatten(trial_config_dict.get("params") or {}).items()}
-        return full, sampled
     sampled: dict[str, Any] = {}
     for k, v in flatten({k.replace("/", "."): v for k, v in trial_config_dict.items()}).items():
         try:
@@ -668,23 +724,46 @@ def trial_config(trial_config_dict: Mapping[str, Any], base_config: Mapping[str,
     return full, sampled
 
 
+def tracking_settings(tracking_uri: str | None, experiment: str | None,
+                      base_config: Mapping[str, Any] | Config | None) -> dict[str, Any]:
+    """The resolved ``{"uri", "experiment"}`` a search records in ``search.json`` (``uri`` None: tracking off)."""
+    if tracking_uri is not None and tracking_uri.strip().lower() in ("none", "off", "false", "0", ""):
+        return {"uri": None, "experiment": None, "enabled": False}
+    return {"uri": resolve_tracking_uri(tracking_uri), "experiment": experiment or default_experiment_name(base_config),
+            "enabled": True}
+
+
+def _read_search_json(search_dir: str) -> dict[str, Any]:
+    if "://" in search_dir:
+        import pyarrow.fs as pafs
+
+        fs, path = pafs.FileSystem.from_uri(search_dir)
+        with fs.open_input_stream(f"{path}/search.json") as f:
+            return dict(json.loads(f.read()))
+    return dict(json.loads((Path(search_dir) / "search.json").read_text()))
+
+
 @functools.lru_cache(maxsize=1)
 def _callback_class() -> type:
     from ray.tune import Callback
 
     class MLflowFrontierCallback(Callback):  # type: ignore[misc]
-        """Logs every trial to MLflow from the driver and keeps the frontier tags/artifacts current."""
+        """Logs every trial to MLflow from the driver and keeps the frontier tags/artifacts current.
 
-        def __init__(self, tracker: Tracker, meta: Mapping[str, Any], records_fn: Any = None) -> None:
+        Final trial rows come from ``search.trial_row`` (the same function that writes ``trials.parquet``), so
+        MLflow and the search's own table agree on status, metrics and config.
+        """
+
+        def __init__(self, tracker: Tracker, meta: Mapping[str, Any] | None, search_dir: str | None) -> None:
             self.tracker = tracker
-            self.meta = dict(meta)
-            self.base = dict(meta.get("base_config") or meta.get("base") or {})
-            self.epochs_total = int((self.base.get("train") or {}).get("epochs", 0) or 0)
+            self.meta = dict(meta) if meta is not None else None
+            self.search_dir = search_dir
             self.records: dict[str, TrialRecord] = {}
-            self.records_fn = records_fn  # optional: trial -> TrialRecord (search.py's own row builder)
             self._dirty: set[str] = set()
 
-        # -- state
+        @property
+        def base(self) -> dict[str, Any]:
+            return dict((self.meta or {}).get("base_config") or {})
 
         def _record(self, trial: Any) -> TrialRecord:
             tid = str(trial.trial_id)
@@ -696,43 +775,15 @@ def _callback_class() -> type:
                 self.records[tid] = rec
             return rec
 
-        def _finalize(self, trial: Any, errored: bool) -> TrialRecord:
-            rec = self._record(trial)
-            if self.records_fn is not None:
-                with contextlib.suppress(Exception):
-                    better = self.records_fn(trial)
-                    if better is not None:
-                        better.epochs = better.epochs or rec.epochs
-                        better.start_time = rec.start_time
-                        self.records[rec.trial_id] = better
-                        return better
-            last = dict(getattr(trial, "last_result", None) or {})
-            for k in FINAL_METRICS:
-                if _finite(last.get(k)):
-                    rec.final[k] = float(last[k])
-            saved = last.get("saved")
-            if isinstance(saved, Mapping):
-                for part in ("sparsity", "freezing", "sieving"):
-                    if _finite(saved.get(part)):
-                        rec.final[f"saved_{part}"] = float(saved[part])
-            n = max([e["epoch"] for e in rec.epochs], default=0)
-            rec.final.setdefault("epochs_completed", float(n))
-            status = str(last.get("status") or last.get("spfde_status") or "").upper()
-            if errored:
-                err = getattr(trial, "error_msg", None) or ""
-                if not err and getattr(trial, "error_file", None):
-                    with contextlib.suppress(OSError):
-                        err = Path(trial.error_file).read_text()
-                rec.error = str(err)[-5000:]
-                rec.status = "INFEASIBLE" if ("ConfigError" in rec.error or status == "INFEASIBLE") else "FAILED"
-            elif status in TERMINAL:
-                rec.status = status
-                rec.error = str(last.get("error") or "")
-            else:
-                rec.full_budget = self.epochs_total == 0 or n >= self.epochs_total
-                rec.status = "COMPLETED" if rec.full_budget else "EARLY_STOPPED"
-            if status == "COMPLETED":
-                rec.full_budget = self.epochs_total == 0 or n >= self.epochs_total
+        def _finalize(self, trial: Any, ray_status: str) -> TrialRecord:
+            from spfde_search.search import trial_row
+
+            old = self._record(trial)
+            rec = TrialRecord.from_row(trial_row(trial, self.base, ray_status))
+            rec.epochs, rec.start_time = old.epochs, old.start_time
+            if not rec.config:
+                rec.config = old.config
+            self.records[rec.trial_id] = rec
             return rec
 
         def _flush(self, frontier: bool) -> None:
@@ -747,13 +798,20 @@ def _callback_class() -> type:
             if frontier:
                 t.update_frontier(list(self.records.values()))
 
-        # -- Ray hooks
+        # -- Ray hooks (driver only)
 
         def setup(self, **info: Any) -> None:
+            if self.meta is None and self.search_dir is not None:
+                try:
+                    self.meta = _read_search_json(self.search_dir)
+                except (OSError, ValueError) as e:
+                    log.warning("could not read search.json from %s (%s); the parent run lacks the search's "
+                                "description until `spfde sync`", self.search_dir, e)
+                    self.meta = {"name": self.tracker.search}
             self.tracker.start(self.meta)
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._record(trial)
+            self._record(trial).status = "RUNNING"
             self._dirty.add(str(trial.trial_id))
             self._flush(frontier=False)
 
@@ -762,46 +820,69 @@ def _callback_class() -> type:
             ep = _epoch_metrics(result)
             if ep and all(e["epoch"] != ep["epoch"] for e in rec.epochs):
                 rec.epochs.append(ep)
-            self._dirty.add(rec.trial_id)
-            self._flush(frontier=False)
+                self._dirty.add(rec.trial_id)
+                self._flush(frontier=False)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            rec = self._finalize(trial, errored=False)
-            self._dirty.add(rec.trial_id)
+            self._dirty.add(self._finalize(trial, "TERMINATED").trial_id)
             self._flush(frontier=True)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            rec = self._finalize(trial, errored=True)
-            self._dirty.add(rec.trial_id)
+            self._dirty.add(self._finalize(trial, "ERROR").trial_id)
             self._flush(frontier=True)
 
         def on_experiment_end(self, trials: list, **info: Any) -> None:
             t = self.tracker
-            t._down_until = 0.0  # one last attempt
+            t._down_until = 0.0  # one last attempt, whatever the back-off
             self._flush(frontier=True)
-            if not self._dirty:
+            if not self._dirty and t.available():
                 t.finish("FINISHED")
             if self._dirty or t.failures:
-                log.warning("MLflow tracking missed part of search %r (%d trial(s) not written); nothing is "
-                            "lost: run `spfde sync %s` once %s is reachable", t.search, len(self._dirty),
+                log.warning("MLflow tracking missed part of search %r (%d trial(s) not fully written); nothing "
+                            "is lost: run `spfde sync %s` once %s is reachable", t.search, len(self._dirty),
                             t.search, t.uri)
 
     return MLflowFrontierCallback
 
 
-def make_callback(tracking_uri: str | None, experiment: str | None, search_meta: Mapping[str, Any],
-                  records_fn: Any = None) -> Any:
-    """A ``ray.tune.Callback`` logging the search to MLflow from the driver; None if tracking is disabled.
+def make_callback(tracking_uri: str | None, experiment: str | None, name: str, *,
+                  search_dir: str | None = None, search_meta: Mapping[str, Any] | None = None,
+                  base_config: Mapping[str, Any] | None = None) -> Any:
+    """A ``ray.tune.Callback`` that logs the search ``name`` to MLflow from the driver, or None if tracking is off
+    (``tracking_uri`` ``"none"``/``"off"``).
 
-    ``search_meta`` is the search's ``search.json`` content (name, space, sampler, seed, num_samples,
-    base_config, ...). ``tracking_uri`` ``"none"``/``"off"`` disables tracking.
+    The search's description (parent run params) is ``search_meta`` if given, else ``search.json`` read from
+    ``search_dir`` when the search starts. ``experiment`` defaults to ``spfde-<model>-<data set>`` of the base config.
     """
-    if tracking_uri is not None and tracking_uri.strip().lower() in ("none", "off", "false", "0"):
+    ts = tracking_settings(tracking_uri, experiment, base_config or (search_meta or {}).get("base_config"))
+    if not ts["enabled"]:
         return None
-    name = str(search_meta["name"])
-    base = search_meta.get("base_config") or search_meta.get("base") or {}
-    tracker = Tracker(tracking_uri, experiment or default_experiment_name(base), name)
-    return _callback_class()(tracker, search_meta, records_fn)
+    return _callback_class()(Tracker(ts["uri"], ts["experiment"], name), search_meta, search_dir)
+
+
+def callbacks_for(settings: Any) -> list[Any]:
+    """``[callback]`` for a ``search.SearchSettings`` whose ``tracking`` is enabled, else ``[]``.
+
+    ``settings.tracking`` is what ``tracking_settings`` returned when the search was created (kept in
+    ``search.json``, so ``--resume`` logs to the same place); None means tracking is off.
+    """
+    tr = getattr(settings, "tracking", None) or {}
+    if not tr.get("uri") or tr.get("enabled") is False:
+        return []
+    from spfde_search.search import experiment_uri
+
+    cb = make_callback(tr["uri"], tr.get("experiment"), settings.name,
+                       search_dir=experiment_uri(settings.storage_path, settings.name),
+                       base_config=settings.base_config)
+    return [] if cb is None else [cb]
+
+
+def describe_tracking(settings: Any) -> str:
+    """One line for the console: where the search is tracked."""
+    tr = getattr(settings, "tracking", None) or {}
+    if not tr.get("uri") or tr.get("enabled") is False:
+        return "MLflow tracking off"
+    return f"MLflow: {tr['uri']} (experiment {tr.get('experiment')}); browse with `spfde ui {settings.name}`"
 
 
 # ---------------------------------------------------------------- sync and read-back
@@ -843,10 +924,11 @@ def sync_search(search_dir: str | Path, tracking_uri: str | None = None, experim
     meta, records = load_search_results(search_dir)
     name = str(meta.get("name") or Path(search_dir).name)
     meta["name"] = name
-    uri = tracking_uri or meta.get("tracking_uri") or None
-    exp = experiment or meta.get("experiment") or meta.get("tracking_experiment") or \
+    recorded = meta.get("tracking") or {}
+    uri = tracking_uri or recorded.get("uri") or meta.get("tracking_uri") or None
+    exp = experiment or recorded.get("experiment") or meta.get("experiment") or \
         default_experiment_name(meta.get("base_config") or {})
-    tracker = Tracker(uri, exp, name, retry_after=0.0)
+    tracker = Tracker(uri, exp, name, retry_after=0.0, fail_fast=False)
     out = tracker.sync(records, meta, close=True)
     out["tracking_uri"] = tracker.uri
     out["experiment"] = exp
@@ -887,8 +969,7 @@ def read_trials(tracking_uri: str | None, search: str, experiment: str | None = 
     """(parent run, one row per trial run read back from MLflow: ids, status, pareto tag, final metrics,
     sampled params)."""
     c, parent = find_parent_run(tracking_uri, search, experiment)
-    runs = c.search_runs([parent.info.experiment_id],
-                         filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=50000)
+    runs = _search_all(c, [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     rows = []
     for r in runs:
         t, m = r.data.tags, r.data.metrics
@@ -898,7 +979,7 @@ def read_trials(tracking_uri: str | None, search: str, experiment: str | None = 
             "pareto": t.get("pareto") == "true",
         }
         for k in FINAL_METRICS:
-            row[k] = m.get(k, float("nan"))
+            row[k] = m.get(_METRIC_NAME.get(k, k), float("nan"))
         row["params"] = t.get("spfde.sampled", "{}")
         rows.append(row)
     df = pd.DataFrame(rows)

@@ -206,7 +206,7 @@ class Trainer:
             if g is not None and self.unit_of[name] >= prefix:
                 grads[name] = g.detach().clone()
         self.model.zero_grad(set_to_none=True)
-        for m, mom in zip(bns, saved):
+        for m, mom in zip(bns, saved, strict=False):
             m.momentum = mom
         self.train_flops += len(y) * rigl_pass_cost(self.profile, self.counts(), prefix)
         return grads

@@ -1,0 +1,16 @@
+# The README's two commands. Both set everything up first (scripts/setup.sh is idempotent).
+.PHONY: setup demo test lint
+
+setup:
+	bash scripts/setup.sh
+
+# The main job: a small joint search on the embedded defaults (local Ray, SQLite MLflow), then the Pareto front.
+demo: setup
+	.venv/bin/spfde search --space smoke --num-samples 6 --max-concurrent 2 --name demo
+
+lint: setup
+	.venv/bin/ruff check spfde_search search_spaces trainables tests benchmarks
+	.venv/bin/mypy
+
+test: lint
+	.venv/bin/python -m pytest -q --durations=15

@@ -1,0 +1,173 @@
+"""``spfde search``: joint Ray Tune + Optuna search, printing the Pareto front at the end.
+
+Heavy libraries (ray, optuna, torch) are imported inside the command, so ``spfde --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from .cli_app import app
+
+__all__ = ["search"]
+
+_SAMPLERS = "tpe, nsga2, gp, random, auto"
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+@app.command("search")
+def search(
+    space: str = typer.Option(None, "--space", help="built-in space (joint, paper, smoke) or a YAML file [default: joint]"),
+    config: Path = typer.Option(None, "--config", help="base config YAML"),
+    set_: list[str] = typer.Option(None, "--set", help="base config override path=value (repeatable)"),
+    num_samples: int = typer.Option(None, "--num-samples", "-n", min=1, help="trials to run [default: 16]"),
+    sampler: str = typer.Option(None, "--sampler", help=f"Optuna sampler: {_SAMPLERS} [default: auto]"),
+    seed: int = typer.Option(None, "--seed", help="sampler seed [default: 0]"),
+    max_concurrent: int = typer.Option(None, "--max-concurrent", min=1, help="trials running at once [default: 2]"),
+    cpus_per_trial: float = typer.Option(None, "--cpus-per-trial", help="CPUs reserved per trial [default: 1]"),
+    gpus_per_trial: float = typer.Option(None, "--gpus-per-trial", help="GPUs per trial, fractional allowed [default: 0]"),
+    flops_budget: str = typer.Option(
+        None, "--flops-budget", help="max training FLOPs: ratio of dense (0.3, 0.3x, 30%) or absolute (2.5e12, 800G)"
+    ),
+    initial: str = typer.Option(None, "--initial", help="seed the sampler with known points: paper"),
+    early_stopping: str = typer.Option(None, "--early-stopping", help="none or asha (on test accuracy) [default: none]"),
+    grace_period: int = typer.Option(None, "--grace-period", min=1, help="ASHA: epochs before a trial can stop [default: 1]"),
+    reduction_factor: int = typer.Option(None, "--reduction-factor", min=2, help="ASHA reduction factor [default: 2]"),
+    address: str = typer.Option(None, "--address", help="join an existing Ray cluster (host:port or auto) [default: embedded]"),
+    storage_path: str = typer.Option(None, "--storage-path", help="results root: local path or pyarrow URI (s3://...)"),
+    name: str = typer.Option(None, "--name", help="search name (folder under the storage path)"),
+    resume: str = typer.Option(None, "--resume", help="resume the search NAME after a crash"),
+    num_cpus: int = typer.Option(None, "--num-cpus", min=1, help="CPUs of the embedded Ray [default: all]"),
+    ship_code: bool = typer.Option(None, "--ship-code/--no-ship-code", help="upload this checkout's code to the cluster"),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="more output (-v: trial starts and epochs, -vv: worker logs)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="only the final front"),
+) -> None:
+    """Search sparsity x freezing x sieving for the Pareto front of test accuracy vs training FLOPs."""
+    from rich.console import Console
+
+    from .config import ConfigError, load_config, parse_overrides
+    from .search import (
+        DEFAULT_STORAGE,
+        SearchError,
+        SearchSettings,
+        front_table,
+        load_settings,
+        prepare,
+        run_search,
+    )
+
+    console = Console(stderr=False)
+    if not console.is_terminal:
+        console = Console(stderr=False, width=160)
+    options = _given({
+        "space": space, "num_samples": num_samples, "sampler": sampler, "seed": seed,
+        "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
+        "flops_budget": flops_budget, "initial": initial, "early_stopping": early_stopping,
+        "grace_period": grace_period, "reduction_factor": reduction_factor, "address": address,
+        "num_cpus": num_cpus, "ship_code": ship_code,
+    })
+    try:
+        overrides = parse_overrides(set_ or [])
+        given_base = None
+        if config is not None or overrides:
+            given_base = load_config(config, overrides).to_dict()
+        if resume is not None:
+            if name is not None and name != resume:
+                _fail(f"--name {name!r} and --resume {resume!r} differ; --resume takes the search's name")
+            settings = load_settings(resume, storage_path or DEFAULT_STORAGE)
+            stored = settings.model_dump()
+            for k, v in options.items():
+                if k == "address":
+                    continue  # the cluster may have moved after a crash
+                if stored.get(k) != v:
+                    _fail(f"--{k.replace('_', '-')} {v!r} differs from the original search ({stored.get(k)!r}); "
+                          f"resume with the original arguments or none")
+            if given_base is not None and given_base != settings.base_config:
+                _fail("--config/--set give a different base config than the original search; resume with the "
+                      "original arguments or none")
+            if "address" in options:
+                settings.address = options["address"]
+            if storage_path is not None:
+                settings.storage_path = storage_path
+        else:
+            base = given_base if given_base is not None else load_config(None, {}).to_dict()
+            sp = options.get("space", "joint")
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            settings = SearchSettings(
+                name=name or f"search-{Path(sp).stem}-{stamp}",
+                config_path=str(config) if config is not None else None,
+                overrides=overrides,
+                base_config=base,
+                storage_path=storage_path or DEFAULT_STORAGE,
+                **{k: v for k, v in options.items() if v is not None},
+            )
+        prep = prepare(settings, resume=resume is not None)
+    except (SearchError, ConfigError) as e:
+        _fail(str(e))
+        return
+    except ValueError as e:  # pydantic: a bad choice (sampler, early stopping, ...)
+        _fail(_pydantic_message(e))
+        return
+    s = prep.settings
+    v = 0 if quiet else 1 + verbose
+    if v:
+        budget = f", budget {prep.budget.describe()}" if prep.budget else ""
+        console.print(
+            f"[bold]{'resuming' if resume else 'search'}[/bold] {s.name}: space {s.space} "
+            f"({len(prep.space.distributions)} parameters), sampler {s.sampler}, {s.num_samples} trials, "
+            f"{s.max_concurrent} at once{budget}; "
+            f"{'cluster ' + s.address if s.address else 'embedded Ray'}; results in {s.resolved_storage()}/{s.name}",
+            highlight=False,
+        )
+    try:
+        out = run_search(s, resume=resume is not None, console=console, verbose=v, prepared=prep)
+    except SearchError as e:
+        _fail(str(e))
+        return
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; continue with: spfde search --resume {s.name} --storage-path {s.resolved_storage()}",
+                   err=True)
+        raise typer.Exit(130) from None
+    counts = ", ".join(f"{k} {n}" for k, n in sorted(out.table["status"].value_counts().items()))
+    console.print(f"{len(out.table)} trials ({counts}) in {out.wall_seconds:.0f} s; hypervolume {out.hypervolume:.4f}",
+                  highlight=False)
+    if out.front.empty:
+        console.print("no completed full-budget trial: the Pareto front is empty", style="yellow")
+    else:
+        console.print(front_table(out.front, f"Pareto front of {s.name} (* = knee)"))
+    console.print(f"trials table: {out.path}/trials.parquet", highlight=False)
+
+
+def _pydantic_message(e: ValueError) -> str:
+    try:
+        from pydantic import ValidationError
+
+        if isinstance(e, ValidationError):
+            parts = []
+            for err in e.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                parts.append(f"--{loc.replace('_', '-')}: {err['msg']}")
+            return "; ".join(parts)
+    except ImportError:  # pragma: no cover
+        pass
+    return str(e)
+
+
+def main() -> None:  # pragma: no cover - `python -m spfde_search.cli_search`
+    app(prog_name="spfde")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

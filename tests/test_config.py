@@ -1,0 +1,258 @@
+"""Config validation: every error names the field and what is allowed; dotted paths, overrides and YAML loading."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from spfde_search.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_to_yaml,
+    field_info,
+    field_paths,
+    flatten,
+    load_config,
+    parse_overrides,
+    unflatten,
+)
+
+
+def error_of(data: dict) -> str:
+    with pytest.raises(ConfigError) as e:
+        Config.parse(data)
+    return str(e.value)
+
+
+# ---------------------------------------------------------------- defaults follow SPFDE.md
+
+
+def test_defaults_are_the_papers_choices() -> None:
+    cfg = Config()
+    assert cfg.sparsity.algorithm == "mest" and cfg.sparsity.ratio == 0.9
+    assert cfg.sparsity.distribution == "uniform" and cfg.sparsity.dense_first
+    assert cfg.sparsity.soft_bound == [(0.5625, 0.02), (0.75, 0.01)]  # MEST README, 90% sparsity
+    assert cfg.freezing.scheme == "single_shot" and math.isclose(cfg.freezing.freeze_fraction, 2 / 3)
+    assert not cfg.freezing.enabled and not cfg.sieving.enabled
+    assert cfg.train.update_interval == 5 and cfg.train.momentum == 0.9
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "decay"), [("rigl", "cosine"), ("mest", "constant"), ("set", "constant")]
+)
+def test_drop_decay_auto(algorithm: str, decay: str) -> None:
+    assert Config.parse({"sparsity": {"algorithm": algorithm}}).sparsity.decay() == decay
+    forced = Config.parse({"sparsity": {"algorithm": algorithm, "drop_decay": "constant"}})
+    assert forced.sparsity.decay() == "constant"
+
+
+# ---------------------------------------------------------------- validation messages
+
+
+def test_out_of_range_names_field_and_range() -> None:
+    msg = error_of({"sparsity": {"ratio": 1.5}})
+    assert "sparsity.ratio" in msg
+    assert "[0, 1)" in msg  # ge=0, lt=1 written as a half-open interval
+
+
+def test_integer_range_message() -> None:
+    msg = error_of({"train": {"epochs": 0}})
+    assert "train.epochs" in msg and "an integer in [1, 10000]" in msg
+
+
+def test_unknown_top_level_key_lists_sections() -> None:
+    msg = error_of({"foo": {"bar": 1}})
+    assert "foo: unknown key" in msg
+    for section in ("model", "data", "train", "sparsity", "freezing", "sieving"):
+        assert section in msg
+
+
+def test_unknown_nested_key_lists_section_fields() -> None:
+    msg = error_of({"sparsity": {"rato": 0.9}})
+    assert "sparsity.rato: unknown key" in msg
+    assert "sparsity.ratio" in msg and "sparsity.algorithm" in msg
+    assert "train.lr" not in msg  # only the keys of that section
+
+
+def test_categorical_lists_choices() -> None:
+    msg = error_of({"sparsity": {"algorithm": "gmp"}})
+    assert "sparsity.algorithm" in msg
+    for name in ("mest", "rigl", "set", "static", "dense"):
+        assert repr(name) in msg
+
+
+def test_unknown_model_lists_valid_names() -> None:
+    msg = error_of({"model": {"name": "resnet9"}})  # 9 - 2 is not a multiple of 6
+    assert "model.name" in msg and "resnet9" in msg and "resnet32" in msg and "resnet50" in msg
+
+
+@pytest.mark.parametrize("name", ["resnet8", "resnet14", "resnet20", "resnet32", "resnet56", "resnet110", "resnet18", "resnet50"])
+def test_valid_model_names(name: str) -> None:
+    assert Config.parse({"model": {"name": name}}).model.name == name
+
+
+@pytest.mark.parametrize("name", ["resnet2", "resnet7", "resnet34", "vgg16", "resnet"])
+def test_invalid_model_names(name: str) -> None:
+    assert "model.name" in error_of({"model": {"name": name}})
+
+
+@pytest.mark.parametrize(
+    ("data", "needles"),
+    [
+        ({"train": {"lr": 0.1, "lr_min": 0.2}}, ["train.lr_min", "train.lr"]),
+        ({"train": {"epochs": 3, "warmup_epochs": 3}}, ["train.warmup_epochs", "train.epochs"]),
+        ({"sparsity": {"algorithm": "dense"}}, ["sparsity.ratio", "dense", "sparsity.ratio=0"]),
+        (
+            {"freezing": {"target_flops_reduction": 0.2, "start_epoch": 3}},
+            ["freezing.target_flops_reduction", "freezing.start_epoch"],
+        ),
+        ({"freezing": {"units": 2}}, ["freezing.units", "freezing.start_epoch"]),
+        ({"sparsity": {"soft_bound": [[0.5, 0.02], [0.4, 0.01]]}}, ["soft_bound", "increasing"]),
+        ({"sparsity": {"soft_bound": [[0.5, 1.5]]}}, ["soft_bound", "[0, 1)"]),
+        ({"sieving": {"fraction": 1.0}}, ["sieving.fraction", "[0, 1)"]),
+        ({"freezing": {"target_flops_reduction": -0.1}}, ["freezing.target_flops_reduction"]),
+    ],
+)
+def test_cross_field_messages(data: dict, needles: list[str]) -> None:
+    msg = error_of(data)
+    assert msg.startswith("invalid config:")
+    for n in needles:
+        assert n in msg, (n, msg)
+
+
+def test_every_problem_on_its_own_line() -> None:
+    msg = error_of({"sparsity": {"ratio": 2.0}, "train": {"epochs": 0}})
+    lines = msg.splitlines()
+    assert lines[0] == "invalid config:"
+    assert any("sparsity.ratio" in ln for ln in lines[1:]) and any("train.epochs" in ln for ln in lines[1:])
+    assert len(lines) == 3
+
+
+def test_dense_with_zero_ratio_is_fine() -> None:
+    assert Config.parse({"sparsity": {"algorithm": "dense", "ratio": 0}}).sparsity.algorithm == "dense"
+
+
+# ---------------------------------------------------------------- field_info
+
+
+def test_field_info_bounds() -> None:
+    r = field_info("sparsity.ratio")
+    assert (r.kind, r.low, r.high, r.low_inclusive, r.high_inclusive) == ("float", 0.0, 1.0, True, False)
+    assert r.contains(0.0) and r.contains(0.95) and not r.contains(1.0) and not r.contains(-0.01)
+    assert not r.contains(True)  # a bool is not a number here
+    e = field_info("train.epochs")
+    assert (e.kind, e.low, e.high) == ("int", 1.0, 10000.0)
+    lr = field_info("train.lr")
+    assert lr.low == 0 and not lr.low_inclusive and not lr.contains(0.0) and lr.contains(10.0)
+    a = field_info("sparsity.algorithm")
+    assert a.kind == "categorical" and set(a.choices or ()) == {"mest", "rigl", "set", "static", "dense"}
+    assert field_info("train.nesterov").choices == (False, True)
+    s = field_info("freezing.start_epoch")
+    assert s.optional and s.kind == "int" and s.low == 0 and s.high is None
+
+
+def test_field_info_unknown_path_lists_valid() -> None:
+    with pytest.raises(KeyError, match="sieving.fraction"):
+        field_info("sieving.frac")
+
+
+def test_field_paths_cover_every_section_field() -> None:
+    paths = field_paths()
+    assert "seed" in paths and "sparsity.ratio" in paths and "freezing.target_flops_reduction" in paths
+    for p in paths:
+        field_info(p)  # every listed path resolves
+    assert len(paths) == len(set(paths))
+
+
+# ---------------------------------------------------------------- overrides and YAML
+
+
+def test_parse_overrides_yaml_scalars() -> None:
+    got = parse_overrides(["sparsity.ratio=0.95", "train.epochs=3", "data.augment=false", "data.root=", "model.name=resnet20"])
+    assert got == {"sparsity.ratio": 0.95, "train.epochs": 3, "data.augment": False, "data.root": None, "model.name": "resnet20"}
+    assert isinstance(got["train.epochs"], int)
+
+
+def test_parse_overrides_needs_equals() -> None:
+    with pytest.raises(ConfigError, match="path=value"):
+        parse_overrides(["sparsity.ratio"])
+
+
+def test_apply_overrides_unknown_path() -> None:
+    with pytest.raises(ConfigError, match="unknown config path 'foo.bar'.*sparsity.ratio"):
+        apply_overrides({}, {"foo.bar": 1})
+
+
+def test_apply_overrides_does_not_mutate() -> None:
+    base = {"sparsity": {"ratio": 0.9}}
+    out = apply_overrides(base, {"sparsity.ratio": 0.8, "train.epochs": 2})
+    assert base == {"sparsity": {"ratio": 0.9}}
+    assert out == {"sparsity": {"ratio": 0.8}, "train": {"epochs": 2}}
+
+
+def test_with_overrides_revalidates() -> None:
+    cfg = Config()
+    assert cfg.with_overrides({"sparsity.ratio": 0.5}).sparsity.ratio == 0.5
+    with pytest.raises(ConfigError, match="sparsity.ratio"):
+        cfg.with_overrides({"sparsity.ratio": 1.5})
+
+
+def test_flatten_unflatten_roundtrip() -> None:
+    d = Config().to_dict()
+    flat = flatten(d)
+    assert flat["sparsity.ratio"] == 0.9 and "sparsity" not in flat
+    assert unflatten(flat) == d
+    assert set(flat) == set(field_paths())  # the flat config's keys are exactly the dotted paths
+
+
+def test_yaml_roundtrip(tmp_path: Path) -> None:
+    cfg = Config.parse({"sparsity": {"ratio": 0.8, "algorithm": "rigl"}, "sieving": {"fraction": 0.25}})
+    p = tmp_path / "c.yaml"
+    p.write_text(config_to_yaml(cfg, header="exported\nby a test"))
+    assert p.read_text().startswith("# exported\n# by a test\n")
+    assert load_config(p) == cfg
+
+
+def test_load_config_layers_overrides(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("sparsity: {ratio: 0.8}\ntrain: {epochs: 7}\n")
+    cfg = load_config(p, {"sparsity.ratio": 0.5})
+    assert cfg.sparsity.ratio == 0.5 and cfg.train.epochs == 7
+
+
+def test_load_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sparsity: {ratio: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(lst)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_config(empty) == Config()
+
+
+def test_shipped_configs_load(trainer_repo: Path) -> None:
+    paper = load_config(trainer_repo / "configs" / "paper_resnet32_cifar100.yaml")
+    assert (paper.model.name, paper.model.width, paper.data.name, paper.train.epochs) == ("resnet32", 2, "cifar100", 160)
+    assert paper.freezing.target_flops_reduction == 0.2 and paper.sieving.fraction == 0.2
+    fm = load_config(trainer_repo / "configs" / "spfde_fmnist_cpu.yaml")
+    assert fm.data.name == "fashion_mnist" and fm.sparsity.algorithm == "mest"
+    load_config(trainer_repo / "spfde_search" / "presets" / "quickstart.yaml")
+
+
+def test_hint_only_where_there_is_a_range() -> None:
+    # a bounded or categorical field states its range; a free-form one (model.name, soft_bound) does not get
+    # an empty "(allowed: a str)" / "(allowed: a other)" tacked on
+    assert "(allowed: a number in [0, 1))" in error_of({"sparsity": {"ratio": 2}})
+    assert "(allowed: one of False, True)" in error_of({"data": {"augment": "maybe"}})
+    assert "(allowed: an integer in [0, inf) or null)" in error_of({"freezing": {"start_epoch": -1}})
+    assert "(allowed: a" not in error_of({"model": {"name": "resnet9"}})
+    assert "(allowed: a" not in error_of({"sparsity": {"soft_bound": [[0.5, 0.02], [0.4, 0.01]]}})

@@ -1,0 +1,17 @@
+"""Ray Tune adapters over the SpFDE ``Trainer`` (the trainer itself knows nothing of Ray)."""
+
+from __future__ import annotations
+
+from ._assess import Assessment, Budget, BudgetError, assess
+from ._trainable import TrialSetup, infeasible_metrics, node_identity, spfde_trainable
+
+__all__ = [
+    "Assessment",
+    "Budget",
+    "BudgetError",
+    "TrialSetup",
+    "assess",
+    "infeasible_metrics",
+    "node_identity",
+    "spfde_trainable",
+]

@@ -1,0 +1,99 @@
+"""The Ray Tune function trainable: base config + the trial's sampled parameters -> ``Trainer``, one
+``ray.tune.report`` per epoch with a checkpoint, resumed from ``ray.tune.get_checkpoint()``.
+
+A point that cannot run (config rejected, impossible freezing target, over the FLOPs budget) reports once,
+with ``infeasible=True`` and the reason, and returns without loading data or training. A diverging loss
+raises ``TrainingDiverged``, so Ray records the trial as errored with that message; the search goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from spfde_search.config import ConfigError
+
+from ._assess import Assessment, Budget, assess
+
+__all__ = ["TrialSetup", "spfde_trainable", "node_identity", "infeasible_metrics"]
+
+
+@dataclass
+class TrialSetup:
+    """What every trial shares: the base config (a dict), the budget and the FLOPs reported for points
+    that cannot even be predicted (the base's dense training FLOPs)."""
+
+    base: dict[str, Any]
+    budget: Budget | None = None
+    fallback_flops: float = 0.0
+    checkpoint_every: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def node_identity() -> dict[str, str]:
+    """Ray node id and IP of the worker running this trial (on loopback clusters the IPs coincide)."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    ip = ""
+    with contextlib.suppress(Exception):  # the address the node registered with, not the default route's
+        ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n.get("NodeID") == node_id), "")
+    return {"node_id": node_id, "node_ip": ip or ray.util.get_node_ip_address()}
+
+
+def infeasible_metrics(a: Assessment) -> dict[str, Any]:
+    """The single result of a point that cannot run. Accuracy 0 and the predicted (or fallback) FLOPs go to
+    the sampler, together with the constraint violation that marks the point infeasible."""
+    return {
+        **a.report_fields(),
+        "epoch": 0,
+        "test_accuracy": 0.0,
+        "train_accuracy": 0.0,
+        "loss": float("nan"),
+        "train_flops": 0.0,
+        "predicted_train_flops": a.run_train_flops,
+        "dense_train_flops": float(a.prediction.dense_train_flops) if a.prediction is not None else float("nan"),
+        "flops_ratio": a.run_flops_ratio if a.run_flops_ratio is not None else float("nan"),
+        "wall_seconds": 0.0,
+    }
+
+
+def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
+    """Ray Tune function trainable. ``config`` holds only the sampled dotted-path parameters."""
+    from ray import tune
+
+    from spfde_search.trainer import Trainer
+
+    ident = node_identity()
+    a = assess(config, setup.base, setup.budget, setup.fallback_flops)
+    if not a.feasible:
+        tune.report({**infeasible_metrics(a), **ident})
+        return
+    try:
+        trainer = Trainer(a.config)  # type: ignore[arg-type]
+    except ConfigError as e:  # the trainer's own checks (device, data options) reject the point
+        a.reason, a.violation = f"trainer rejected the config: {e}", 1.0
+        tune.report({**infeasible_metrics(a), **ident})
+        return
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            if Trainer.has_checkpoint(d):
+                trainer.load_checkpoint(d)
+    fields = {**a.report_fields(), **ident}
+    total = a.config.train.epochs  # type: ignore[union-attr]
+    every = max(1, setup.checkpoint_every)
+    for m in trainer.epochs():  # TrainingDiverged propagates: Ray marks the trial errored with its message
+        metrics = {**m.as_dict(), **fields}
+        for k, v in list(metrics.items()):
+            if isinstance(v, float) and not math.isfinite(v):
+                metrics[k] = float("nan")
+        if m.epoch % every == 0 or m.epoch == total:
+            with tempfile.TemporaryDirectory(prefix="spfde-ckpt-") as d:
+                trainer.save_checkpoint(d)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        else:
+            tune.report(metrics)
