@@ -6,7 +6,7 @@ setup:
 
 # The main job: a small joint search on the embedded defaults (local Ray, SQLite MLflow), then the Pareto front.
 demo: setup
-	.venv/bin/spfde search --space smoke --num-samples 6 --max-concurrent 2 --name demo
+	.venv/bin/spfde search --config configs/demo_search.yaml --space smoke --num-samples 8 --max-concurrent 2 --name demo-$$(date +%Y%m%d-%H%M%S)
 
 lint: setup
 	.venv/bin/ruff check spfde_search search_spaces trainables tests benchmarks

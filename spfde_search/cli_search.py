@@ -30,7 +30,7 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
 @app.command("search")
 def search(
     space: str = typer.Option(None, "--space", help="built-in space (joint, paper, smoke) or a YAML file [default: joint]"),
-    config: Path = typer.Option(None, "--config", help="base config YAML"),
+    config: Path = typer.Option(None, "--config", help="base config YAML [default: the built-in quickstart preset]"),
     set_: list[str] = typer.Option(None, "--set", help="base config override path=value (repeatable)"),
     num_samples: int = typer.Option(None, "--num-samples", "-n", min=1, help="trials to run [default: 16]"),
     sampler: str = typer.Option(None, "--sampler", help=f"Optuna sampler: {_SAMPLERS} [default: auto]"),
@@ -57,6 +57,7 @@ def search(
     """Search sparsity x freezing x sieving for the Pareto front of test accuracy vs training FLOPs."""
     from rich.console import Console
 
+    from .cli_train import quickstart_config
     from .config import ConfigError, load_config, parse_overrides
     from .search import (
         DEFAULT_STORAGE,
@@ -81,8 +82,10 @@ def search(
     try:
         overrides = parse_overrides(set_ or [])
         given_base = None
-        if config is not None or overrides:
+        if config is not None:
             given_base = load_config(config, overrides).to_dict()
+        elif overrides:
+            given_base = quickstart_config(overrides, quiet=True).to_dict()
         if resume is not None:
             if name is not None and name != resume:
                 _fail(f"--name {name!r} and --resume {resume!r} differ; --resume takes the search's name")
@@ -102,7 +105,7 @@ def search(
             if storage_path is not None:
                 settings.storage_path = storage_path
         else:
-            base = given_base if given_base is not None else load_config(None, {}).to_dict()
+            base = given_base if given_base is not None else quickstart_config({}, quiet=True).to_dict()
             sp = options.get("space", "joint")
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             settings = SearchSettings(

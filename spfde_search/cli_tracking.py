@@ -76,7 +76,7 @@ def pareto(
 
     n_done = int((df["status"] == "COMPLETED").sum()) if len(df) else 0
     title = (f"search {name}: {'all trials' if all_trials else 'Pareto frontier'} "
-             f"({int(df['pareto'].sum()) if len(df) else 0} of {n_done} completed, {len(df)} trials)")
+             f"({int(df['pareto'].sum()) if len(df) else 0} on the frontier; {n_done} completed of {len(df)} trials)")
     t = Table(title=title)
     for col, just in (("trial", "left"), ("status", "left"), ("pareto", "center"), ("test acc", "right"),
                       ("train FLOPs", "right"), ("ratio", "right"), ("sampled params", "left"),
@@ -169,7 +169,11 @@ def ui(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
 
-    signal.signal(signal.SIGTERM, lambda *a: (_stop(), sys.exit(0)))
+    def _on_term(*_: Any) -> None:
+        _stop()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, _on_term)
     try:
         if not _wait_port(local, port, proc, timeout=90):
             _stop()
@@ -231,7 +235,7 @@ def export(
         _fail(str(e))
     for w in written:
         typer.echo(f"{w.path}  trial {w.trial_id}  run {w.run_id}  acc {w.test_accuracy:.4f}  "
-                   f"FLOPs {w.train_flops:.6g}  ratio {w.flops_ratio:.4f}")
+                   f"training FLOPs {w.train_flops:.0f}  ratio {w.flops_ratio:.4f}")
 
 
 @app.command()

@@ -46,7 +46,7 @@ def _flat(config: Mapping[str, Any] | str | None) -> dict[str, Any]:
         return {}
     if isinstance(config, str):
         config = json.loads(config) if config else {}
-    return flatten(config)  # type: ignore[arg-type]
+    return flatten(config)
 
 
 def paper_point_label(config: Mapping[str, Any] | str | None) -> str:

@@ -537,8 +537,8 @@ class Tracker:
             chunks = list(_chunks(params, 100)) or [[]]
             sampled = json.dumps(rec.params, sort_keys=True, default=str)[:5000]
             for i, chunk in enumerate(chunks):
-                last = i == len(chunks) - 1
-                tags = [RunTag("spfde.params_logged", "true"), RunTag("spfde.sampled", sampled)] if last else []
+                is_last = i == len(chunks) - 1
+                tags = [RunTag("spfde.params_logged", "true"), RunTag("spfde.sampled", sampled)] if is_last else []
                 c.log_batch(run_id, params=list(chunk), tags=tags)
             self._params_logged.add(tid)
         done = self._epochs_logged.get(tid, 0)
@@ -557,20 +557,19 @@ class Tracker:
             done = step
             self._epochs_logged[tid] = step
         if rec.terminal and tid not in self._final_logged:
-            last = max(rec.epochs, key=lambda e: e["epoch"]) if rec.epochs else {}
+            last: dict[str, Any] = max(rec.epochs, key=lambda e: e["epoch"]) if rec.epochs else {}
             step = int(last.get("epoch", rec.final.get("epochs_completed", 0) or 0))
             ts = int(last.get("timestamp", time.time()) * 1000)
+            final = {k: float(v) for k, v in rec.final.items() if _finite(v)}
             metrics = []
             for k in FINAL_METRICS:
-                v = rec.final.get(k)
-                if not _finite(v) or (k in last and float(last[k]) == float(v)):  # already at this step
+                if k not in final or (k in last and float(last[k]) == final[k]):  # already at this step
                     continue
-                metrics.append(Metric(_METRIC_NAME.get(k, k), float(v), ts, step))
-            dense = rec.final.get("dense_train_flops")
+                metrics.append(Metric(_METRIC_NAME.get(k, k), final[k], ts, step))
+            dense = final.get("dense_train_flops", 0.0)
             for part in ("sparsity", "freezing", "sieving"):
-                saved = rec.final.get(f"saved_{part}")
-                if _finite(saved) and _finite(dense) and float(dense) > 0:
-                    metrics.append(Metric(f"flops_saved_{part}_fraction", float(saved) / float(dense), ts, step))
+                if f"saved_{part}" in final and dense > 0:
+                    metrics.append(Metric(f"flops_saved_{part}_fraction", final[f"saved_{part}"] / dense, ts, step))
             tags = [RunTag("spfde.status", rec.status), RunTag("spfde.full_budget", str(rec.full_budget).lower()),
                     RunTag("spfde.final_logged", "true")]
             if rec.error:
@@ -747,7 +746,7 @@ def _read_search_json(search_dir: str) -> dict[str, Any]:
 def _callback_class() -> type:
     from ray.tune import Callback
 
-    class MLflowFrontierCallback(Callback):  # type: ignore[misc]
+    class MLflowFrontierCallback(Callback):
         """Logs every trial to MLflow from the driver and keeps the frontier tags/artifacts current.
 
         Final trial rows come from ``search.trial_row`` (the same function that writes ``trials.parquet``), so
@@ -800,7 +799,8 @@ def _callback_class() -> type:
 
         # -- Ray hooks (driver only)
 
-        def setup(self, **info: Any) -> None:
+        def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+                  **info: Any) -> None:
             if self.meta is None and self.search_dir is not None:
                 try:
                     self.meta = _read_search_json(self.search_dir)
@@ -999,6 +999,7 @@ def download_config(client: Any, run_id: str) -> dict[str, Any]:
     """The trial's full config, from its ``config.yaml`` artifact (falls back to the run's params)."""
     import yaml
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no progress bar
     with tempfile.TemporaryDirectory() as td:
         try:
             p = client.download_artifacts(run_id, "config.yaml", td)
