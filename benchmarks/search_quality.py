@@ -231,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
                     "completed / trials"], table),
         "",
         f"- Median hypervolume after N trials is highest for `{best}`." if best else "- No search completed.",
-        "- With N this small and 3 seeds, differences between samplers are within the seed-to-seed spread unless "
-        "the min–max ranges above separate; the growth curves are in `hypervolume_growth.png`.",
+        f"- With N = {a.trials} and {a.seeds} seed(s) per method, differences between samplers are within the seed-to-seed spread unless "
+        "the min–max ranges above separate; the growth curves are in `hypervolume_growth.png`. Trials that are "
+        "not COMPLETED (mostly INFEASIBLE: a freezing target the short schedule cannot reach) count against the "
+        "budget N, as they do in a real search.",
     ]
     if skipped:
         body.append(f"- Not run (time budget): {', '.join(skipped)}.")

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                     + [{**C.spread_columns(s), "metric": "cpu"} for s in summary_cpu], out, "savings_summary")
         what = f"dense {a.model}, {a.savings_subset or 'all'} images, {a.savings_epochs} epochs, {a.device}"
         C.plot_savings(summary, out / "savings.png", what + " (wall clock)")
-        C.plot_savings(summary_cpu, out / "savings_cpu.png", what + " (process CPU time)")
+        C.plot_savings(summary_cpu, out / "savings_cpu.png", what + " (process CPU time)", clock="CPU time")
         for s, c in zip(summary, summary_cpu, strict=True):
             log(f"{s['variant']}: FLOPs saved {s['flops_saved'].fmt('.3f')}, wall saved {s['time_saved'].fmt('.3f')}, "
                 f"CPU saved {c['time_saved'].fmt('.3f')}")

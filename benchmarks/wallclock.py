@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 + [{**C.spread_columns(s), "metric": "cpu"} for s in per_k_cpu], out, "per_epoch_frozen")
     what = f"{a.model}, MEST {a.sparsity:g}, {a.train_subset or 'all'} images, {a.epochs} epochs, {a.device}"
     C.plot_savings(summary, out / "wallclock.png", what + " (wall clock)")
-    C.plot_savings(summary_cpu, out / "wallclock_cpu.png", what + " (process CPU time)")
+    C.plot_savings(summary_cpu, out / "wallclock_cpu.png", what + " (process CPU time)", clock="CPU time")
     elapsed = time.perf_counter() - t0
     for s, c in zip(summary, summary_cpu, strict=True):
         print(f"b{s['batch_size']} {s['variant']}: FLOPs saved {s['flops_saved'].fmt('.3f')}, "

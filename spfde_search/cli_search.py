@@ -51,6 +51,12 @@ def search(
     resume: str = typer.Option(None, "--resume", help="resume the search NAME after a crash"),
     num_cpus: int = typer.Option(None, "--num-cpus", min=1, help="CPUs of the embedded Ray [default: all]"),
     ship_code: bool = typer.Option(None, "--ship-code/--no-ship-code", help="upload this checkout's code to the cluster"),
+    tracking_uri: str = typer.Option(
+        None, "--tracking-uri",
+        help="MLflow store: sqlite:///path/mlflow.db or http://host:port of an `mlflow server`; 'none' turns "
+        "tracking off [default: $MLFLOW_TRACKING_URI, else ./mlflow.db]",
+    ),
+    experiment: str = typer.Option(None, "--experiment", help="MLflow experiment [default: spfde-<model>-<data set>]"),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="more output (-v: trial starts and epochs, -vv: worker logs)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="only the final front"),
 ) -> None:
@@ -58,6 +64,7 @@ def search(
     from rich.console import Console
 
     from .cli_train import quickstart_config
+    from .tracking import callbacks_for, describe_tracking, tracking_settings
     from .config import ConfigError, load_config, parse_overrides
     from .search import (
         DEFAULT_STORAGE,
@@ -104,6 +111,11 @@ def search(
                 settings.address = options["address"]
             if storage_path is not None:
                 settings.storage_path = storage_path
+            if tracking_uri is not None or experiment is not None or settings.tracking is None:
+                old = settings.tracking or {}
+                settings.tracking = tracking_settings(
+                    tracking_uri or old.get("uri"), experiment or old.get("experiment"), settings.base_config
+                )
         else:
             base = given_base if given_base is not None else quickstart_config({}, quiet=True).to_dict()
             sp = options.get("space", "joint")
@@ -114,6 +126,7 @@ def search(
                 overrides=overrides,
                 base_config=base,
                 storage_path=storage_path or DEFAULT_STORAGE,
+                tracking=tracking_settings(tracking_uri, experiment, base),
                 **{k: v for k, v in options.items() if v is not None},
             )
         prep = prepare(settings, resume=resume is not None)
@@ -134,8 +147,9 @@ def search(
             f"{'cluster ' + s.address if s.address else 'embedded Ray'}; results in {s.resolved_storage()}/{s.name}",
             highlight=False,
         )
+        console.print(describe_tracking(s), highlight=False)
     try:
-        out = run_search(s, resume=resume is not None, console=console, verbose=v, prepared=prep)
+        out = run_search(s, resume=resume is not None, console=console, verbose=v, prepared=prep, callbacks=callbacks_for(s))
     except SearchError as e:
         _fail(str(e))
         return
