@@ -64,7 +64,6 @@ def search(
     from rich.console import Console
 
     from .cli_train import quickstart_config
-    from .tracking import callbacks_for, describe_tracking, tracking_settings
     from .config import ConfigError, load_config, parse_overrides
     from .search import (
         DEFAULT_STORAGE,
@@ -75,6 +74,7 @@ def search(
         prepare,
         run_search,
     )
+    from .tracking import callbacks_for, describe_tracking, tracking_settings
 
     console = Console(stderr=False)
     if not console.is_terminal:
