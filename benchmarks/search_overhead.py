@@ -14,7 +14,6 @@ and the interquartile range), with the machine and versions.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -26,6 +25,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import append_section, base_parser, machine_info, output_dir, should_append  # noqa: E402
 
 from search_spaces import resolve_space, sample_random, trial_config  # noqa: E402
 from spfde_search.config import load_config  # noqa: E402
@@ -43,15 +45,14 @@ def fmt(s: dict[str, float]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = base_parser(__doc__.splitlines()[0])
     ap.add_argument("--configs", type=int, default=4, help="number of configs (trials) per arm")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs for each arm (Ray trial gets all)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
-    ap.add_argument("--smoke-test", action="store_true", help="tiny run for CI: 2 configs, synthetic data, 1 epoch")
     args = ap.parse_args()
 
+    info = machine_info(args.device)
     if args.smoke_test:
         args.configs, args.epochs = 2, 1
         overrides = {"data.name": "synthetic", "train.epochs": 1, "train.update_interval": 1}
@@ -124,8 +125,28 @@ def main() -> None:
     print(f"search trial (driver view) {fmt(result['search_trial_s'])}")
     print(f"overhead per trial         {fmt(result['overhead_per_trial_s'])}")
     print(f"fixed search overhead      {fixed:7.2f} s  (Ray start/stop, space probing; total {total:.1f} s)")
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+    out_dir = output_dir("search_overhead", args)
+    (out_dir / "overhead.json").write_text(json.dumps(result, indent=2, default=str))
+    print(f"wrote {out_dir / 'overhead.json'}")
+    if should_append(args):
+        body = "\n".join([
+            f"Setting: {len(points)} configs of the `smoke` space (ResNet-8, 1,000 Fashion-MNIST training / 500 test "
+            f"images, {args.epochs} epochs, Δτ = 1, batch 128), each run once through `Trainer` directly and once as a "
+            f"trial of a search (embedded Ray, random sampler with the same configs enqueued, one trial at a time, "
+            f"{args.cpus} CPUs, a checkpoint per epoch), in this one process, direct arm first.",
+            "",
+            "| quantity | seconds |",
+            "|---|---|",
+            f"| trainer run directly, per config | {fmt(result['direct_s']).strip()} |",
+            f"| same config as a search trial (driver view: start -> end) | {fmt(result['search_trial_s']).strip()} |",
+            f"| overhead per trial (trial − direct, paired) | {fmt(result['overhead_per_trial_s']).strip()} |",
+            f"| fixed search overhead (Ray start/stop, space probing) | {fixed:.2f} (total search {total:.1f} s) |",
+            "",
+            f"- Versions: ray {ray.__version__}, optuna {optuna.__version__}.",
+            f"- Raw numbers: `{out_dir.relative_to(Path(__file__).resolve().parent.parent) if out_dir.is_relative_to(Path(__file__).resolve().parent.parent) else out_dir}/overhead.json`.",
+        ])
+        append_section(args.results_md, "Ray Tune + Optuna overhead per trial vs the trainer alone (cpu)",
+                       info, body)
 
 
 if __name__ == "__main__":

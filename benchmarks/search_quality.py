@@ -153,10 +153,13 @@ def main(argv: list[str] | None = None) -> int:
 
     ok = (all_trials["status"] == "COMPLETED") & all_trials["full_budget"].astype(bool) if len(all_trials) else []
     done = all_trials[ok] if len(all_trials) else all_trials
-    pooled_hv = hypervolume(done["test_accuracy"], done["flops_ratio"]) if len(done) else float("nan")
-    paper_pts = done[done["method"] == "paper"] if len(done) else done
+    # Per seed: the searches of one seed share the sampler seed (and whatever it seeds in the trials), so the
+    # reference front and the paper-grid points are those of the same seed.
+    seed_hv = {s: hypervolume(g["test_accuracy"], g["flops_ratio"]) for s, g in done.groupby("seed")} if len(done) else {}
     for r in runs:
-        r["hv_norm"] = r["hv"] / pooled_hv if pooled_hv and pooled_hv > 0 else float("nan")
+        ref = seed_hv.get(r["seed"], float("nan"))
+        r["hv_norm"] = r["hv"] / ref if ref and ref > 0 else float("nan")
+        paper_pts = done[(done["method"] == "paper") & (done["seed"] == r["seed"])] if len(done) else done
         mine = done[(done["method"] == r["method"]) & (done["seed"] == r["seed"])] if len(done) else done
         dominated = 0
         if len(mine) and len(paper_pts):
@@ -223,9 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         f"batch 128, device {a.device}; N = {a.trials} trials per search, {a.seeds} seeds per method, "
         f"{a.concurrent} trials at a time on one embedded Ray ({a.threads} torch thread per trial). Hypervolume of "
         "(test accuracy, training-FLOPs ratio to dense), reference (0, 1), over COMPLETED full-budget trials; "
-        f"'normalised' divides by the hypervolume of the pooled front of all {len(done)} completed trials of all "
-        f"searches ({pooled_hv:.4f}). Paper-grid points: all completed trials of the `paper` searches, pooled "
-        "(each is one seed's measurement).",
+        f"'normalised' divides by the hypervolume of the pooled front of all completed trials of all methods with "
+        f"the same seed (per seed: " + ", ".join(f"{s}: {v:.4f}" for s, v in seed_hv.items()) + "). Paper-grid "
+        "points: the completed trials of the `paper` search of the same seed (up to N of the 48 grid points; each "
+        "is one measurement), counted when some trial of the method strictly dominates them.",
         "",
         C.md_table(["method", "searches", "hypervolume after N", "normalised", "paper-grid points dominated by the front",
                     "completed / trials"], table),
@@ -238,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if skipped:
         body.append(f"- Not run (time budget): {', '.join(skipped)}.")
-    body += [f"- Raw rows: `{out}` (trials.*, searches.*, fronts.png). Wall time {elapsed / 60:.1f} min.",
+    try:
+        shown = out.resolve().relative_to(C.REPO_ROOT)
+    except ValueError:
+        shown = out
+    body += [f"- Raw rows: `{shown}` (trials.*, searches.*, fronts.png). Wall time {elapsed / 60:.1f} min.",
              f"- {C.NO_GPU_NOTE}." if a.device == "cpu" else ""]
     C.append_section(a.results_md, f"Search quality at a fixed trial budget ({a.device})", info, "\n".join(body))
     return 0
