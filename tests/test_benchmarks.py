@@ -104,6 +104,18 @@ def test_packing_without_cuda_says_not_measured(tmp_path: Path) -> None:
 @needs_fmnist
 def test_search_quality_smoke(tmp_path: Path) -> None:
     out, log = smoke("search_quality", tmp_path, timeout=400)
-    if "not measured: the search module is not importable" in log:
-        pytest.skip("spfde_search.search is not importable yet")
+    assert "not measured: the search module is not importable" not in log, log[-2000:]
     has(out, "trials.csv", "searches.csv", "hypervolume_growth.png", "fronts.png")
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_search_overhead_smoke(tmp_path: Path) -> None:
+    out, log = smoke("search_overhead", tmp_path, timeout=300)
+    has(out, "overhead.json")
+    import json
+
+    result = json.loads((out / "overhead.json").read_text())
+    assert result["direct_s"]["n"] == result["search_trial_s"]["n"] == 2  # both arms ran the same 2 configs
+    assert result["fixed_overhead_s"] > 0
+    assert "overhead per trial" in log
