@@ -63,6 +63,14 @@ def should_append(args: argparse.Namespace) -> bool:
     return not args.smoke_test and not args.no_append
 
 
+def rel_path(p: Path) -> str:
+    """A path relative to the repository root where it lies inside it (what RESULTS.md quotes), else as given."""
+    try:
+        return str(p.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(p)
+
+
 def command_line() -> str:
     """The command as typed, relative to the repository root (what RESULTS.md quotes)."""
     argv = list(sys.argv)

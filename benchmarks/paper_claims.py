@@ -434,20 +434,13 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         body += ["", f"- {len(bad)} run(s) did not complete: " + ", ".join(
             f"{r['name']} seed {r['seed']} ({r['status']})" for r in bad[:20])]
-    body += ["", f"- Raw rows: `{_rel(out)}/runs.parquet` (+ .csv), aggregated `table.*`, plot `table.png`, per-run "
+    body += ["", f"- Raw rows: `{C.rel_path(out)}/runs.parquet` (+ .csv), aggregated `table.*`, plot `table.png`, per-run "
              f"configs/logs under `runs/`. Wall time {elapsed / 60:.1f} min.",
              "- GPU size (ResNet-20, full Fashion-MNIST, 40 epochs, 8 runs packed per GPU): not measured (no GPU machine "
              "was lent to this session); run `python benchmarks/paper_claims.py --device cuda` on one."
              if a.device == "cpu" else ""]
     C.append_section(a.results_md, f"Paper Table 2 structure on Fashion-MNIST ({a.device})", info, "\n".join(body))
     return 0
-
-
-def _rel(p: Path) -> str:
-    try:
-        return str(p.resolve().relative_to(C.REPO_ROOT))
-    except ValueError:
-        return str(p)
 
 
 if __name__ == "__main__":

@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                      C.md_table(["frozen units k", "epoch FLOPs ratio", "epoch wall-time ratio", "epoch CPU-time ratio"],
                                 [[p["frozen_units"], p["flops_ratio"].fmt(".3f"), p["time_ratio"].fmt(".3f"),
                                   cpu_k[p["frozen_units"]]["time_ratio"].fmt(".3f")] for p in per_k])]
-    body += ["", f"- Raw rows and plots: `{_rel(out)}` (epoch_overhead.*, savings_*.*). Total {elapsed:.0f} s.",
+    body += ["", f"- Raw rows and plots: `{C.rel_path(out)}` (epoch_overhead.*, savings_*.*). Total {elapsed:.0f} s.",
              f"- {C.NO_GPU_NOTE}." if a.device == "cpu" else ""]
     C.append_section(a.results_md, f"Trainer vs plain PyTorch loop ({a.device})", info, "\n".join(body))
     return 0
@@ -262,13 +262,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _word(r: float) -> str:
     return "near-linear" if 0.8 <= r <= 1.2 else "clearly sub-linear" if r < 0.8 else "more than linear"
-
-
-def _rel(p: Path) -> str:
-    try:
-        return str(p.resolve().relative_to(C.REPO_ROOT))
-    except ValueError:
-        return str(p)
 
 
 if __name__ == "__main__":

@@ -157,20 +157,13 @@ def main(argv: list[str] | None = None) -> int:
             "this device (the paper says the same for GPUs).")
     if skipped:
         body.append("- Skipped as infeasible at this schedule length: " + "; ".join(skipped))
-    body += [f"- Raw rows and plot: `{_rel(out)}` (epochs.*, summary.*, per_epoch_frozen.*, wallclock.png). "
+    body += [f"- Raw rows and plot: `{C.rel_path(out)}` (epochs.*, summary.*, per_epoch_frozen.*, wallclock.png). "
              f"Total {elapsed:.0f} s.",
              "- GPU figures (batch 128 and 512): not measured (no GPU machine was lent to this session); "
              "run `python benchmarks/wallclock.py --device cuda` on one." if a.device == "cpu" else ""]
     C.append_section(a.results_md, f"Wall-clock vs FLOPs saving of freezing and sieving ({a.device})", info,
                      "\n".join(body))
     return 0
-
-
-def _rel(p: Path) -> str:
-    try:
-        return str(p.resolve().relative_to(C.REPO_ROOT))
-    except ValueError:
-        return str(p)
 
 
 if __name__ == "__main__":
