@@ -18,6 +18,7 @@ import datetime as _dt
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,27 @@ def output_dir(name: str, args: argparse.Namespace) -> Path:
 
 def should_append(args: argparse.Namespace) -> bool:
     return not args.smoke_test and not args.no_append
+
+
+def cuda_missing(device: str) -> bool:
+    """True (after saying so) when a CUDA run was asked for on a machine without a CUDA device."""
+    if device != "cuda":
+        return False
+    import torch
+
+    if torch.cuda.is_available():
+        return False
+    print("not measured: --device cuda but no CUDA device is visible")
+    return True
+
+
+def spfde_exe() -> list[str]:
+    """The `spfde` command of this interpreter's environment (or `python -m spfde_search.cli`)."""
+    exe = Path(sys.executable).parent / "spfde"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("spfde")
+    return [found] if found else [sys.executable, "-m", "spfde_search.cli"]
 
 
 def rel_path(p: Path) -> str:

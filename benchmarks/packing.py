@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -41,14 +40,6 @@ def parse_args(argv: list[str] | None = None) -> Any:
     return a
 
 
-def spfde_exe() -> list[str]:
-    exe = Path(sys.executable).parent / "spfde"
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("spfde")
-    return [found] if found else [sys.executable, "-m", "spfde_search.cli"]
-
-
 def trial_config(a: Any, seed: int) -> Any:
     test = 100 if a.smoke_test else None
     return C.fmnist_config(a.train_subset, test, a.epochs, a.device, 1 if a.device == "cpu" else None,
@@ -72,7 +63,7 @@ def run_level(a: Any, level: int, out: Path) -> dict[str, Any]:
         cfg = trial_config(a, seed=i)
         (d / f"trial{i}.yaml").write_text(config_to_yaml(cfg))
         log = (d / f"trial{i}.log").open("wb")
-        cmd = [*spfde_exe(), "train", "--config", str(d / f"trial{i}.yaml"), "--json", str(d / f"trial{i}.json")]
+        cmd = [*C.spfde_exe(), "train", "--config", str(d / f"trial{i}.yaml"), "--json", str(d / f"trial{i}.json")]
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
     codes = []
     for p, log in procs:

@@ -102,14 +102,6 @@ def base_config(a: Any) -> Any:
                            **{"model.name": a.model, "train.update_interval": a.update_interval})
 
 
-def spfde_exe() -> list[str]:
-    exe = Path(sys.executable).parent / "spfde"
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("spfde")
-    return [found] if found else [sys.executable, "-m", "spfde_search.cli"]
-
-
 def run_all(a: Any, rows: list[Row], out: Path) -> list[dict[str, Any]]:
     """Launch every (row, seed) as a subprocess, ``a.workers`` at a time; returns one record per run."""
     from spfde_search.config import ConfigError, config_to_yaml
@@ -153,7 +145,7 @@ def run_all(a: Any, rows: list[Row], out: Path) -> list[dict[str, Any]]:
                 done += 1
                 continue
             log = (d / "train.log").open("wb")
-            cmd = [*nice, *spfde_exe(), "train", "--config", str(d / "config.yaml"), "--json", str(d / "summary.json")]
+            cmd = [*nice, *C.spfde_exe(), "train", "--config", str(d / "config.yaml"), "--json", str(d / "summary.json")]
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
             running.append((row, seed, d, proc, time.perf_counter(), log))
         if budget_over and pending:
@@ -372,12 +364,8 @@ def plot(agg: dict[str, Agg], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    if a.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            print("not measured: --device cuda but no CUDA device is visible")
-            return 0
+    if C.cuda_missing(a.device):
+        return 0
     info = C.machine_info(a.device)
     out = C.output_dir(NAME, a)
     rows = table_rows(a.sparsities, a.spfde_sparsities, a.combos, a.singles)

@@ -154,12 +154,8 @@ def part_b(a: Any, log: Any) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    if a.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            print("not measured: --device cuda but no CUDA device is visible")
-            return 0
+    if C.cuda_missing(a.device):
+        return 0
     info = C.machine_info(a.device)
     out = C.output_dir(NAME, a)
     log = print

@@ -53,12 +53,8 @@ def parse_args(argv: list[str] | None = None) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    if a.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            print("not measured: --device cuda but no CUDA device is visible")
-            return 0
+    if C.cuda_missing(a.device):
+        return 0
     from spfde_search.config import ConfigError
     from spfde_search.flops import predict
 
