@@ -30,7 +30,6 @@ __all__ = [
     "profile_model",
     "FlopsPrediction",
     "predict",
-    "sieved_size",
     "per_sample_cost",
     "rigl_pass_cost",
     "build_profile",
@@ -121,19 +120,18 @@ def build_profile(cfg: Config, spec: DatasetSpec | None = None) -> tuple[ModelPr
     return profile_model(model, (spec.channels, spec.image_size, spec.image_size), layers), spec
 
 
-def sieved_size(num_train: int, fraction: float) -> int:
-    """|partial set| = N - round(y N) (SPFDE.md §4): constant for the whole run; the sieve's own arithmetic."""
-    return partial_size(num_train, fraction)
+def held_forward(profile: ModelProfile, r: LayerRef, counts: Mapping[str, int]) -> int:
+    """F*d of one layer for one sample, d = count held / size (dense layers: F). Exact in integers: F/numel is
+    2 x output positions for a conv (2 for a linear), so F*count/numel has no remainder."""
+    f = profile.fwd[r.name]
+    return f * counts[r.name] // r.numel if r.name in counts else f
 
 
 def per_sample_cost(profile: ModelProfile, counts: Mapping[str, int], frozen_prefix: int) -> int:
-    """Training FLOPs of one sample: forward F*d everywhere, backward 2*F*d in units past the frozen prefix.
-
-    Kept exact in integers: F*d = F*count/numel, summed with a common denominator per layer."""
+    """Training FLOPs of one sample: forward F*d everywhere, backward 2*F*d in units past the frozen prefix."""
     total = 0
     for r in profile.layers:
-        f = profile.fwd[r.name]
-        fwd = f * counts[r.name] // r.numel if r.name in counts else f
+        fwd = held_forward(profile, r, counts)
         total += fwd if r.unit < frozen_prefix else 3 * fwd
     return total
 
@@ -142,9 +140,8 @@ def rigl_pass_cost(profile: ModelProfile, counts: Mapping[str, int], frozen_pref
     """One sample of RigL's dense-gradient pass: forward F*d, and for active layers F*d + F (dense weight grad)."""
     total = 0
     for r in profile.layers:
-        f = profile.fwd[r.name]
-        fwd = f * counts[r.name] // r.numel if r.name in counts else f
-        total += fwd if r.unit < frozen_prefix else 2 * fwd + f
+        fwd = held_forward(profile, r, counts)
+        total += fwd if r.unit < frozen_prefix else 2 * fwd + profile.fwd[r.name]
     return total
 
 
@@ -264,7 +261,7 @@ def plan_all(cfg: Config, profile: ModelProfile, spec: DatasetSpec) -> tuple[dic
     dens = layer_densities(profile.layers, cfg.sparsity)
     targets = {r.name: round(dens[r.name] * r.numel) for r in profile.layers if r.name in dens}
     dst = DSTPlan.from_config(cfg.sparsity, t, dtau)
-    samples = sieved_size(spec.num_train, cfg.sieving.fraction)
+    samples = partial_size(spec.num_train, cfg.sieving.fraction)  # |partial set|, SPFDE.md §4
     k = freezable_unit_count(profile.unit_depths, profile.total_depth, cfg.freezing.freeze_fraction)
     off = plan_freezing(cfg.freezing.model_copy(update={"target_flops_reduction": 0.0, "start_epoch": None}),
                         t, dtau, profile.num_units, k, [], 0.0)
@@ -273,8 +270,7 @@ def plan_all(cfg: Config, profile: ModelProfile, spec: DatasetSpec) -> tuple[dic
     no_freeze = simulate(profile, targets, dst, off, samples, cfg.train.batch_size)
     bp = []
     for u in range(k):
-        per_sample = sum(2 * profile.fwd[r.name] * targets.get(r.name, r.numel) // r.numel
-                         for r in profile.layers if r.unit == u)
+        per_sample = sum(2 * held_forward(profile, r, targets) for r in profile.layers if r.unit == u)
         bp.append(float(per_sample * samples))
     def exact_saving(p: FreezePlan) -> float:
         return float(no_freeze.train_flops - simulate(profile, targets, dst, p, samples, cfg.train.batch_size).train_flops)
