@@ -2,7 +2,7 @@
 .PHONY: setup demo test lint
 
 setup:
-	bash scripts/setup.sh
+	bash scripts/setup.sh $(if $(V),-v)
 
 # The main job: a small joint search on the embedded defaults (local Ray, SQLite MLflow), then the Pareto front.
 demo: setup

@@ -277,6 +277,23 @@ def schedule_variants(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[st
     return out
 
 
+def feasible_variants(base: Any, xs: Sequence[float], ys: Sequence[float],
+                      log: Callable[[str], None] = print) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    """``schedule_variants`` minus those whose freezing target this schedule cannot reach (said, not run)."""
+    from spfde_search.config import ConfigError
+    from spfde_search.method.flops import predict
+
+    variants, skipped = [], []
+    for name, ov in schedule_variants(xs, ys):
+        try:
+            predict(base.with_overrides(dict(ov)))
+            variants.append((name, dict(ov)))
+        except ConfigError as e:  # an infeasible freezing target at this size: say so, run the rest
+            skipped.append(f"{name} (batch {base.train.batch_size}): {e}")
+            log(f"skipping {name}: {e}")
+    return variants, skipped
+
+
 def timed_schedules(
     base: Any,
     variants: Sequence[tuple[str, Mapping[str, Any]]],
@@ -291,7 +308,8 @@ def timed_schedules(
     One untimed warm-up epoch of the baseline runs first (allocator, thread pools).
     """
     from spfde_search.data import load_data
-    from spfde_search.trainer import Trainer, resolve_device
+    from spfde_search.device import resolve_device
+    from spfde_search.trainer import Trainer
 
     device = resolve_device(base.train.device)
     if base.train.threads:

@@ -139,16 +139,7 @@ def part_b(a: Any, log: Any) -> list[dict[str, Any]]:
                               "sparsity.algorithm": "dense", "sparsity.ratio": 0.0})
     xs = [0.1] if a.smoke_test else [0.1, 0.2, 0.3]
     ys = [0.2] if a.smoke_test else [0.1, 0.2, 0.3]
-    variants = []
-    from spfde_search.config import ConfigError
-    from spfde_search.flops import predict
-
-    for name, ov in C.schedule_variants(xs, ys):
-        try:
-            predict(base.with_overrides(dict(ov)))
-            variants.append((name, ov))
-        except ConfigError as e:  # an infeasible freezing target at this size: say so, run the rest
-            log(f"skipping {name}: {e}")
+    variants, _ = C.feasible_variants(base, xs, ys, log)
     return C.timed_schedules(base, variants, a.savings_repeats, log, label=f"dense {a.model}")
 
 

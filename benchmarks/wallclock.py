@@ -55,9 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     if C.cuda_missing(a.device):
         return 0
-    from spfde_search.config import ConfigError
-    from spfde_search.flops import predict
-
     info = C.machine_info(a.device)
     out = C.output_dir(NAME, a)
     print(f"{NAME}: results to {out}")
@@ -70,14 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         base = C.fmnist_config(a.train_subset, 10, a.epochs, a.device, a.threads,
                                **{"model.name": a.model, "train.batch_size": bs, "sparsity.algorithm": "mest",
                                   "sparsity.ratio": a.sparsity})
-        variants = []
-        for name, ov in C.schedule_variants(xs, ys):
-            try:
-                predict(base.with_overrides(dict(ov)))
-                variants.append((name, dict(ov)))
-            except ConfigError as e:
-                skipped.append(f"{name} (batch {bs}): {e}")
-                print(f"skipping {name}: {e}")
+        variants, skip = C.feasible_variants(base, xs, ys)
+        skipped += skip
         if not a.no_dense:
             variants.append(("dense", {"sparsity.algorithm": "dense", "sparsity.ratio": 0.0,
                                        "freezing.target_flops_reduction": 0.0, "sieving.fraction": 0.0}))

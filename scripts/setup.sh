@@ -2,9 +2,27 @@
 # Set up everything from nothing, idempotently: Debian packages (Fashion-MNIST, Chromium for the UI test),
 # a virtualenv in .venv with torch/torchvision from pip (CPU machines here take the on-disk wheels), and the
 # project with its test extras. Re-running is cheap: each step is skipped when already done.
+#
+# Quiet by default: pip's output (its editable-install warning block among it) goes to .venv/setup.log and is
+# shown only if a step fails; `scripts/setup.sh -v` (or `make setup V=1`) shows it as it happens.
+#
+# torch: PyPI's only Linux x86_64 build of torch 2.14.1 is the CUDA one (~6 GB with its nvidia-* wheels, CPU
+# machines included); the CPU builds live only on PyTorch's own wheel index, which this machine's pip cannot reach.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+VERBOSE=0
+[ "${1:-}" = "-v" ] && VERBOSE=1
+
+# run a noisy step: live with -v, else logged and replayed only on failure
+quiet() {
+  if [ "$VERBOSE" = 1 ]; then "$@"; return; fi
+  if ! "$@" >>.venv/setup.log 2>&1; then
+    echo "[setup] failed: $* (log: .venv/setup.log)" >&2
+    tail -n 40 .venv/setup.log >&2
+    return 1
+  fi
+}
 
 need_apt=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need_apt+=(dataset-fashion-mnist)
@@ -23,9 +41,10 @@ fi
 stamp=.venv/.spfde-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "[setup] installing torch, torchvision and the project (pip; first time takes a few minutes)"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+  : >.venv/setup.log
+  quiet .venv/bin/python -m pip install -q --upgrade pip
+  quiet .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+  quiet .venv/bin/python -m pip install -q -e ".[test]"
   .venv/bin/python -c "import torch, torchvision, ray, optuna, mlflow, spfde_search" # fail loudly if anything is missing
   touch "$stamp"
 fi

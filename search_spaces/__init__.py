@@ -15,12 +15,14 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from spfde_search.config import Config
 
 from ._base import (
+    AUXILIARY,
     SPACES,
     DefineByRun,
     ProbeTrial,
     SpaceEntry,
     SpaceError,
     collect_distributions,
+    config_params,
     enumerate_corners,
     register_space,
     run_space,
@@ -29,10 +31,21 @@ from ._base import (
     validate_distribution,
     validate_space,
 )
-from ._builtin import JointSpace, PaperSpace, SmokeSpace, freezing_limits, paper_points
+from ._builtin import (
+    JointSpace,
+    PaperSpace,
+    SmokeSpace,
+    _Resolver,
+    freezing_limits,
+    max_freezing_saving,
+    paper_points,
+    resolve_saving_fraction,
+    saving_fraction_for,
+)
 from ._yaml import YamlSpace, load_space_file, parse_space_mapping
 
 __all__ = [
+    "AUXILIARY",
     "SPACES",
     "DefineByRun",
     "ProbeTrial",
@@ -44,15 +57,19 @@ __all__ = [
     "SmokeSpace",
     "YamlSpace",
     "collect_distributions",
+    "config_params",
     "enumerate_corners",
     "freezing_limits",
     "initial_points",
     "load_space_file",
+    "max_freezing_saving",
     "paper_points",
     "parse_space_mapping",
     "register_space",
+    "resolve_saving_fraction",
     "resolve_space",
     "run_space",
+    "saving_fraction_for",
     "sample_random",
     "trial_config",
     "validate_distribution",
@@ -105,12 +122,25 @@ def _contains(dist: BaseDistribution, value: Any) -> bool:
 
 def initial_points(kind: str, space: ResolvedSpace, base: Config, limit: int | None = None) -> list[dict[str, Any]]:
     """Starting points for the sampler, restricted to the parameters the space suggests and to values its
-    distributions contain; duplicates after restriction are dropped. ``kind``: 'paper'."""
+    distributions contain; duplicates after restriction are dropped. ``kind``: 'paper'.
+
+    In a space that samples ``freezing.saving_fraction``, a point's freezing target becomes the nearest step
+    of that fraction for the point's own schedule (so it resolves to within half a step of the paper's target);
+    a point whose schedule cannot reach its target is dropped."""
     if kind not in INITIAL_POINT_SETS:
         raise SpaceError(f"unknown initial point set {kind!r}; valid: {', '.join(INITIAL_POINT_SETS)}")
     out: list[dict[str, Any]] = []
     seen = set()
+    aux = space.distributions.get("freezing.saving_fraction")
+    resolver = _Resolver(base) if aux is not None else None
     for point in paper_points(base):
+        if aux is not None and "freezing.target_flops_reduction" not in space.distributions:
+            f = saving_fraction_for(base, point, getattr(aux, "step", None) or 0.05, resolver)
+            if f is None:
+                continue  # this schedule cannot reach the paper's target
+            point = {**point, "freezing.saving_fraction": f}
+            if f == 0:
+                point.pop("freezing.scheme", None)
         kept = {k: v for k, v in point.items() if k in space.distributions}
         if not kept or not all(_contains(space.distributions[k], v) for k, v in kept.items()):
             continue  # the space cannot express this point (say a freezing target beyond what T epochs allow)

@@ -4,6 +4,11 @@ A *space* is a define-by-run function ``space(trial) -> dict | None`` (Ray Tune'
 only ``trial.suggest_*`` calls and branches, every parameter named by a config dotted path, the returned dict
 (if any) holding constant dotted-path values. It must pickle (Ray checkpoints the searcher with ``pickle``),
 so spaces are instances of module-level classes, built from the base config by a registered factory.
+
+*Auxiliary parameters* (``AUXILIARY``) are the one exception to "every name is a config path": a space may
+suggest one to the sampler and resolve it into real config fields it returns (e.g. ``freezing.saving_fraction``
+-> ``freezing.target_flops_reduction``). They never reach a trial's config, ``trials.parquet``'s ``param.*``
+columns or an exported YAML: ``run_space`` and the search's Optuna searcher drop them (``config_params``).
 """
 
 from __future__ import annotations
@@ -40,7 +45,23 @@ __all__ = [
     "validate_distribution",
     "validate_space",
     "trial_config",
+    "AUXILIARY",
+    "config_params",
 ]
+
+
+AUXILIARY: dict[str, str] = {
+    "freezing.saving_fraction": (
+        "freezing target as a fraction in [0, 1] of the largest FLOPs saving the sampled schedule can reach "
+        "(sparsity, DST algorithm, delta tau, scheme, sieving); the space resolves it to "
+        "freezing.target_flops_reduction, which is what the trial's config holds"
+    ),
+}
+
+
+def config_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters that are config fields: ``params`` without the auxiliary ones."""
+    return {k: v for k, v in params.items() if k not in AUXILIARY}
 
 
 class SpaceError(ValueError):
@@ -123,7 +144,7 @@ def run_space(space: DefineByRun, trial: Any) -> dict[str, Any]:
     ret = space(trial)
     if ret is not None and not isinstance(ret, Mapping):
         raise SpaceError(f"a define-by-run space must return a dict or None, got {type(ret).__name__}")
-    return {**trial.params, **(dict(ret) if ret else {})}
+    return config_params({**trial.params, **(dict(ret) if ret else {})})
 
 
 def grid_values(dist: BaseDistribution, n: int = 5) -> list[Any]:
@@ -215,12 +236,19 @@ def _num(x: float) -> str:
 
 
 def validate_distribution(name: str, dist: BaseDistribution) -> None:
-    """Raise SpaceError unless ``name`` is a config path and every value of ``dist`` is allowed there."""
+    """Raise SpaceError unless ``name`` is a config path and every value of ``dist`` is allowed there
+    (an auxiliary parameter: a number range inside [0, 1])."""
+    if name in AUXILIARY:
+        if not (isinstance(dist, FloatDistribution) and 0.0 <= dist.low <= dist.high <= 1.0):
+            raise SpaceError(f"auxiliary parameter {name!r} must be a float range inside [0, 1], got {dist!r}")
+        return
     try:
         info = field_info(name)
     except KeyError as e:
         raise SpaceError(f"unknown parameter path {name!r}: {e.args[0].split(';', 1)[-1].strip()}") from None
     where = f"parameter {name!r}"
+    if info.kind == "other":
+        raise SpaceError(f"{where}: this config field ({info.describe()}) cannot be searched; set it in the base config")
     if isinstance(dist, CategoricalDistribution):
         for c in dist.choices:
             if c is None and info.optional:
@@ -234,8 +262,6 @@ def validate_distribution(name: str, dist: BaseDistribution) -> None:
                 raise SpaceError(f"{where}: choice {c!r} is not an integer ({info.describe()})")
             if info.kind == "str" and not isinstance(c, str):
                 raise SpaceError(f"{where}: choice {c!r} is not a string")
-            if info.kind == "other":
-                raise SpaceError(f"{where}: this config field cannot be searched")
         return
     if info.kind not in ("float", "int"):
         raise SpaceError(

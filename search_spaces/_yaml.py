@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from spfde_search.config import field_info
+from spfde_search.config import field_info, read_yaml, typed_value
 
 from ._base import SpaceError, validate_distribution
 
@@ -35,6 +35,8 @@ def _distribution(name: str, spec: Any) -> BaseDistribution:
     where = f"parameter {name!r}"
     if not isinstance(spec, dict):
         raise SpaceError(f"{where}: expected a mapping like {{type: float, low: 0.5, high: 0.9}}, got {spec!r}")
+    # on/off/yes/no in choices are booleans only for a bool field: `choices: [on, off]` for channels_last stays text
+    spec = {k: typed_value(v, name if k == "choices" else None) for k, v in spec.items()}
     unknown = set(spec) - _KEYS
     if unknown:
         raise SpaceError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(sorted(_KEYS))}")
@@ -46,6 +48,10 @@ def _distribution(name: str, spec: Any) -> BaseDistribution:
     if kind is None:
         kind = "categorical" if "choices" in spec else info.kind
     if kind not in ("float", "int", "categorical"):
+        if info.kind == "other":
+            raise SpaceError(f"{where}: this config field ({info.describe()}) cannot be searched; set it in the base config")
+        if "type" not in spec:  # a string field: no range to sample, only choices
+            raise SpaceError(f"{where}: the config field takes {info.describe()}; give type: categorical and choices")
         raise SpaceError(f"{where}: type must be float, int or categorical, got {kind!r}")
     if kind == "categorical":
         choices = spec.get("choices")
@@ -117,7 +123,7 @@ def load_space_file(path: str | Path, text: str | None = None) -> YamlSpace:
             raise SpaceError(f"space file {str(p)!r} does not exist")
         text = p.read_text()
     try:
-        data = yaml.safe_load(text)
+        data = read_yaml(text)  # boolean words kept as typed; _distribution types them per field
     except yaml.YAMLError as e:
         raise SpaceError(f"space file {str(p)!r} is not valid YAML: {e}") from None
     return YamlSpace(parse_space_mapping(data, f"space file {str(p)!r}"), str(p), text)

@@ -27,6 +27,10 @@ __all__ = [
     "load_config",
     "apply_overrides",
     "parse_overrides",
+    "parse_value",
+    "parse_config_yaml",
+    "read_yaml",
+    "typed_value",
     "config_to_yaml",
     "flatten",
     "unflatten",
@@ -42,7 +46,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: nan/inf in any float field (lr=nan) is "must be a finite number", not a range error
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -93,10 +98,13 @@ class TrainConfig(_Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     update_interval: int = Field(5, ge=1, le=1000, description="delta tau: epochs between mask / sieving / freezing steps")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
-    channels_last: Literal["auto", "on", "off"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto = bf16 autocast on CUDA and on CPUs with native bf16 (avx512_bf16/AMX), else fp32")
+    channels_last: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto = on wherever precision resolves to native bf16 (CUDA, bf16 CPUs), else off")
     threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads (None = torch's default)")
     eval_batch_size: int = Field(1024, ge=1)
+    eval_every: int = Field(1, ge=1, le=10_000, description="evaluate the test set every k epochs, and always after the last")
 
     @model_validator(mode="after")
     def _lr_order(self) -> TrainConfig:
@@ -117,12 +125,15 @@ class SparsityConfig(_Section):
     dense_first: bool = Field(True, description="keep the stem conv dense (paper)")
     dense_shortcuts: bool = Field(True, description="keep 1x1 shortcut convs dense (ours, as MEST's profile)")
     dense_classifier: bool = Field(True, description="keep the classifier dense (ours, as MEST's profile)")
-    drop_fraction: float = Field(0.3, gt=0, le=1, description="fraction of a layer's target weights dropped per update")
+    drop_fraction: float = Field(
+        0.3, gt=0, le=1,
+        description="SET/RigL: fraction of a layer's target weights swapped per update (MEST: only with an empty soft_bound, plain EM)",
+    )
     drop_decay: Literal["auto", "cosine", "constant"] = Field(
         "auto", description="auto = cosine for rigl (RigL paper), constant for mest/set"
     )
     update_end: float = Field(0.75, gt=0, le=1, description="fraction of training after which masks stop changing")
-    grad_lambda: float = Field(0.0, ge=0, description="MEST drop score |w| + lambda*|dL/dw|")
+    grad_lambda: float = Field(0.0, ge=0, le=1e6, description="MEST drop score |w| + lambda*|dL/dw| (finite, at most 1e6)")
     soft_bound: list[tuple[float, float]] = Field(
         default_factory=lambda: [(0.5625, 0.02), (0.75, 0.01)],
         description="MEST EM&S: [(until_fraction, extra_density), ...]; extra density above target until that point",
@@ -164,6 +175,9 @@ class FreezingConfig(_Section):
     resume_epochs: int | None = Field(None, ge=1, description="single_shot_resume: t, epochs unfrozen at the end (default delta tau)")
     resume_lr: float = Field(0.001, gt=0, description="single_shot_resume: learning rate of the final unfrozen epochs")
     delay_fraction: float = Field(0.5, ge=0, lt=1, description="delayed_periodic: fully active for at least this fraction")
+    lr_schedule: Literal["per_unit", "global"] = Field(
+        "per_unit", description="per_unit: each unit's cosine ends at its freeze epoch (paper); global: one cosine to T"
+    )
 
     @model_validator(mode="after")
     def _exclusive(self) -> FreezingConfig:
@@ -227,8 +241,11 @@ class FieldInfo:
     high_inclusive: bool = True
     choices: tuple[Any, ...] | None = None
     optional: bool = False
+    type_text: str = ""  # what the field holds, in words ("a list of [number, number] pairs"), for kind 'other'
 
     def describe(self) -> str:
+        if self.choices == (False, True):
+            return "true or false (also on/off, yes/no)"
         if self.choices is not None:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.kind in ("float", "int") and (self.low is not None or self.high is not None):
@@ -237,18 +254,45 @@ class FieldInfo:
             lb = "[" if self.low_inclusive and self.low is not None else "("
             hb = "]" if self.high_inclusive and self.high is not None else ")"
             return f"{'an integer' if self.kind == 'int' else 'a number'} in {lb}{lo}, {hi}{hb}"
-        return f"a {self.kind}"
+        return self.type_text or _KIND_TEXT.get(self.kind, f"a {self.kind}")
 
     def contains(self, value: Any) -> bool:
         if self.choices is not None:
             return value in self.choices
         if self.kind in ("float", "int"):
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 return False
             if self.low is not None and (value < self.low or (value == self.low and not self.low_inclusive)):
                 return False
             return not (self.high is not None and (value > self.high or (value == self.high and not self.high_inclusive)))
         return True
+
+
+_KIND_TEXT = {"float": "a number", "int": "an integer", "str": "a string", "bool": "true or false"}
+_NOUNS = {float: "number", int: "integer", str: "string", bool: "boolean"}
+
+
+def _type_text(ann: Any) -> str:
+    """A container annotation in words: list[tuple[float, float]] -> 'a list of [number, number] pairs'."""
+
+    def noun(a: Any, plural: bool = False) -> str:
+        origin = getattr(a, "__origin__", None)
+        args: tuple[Any, ...] = tuple(getattr(a, "__args__", ()))
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            word = "[" + ", ".join(noun(x) for x in args) + "] " + ("pair" if len(args) == 2 else "tuple")
+        elif origin is tuple:
+            word = f"list of {noun(args[0], True)}"
+        elif origin in (list, set, frozenset):
+            word = f"list of {noun(args[0], True) if args else 'values'}"
+        elif origin is dict:
+            k, v = args if len(args) == 2 else (str, Any)
+            word = f"mapping of {noun(k, True)} to {noun(v, True)}"
+        else:
+            word = _NOUNS.get(a, getattr(a, "__name__", str(a)))
+        return word + "s" if plural and not word.endswith("s") and not word.startswith(("list", "mapping")) else word
+
+    text = noun(ann)
+    return ("an " if text[0] in "aeiou" else "a ") + text
 
 
 def _section_models() -> dict[str, type[BaseModel]]:
@@ -293,6 +337,7 @@ def field_info(path: str) -> FieldInfo:
     if path == "model.name":
         return FieldInfo(path, "str")
     kind = {float: "float", int: "int", bool: "bool", str: "str"}.get(ann, "other")
+    type_text = _type_text(ann) if kind == "other" else ""
     low = high = None
     lo_inc = hi_inc = True
     for m in f.metadata:
@@ -306,14 +351,17 @@ def field_info(path: str) -> FieldInfo:
             high, hi_inc = float(m.lt), False  # type: ignore[arg-type]
     if kind == "bool":
         return FieldInfo(path, "categorical", choices=(False, True), optional=optional)
-    return FieldInfo(path, kind, low, high, lo_inc, hi_inc, optional=optional)
+    return FieldInfo(path, kind, low, high, lo_inc, hi_inc, optional=optional, type_text=type_text)
 
 
 def format_validation_error(e: ValidationError) -> str:
     lines = []
     for err in e.errors():
         loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
+        shown = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "finite_number":  # nan / inf: pydantic checks this before any bound
+            msg = f"must be a finite number, got {err.get('input')}"
         if err["type"] == "extra_forbidden":
             parent = loc.rsplit(".", 1)[0] if "." in loc else ""
             valid = [p for p in field_paths() if p.startswith(parent + ".")] if parent else list(Config.model_fields)
@@ -322,11 +370,12 @@ def format_validation_error(e: ValidationError) -> str:
         hint = ""
         try:
             info = field_info(loc)
-            if info.kind not in ("str", "other"):  # no range to state ("a other"); the message says what is wrong
+            # "a string" adds nothing; nor does a list's type beside its validator's own message
+            if info.kind != "str" and not (info.kind == "other" and err["type"] == "value_error"):
                 hint = f" (allowed: {info.describe()}{' or null' if info.optional else ''})"
         except KeyError:
             pass
-        lines.append(f"{loc or 'config'}: {msg}{hint}")
+        lines.append(f"{shown or 'config'}: {msg}{hint}")
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
@@ -375,18 +424,71 @@ def apply_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
     return out
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML 1.1 resolves on/off/yes/no/true/false to booleans; this loader leaves them as the text typed, and
+    :func:`typed_value` turns them into booleans only where the config field is a bool. A string field
+    (``train.channels_last: off``, ``data.root: yes``) gets exactly what the user wrote."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "y": True, "false": False, "no": False, "off": False, "n": False}
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML with boolean words left as strings (see :func:`typed_value`); yaml.YAMLError if invalid."""
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _bool_field(path: str | None) -> bool:
+    """Whether boolean words at ``path`` mean booleans: a bool field, or no config field at all."""
+    if path is None:
+        return True
+    try:
+        return field_info(path).choices == (False, True)
+    except KeyError:
+        return True  # not a field: left to the unknown-key error, as YAML would have read it
+
+
+def typed_value(value: Any, path: str | None = None) -> Any:
+    """``value`` as read by :func:`read_yaml`, with on/off/yes/no/true/false (any case) turned into booleans
+    where the dotted config ``path`` is a bool field (or None: no field), and kept as typed elsewhere.
+    Mappings recurse with their keys appended to the path; list items share the list field's path."""
+    if isinstance(value, dict):
+        return {k: typed_value(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed_value(v, path) for v in value]
+    if isinstance(value, str) and value.lower() in _BOOL_WORDS and _bool_field(path):
+        return _BOOL_WORDS[value.lower()]
+    return value
+
+
+def parse_config_yaml(text: str) -> Any:
+    """A config file's text as nested values, booleans resolved per field (yaml.YAMLError if invalid)."""
+    return typed_value(read_yaml(text))
+
+
+def parse_value(path: str, text: str) -> Any:
+    """One value for a dotted path from text (``--set``, an MLflow param): a YAML scalar, booleans per field."""
+    if text.strip() == "":
+        return None
+    try:
+        return typed_value(read_yaml(text), path)
+    except yaml.YAMLError:
+        return text
+
+
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """``["sparsity.ratio=0.9", "data.name=cifar10"]`` -> dict; values parsed as YAML scalars."""
+    """``["sparsity.ratio=0.9", "train.channels_last=off"]`` -> dict; values parsed by :func:`parse_value`."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--set expects path=value, got {item!r} (e.g. --set sparsity.ratio=0.9)")
         k, v = item.split("=", 1)
         k = k.strip()
-        try:
-            out[k] = yaml.safe_load(v) if v.strip() != "" else None
-        except yaml.YAMLError:
-            out[k] = v
+        out[k] = parse_value(k, v)
     return out
 
 
@@ -398,7 +500,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = parse_config_yaml(p.read_text())
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
         if loaded is None:

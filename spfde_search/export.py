@@ -18,7 +18,7 @@ import pandas as pd
 
 from spfde_search.config import Config, ConfigError, config_to_yaml
 
-__all__ = ["PICKS", "Exported", "choose", "export_search"]
+__all__ = ["PICKS", "Exported", "choose", "check_out_dir", "default_out_dir", "export_search"]
 
 PICKS = ("knee", "max-accuracy", "min-flops", "all")
 
@@ -93,12 +93,32 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", s)
 
 
+def default_out_dir(search: str, storage_path: str | Path | None = None) -> Path:
+    """Where exports go by default: ``<search folder>/exported`` (under the git-ignored ``runs/``) when the
+    search's folder is on this machine, else ``./exported/<search>`` (also git-ignored)."""
+    from spfde_search.search import DEFAULT_STORAGE
+
+    folder = Path(storage_path or DEFAULT_STORAGE) / search
+    return folder / "exported" if folder.is_dir() else Path("exported") / search
+
+
+def check_out_dir(out: str | Path) -> Path:
+    """``out`` as a directory that can be created; ValueError (one line) if it or a parent is a file."""
+    path = Path(out)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            what = "--out" if p == path else f"--out {out}: {p}"
+            raise ValueError(f"{what} is a file, not a directory; give a directory for the YAML configs")
+    return path
+
+
 def export_search(search: str, pick: str, out: str | Path, *, tracking_uri: str | None = None,
                   experiment: str | None = None, max_flops: float | None = None,
                   min_accuracy: float | None = None) -> list[Exported]:
     """Write the chosen frontier schedules of ``search`` to ``out``; returns what was written."""
     from spfde_search.tracking import download_config, frontier_table, read_trials, resolve_tracking_uri
 
+    outdir = check_out_dir(out)  # before any MLflow read: bad input fails fast
     parent, df = read_trials(tracking_uri, search, experiment)
     front = frontier_table(df)
     if not len(front):
@@ -114,7 +134,6 @@ def export_search(search: str, pick: str, out: str | Path, *, tracking_uri: str 
 
     uri = resolve_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=uri)
-    outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
     written: list[Exported] = []
     for _, row in chosen.iterrows():

@@ -1,4 +1,5 @@
-"""Pareto sets of accuracy (maximised) vs training FLOPs (minimised): non-dominated mask, 2-D hypervolume, knee.
+"""Pareto sets of accuracy (maximised) vs training FLOPs (minimised): non-dominated mask, 2-D hypervolume, knee,
+and the multi-objective successive-halving ranking (MOASHA) the search's early-stopping scheduler calls.
 
 Pure numpy, no Ray/MLflow: the search driver, the CLI and the tracking module all call these.
 
@@ -15,7 +16,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["non_dominated", "front_indices", "hypervolume", "knee_point"]
+__all__ = [
+    "non_dominated",
+    "front_indices",
+    "hypervolume",
+    "knee_point",
+    "nondominated_sort",
+    "epsilon_net_order",
+    "moasha_order",
+    "moasha_continues",
+    "moasha_top",
+    "hypervolume_curve",
+    "cost_to_reach",
+]
 
 ArrayLike = Sequence[float] | np.ndarray
 
@@ -116,3 +129,129 @@ def knee_point(acc: ArrayLike, flops: ArrayLike) -> int | None:
         return int(idx[int(np.argmax(dist))])
     utopia = np.hypot(nc - 0.0, na - 1.0)
     return int(idx[int(np.argmin(utopia))])
+
+
+def hypervolume_curve(
+    acc: ArrayLike, ratio: ArrayLike, cost: ArrayLike, eligible: Sequence[bool] | np.ndarray, ref: tuple[float, float] = (0.0, 1.0)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hypervolume against spent compute. Inputs are per trial in the order the trials ended; ``cost`` is what
+    each trial spent (every trial, stopped and failed ones too; NaN counts as 0) and ``eligible`` says which may
+    enter the front. Returns (cumulative cost after each trial, hypervolume of the eligible trials so far)."""
+    a, r = _pair(acc, ratio)
+    c = np.nan_to_num(np.asarray(cost, dtype=float).reshape(-1), nan=0.0)
+    ok = np.asarray(eligible, dtype=bool).reshape(-1)
+    if not (c.size == a.size == ok.size):
+        raise ValueError("acc, ratio, cost and eligible must have the same length")
+    spent = np.cumsum(c)
+    hv = np.array([hypervolume(a[: k + 1][ok[: k + 1]], r[: k + 1][ok[: k + 1]], ref) for k in range(a.size)])
+    return spent, hv
+
+
+def cost_to_reach(spent: ArrayLike, hv: ArrayLike, target: float) -> float:
+    """The compute after which a hypervolume curve first reaches ``target`` (NaN if it never does)."""
+    s, h = _pair(spent, hv)
+    hit = np.flatnonzero(h >= target - 1e-12)
+    return float(s[hit[0]]) if hit.size else float("nan")
+
+
+# ---------------------------------------------------------------- MOASHA ranking
+#
+# Multi-objective asynchronous successive halving, after Syne Tune's MOASHA
+# (syne_tune/optimizer/schedulers/multiobjective/moasha.py and non_dominated_priority.py; Salinas et al.,
+# "A multi-objective perspective on jointly tuning hardware and hyperparameters", NAS workshop ICLR 2021):
+# the trials that reached a rung are ordered by non-dominated sorting, each front ordered by an epsilon-net
+# (Clarkson 2005: greedy farthest-point order) seeded by its most accurate point, and a trial arriving at the
+# rung goes on iff its position p (0-based) among the n recorded there satisfies p / n <= 1 / eta.
+# Our choices where Syne Tune leaves it open: objectives are min-max normalised over the rung before the
+# epsilon-net distances (accuracy and FLOPs differ by 12 orders of magnitude), ties break by input index, and a
+# point with a NaN objective (a diverged trial) is ranked after every valid point.
+
+
+def nondominated_sort(acc: ArrayLike, flops: ArrayLike) -> np.ndarray:
+    """Front number of each point: 0 for the non-dominated set, 1 for the set left after removing it, ...
+    Points with a NaN coordinate get one more than the last front of the valid points."""
+    a, c = _pair(acc, flops)
+    ranks = np.full(a.size, -1, dtype=int)
+    left = np.flatnonzero(~(np.isnan(a) | np.isnan(c)))
+    k = 0
+    while left.size:
+        mask = non_dominated(a[left], c[left])
+        ranks[left[mask]] = k
+        left = left[~mask]
+        k += 1
+    ranks[ranks < 0] = k
+    return ranks
+
+
+def epsilon_net_order(points: np.ndarray, first: int = 0) -> list[int]:
+    """Greedy farthest-point order of ``points`` (n x d) starting at index ``first``: each next point maximises
+    its Euclidean distance to the points already chosen (ties: lowest index). Spreads the picks along a front."""
+    pts = np.asarray(points, dtype=float)
+    n = pts.shape[0]
+    if n == 0:
+        return []
+    order = [int(first)]
+    dist = np.linalg.norm(pts - pts[first], axis=1)
+    dist[first] = -np.inf
+    for _ in range(n - 1):
+        nxt = int(np.argmax(dist))
+        order.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(pts - pts[nxt], axis=1))
+        dist[order] = -np.inf
+    return order
+
+
+def _normalised(a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    def unit(x: np.ndarray) -> np.ndarray:
+        finite = x[np.isfinite(x)]
+        if finite.size == 0:
+            return np.zeros_like(x)
+        lo, span = finite.min(), finite.max() - finite.min()
+        return (x - lo) / span if span > 0 else np.zeros_like(x)
+
+    return np.stack([unit(a), unit(c)], axis=1)
+
+
+def moasha_order(acc: ArrayLike, flops: ArrayLike) -> np.ndarray:
+    """Indices best first: fronts in order, each front in epsilon-net order from its most accurate point
+    (ties: cheaper, then lower index); NaN points last, by index."""
+    a, c = _pair(acc, flops)
+    fronts = nondominated_sort(a, c)
+    valid = ~(np.isnan(a) | np.isnan(c))
+    norm = _normalised(np.where(valid, a, np.nan), np.where(valid, c, np.nan))
+    out: list[int] = []
+    for k in range(int(fronts.max()) + 1 if fronts.size else 0):
+        members = np.flatnonzero((fronts == k) & valid)
+        if members.size == 0:
+            continue
+        seed = int(np.lexsort((members, c[members], -a[members]))[0])
+        out.extend(int(members[i]) for i in epsilon_net_order(norm[members], seed))
+    out.extend(int(i) for i in np.flatnonzero(~valid))
+    return np.asarray(out, dtype=int)
+
+
+def _positions(acc: ArrayLike, flops: ArrayLike) -> np.ndarray:
+    order = moasha_order(acc, flops)
+    pos = np.empty(order.size, dtype=int)
+    pos[order] = np.arange(order.size)
+    return pos
+
+
+def moasha_continues(acc: ArrayLike, flops: ArrayLike, eta: float, index: int = -1) -> bool:
+    """Asynchronous rung decision: the points are every trial recorded at the rung, the one arriving now at
+    ``index`` (default: last). It continues iff its position p among the n satisfies p / n <= 1 / eta; so the
+    first trial at a rung always continues, as in Syne Tune and ASHA."""
+    if eta <= 1:
+        raise ValueError(f"eta must be > 1, got {eta}")
+    pos = _positions(acc, flops)
+    if pos.size == 0:
+        raise ValueError("a rung decision needs at least the arriving trial")
+    return bool(pos[index] / pos.size <= 1.0 / eta + 1e-12)
+
+
+def moasha_top(acc: ArrayLike, flops: ArrayLike, eta: float) -> set[int]:
+    """Synchronous view of the same rule: the indices whose position p satisfies p / n <= 1 / eta."""
+    if eta <= 1:
+        raise ValueError(f"eta must be > 1, got {eta}")
+    pos = _positions(acc, flops)
+    return {int(i) for i in np.flatnonzero(pos / max(pos.size, 1) <= 1.0 / eta + 1e-12)}

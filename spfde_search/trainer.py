@@ -11,7 +11,7 @@ import math
 import os
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,13 +20,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import checkpoint
 from .config import Config, ConfigError
 from .data import DataBundle, load_data
-from .flops import FlopsPrediction, build_profile, per_sample_cost, plan_all, predict, rigl_pass_cost
-from .freezing import cosine_lr
+from .device import resolve_device, resolve_execution
+from .method.flops import FlopsPrediction, build_profile, per_sample_cost, plan_all, predict, rigl_pass_cost
+from .method.plan import EpochPlan
+from .method.sieving import CircularSieve, ForgettingTracker
+from .method.sparsity import ALGORITHMS, Masker
 from .models import create_model
-from .sieving import CircularSieve, ForgettingTracker
-from .sparsity import ALGORITHMS, Masker
 
 __all__ = ["Trainer", "EpochMetrics", "TrainingDiverged", "resolve_device", "seeded_generator"]
 
@@ -44,20 +46,12 @@ def seeded_generator(seed: int, purpose: str, epoch: int) -> torch.Generator:
     return g
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 @dataclass
 class EpochMetrics:
     epoch: int  # completed epochs (1-based)
     loss: float
     train_accuracy: float
-    test_accuracy: float
+    test_accuracy: float | None  # None where this epoch was not evaluated (train.eval_every, eval_epochs)
     train_flops: int  # cumulative, measured
     predicted_train_flops: int  # cumulative, from the config alone
     dense_train_flops: int  # whole run, dense, full set
@@ -68,22 +62,31 @@ class EpochMetrics:
     lr: float  # learning rate of the last (never frozen) parameter group
     epoch_seconds: float
     wall_seconds: float  # cumulative training + evaluation time
+    regrown_fraction: float = 0.0  # weights grown at this epoch's boundary / weights of the sparse layers
+    forgetting_events: int = 0  # events of the sieving interval closed at this epoch's boundary (0: no sieve step)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class Trainer:
-    """Runs one config. ``for m in trainer.epochs(): ...`` then ``trainer.summary()``."""
+    """Runs one config. ``for m in trainer.epochs(): ...`` then ``trainer.summary()``.
+
+    ``eval_epochs``: completed-epoch numbers (1-based, as ``EpochMetrics.epoch``) that are evaluated on top of
+    ``train.eval_every`` and the last epoch, so a rung-based scheduler (ASHA) sees a test accuracy at each of
+    its rungs; it may also be changed later through the ``eval_epochs`` attribute (a set).
+    """
 
     def __init__(
         self,
         cfg: Config,
         data: DataBundle | None = None,
         step_callback: Callable[[int, int, int], None] | None = None,
+        eval_epochs: Iterable[int] | None = None,
     ) -> None:
         self.cfg = cfg
         self.step_callback = step_callback
+        self.eval_epochs: set[int] = set(eval_epochs or ())
         self.device = resolve_device(cfg.train.device)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -91,17 +94,19 @@ class Trainer:
         self.data = data if data is not None else load_data(cfg.data, cfg.seed, self.device)
         spec = self.data.spec
         self.profile, _ = build_profile(cfg, spec)
-        self.targets, self.dst, self.plan, self.samples_per_epoch = plan_all(cfg, self.profile, spec)
+        plans = plan_all(cfg, self.profile, spec)
+        # the epoch plan holds every boundary rule; this class only executes it (spfde_search/method/plan.py)
+        self.targets, self.freeze, self.plan = plans.targets, plans.freeze, plans.run
+        self.samples_per_epoch = plans.samples_per_epoch
         self.algo = ALGORITHMS.get(cfg.sparsity.algorithm)
 
         torch.manual_seed(cfg.seed)
         self.model = create_model(cfg.model.name, cfg.model.width, spec.channels, spec.num_classes).to(self.device)
-        cuda = self.device.type == "cuda"
-        self.channels_last = cfg.train.channels_last == "on" or (cfg.train.channels_last == "auto" and cuda)
+        # auto = bf16 autocast + channels-last on CUDA and on CPUs with native bf16, else fp32 (spfde_search/device.py)
+        ex = resolve_execution(cfg.train.device, cfg.train.precision, cfg.train.channels_last)
+        self.channels_last, self.autocast_dtype = ex.channels_last, ex.autocast_dtype
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and cuda)
-        self.autocast_dtype = torch.bfloat16 if bf16 else None
 
         self.masker = Masker(self.model, cfg.sparsity)
         if self.masker.targets != self.targets:
@@ -137,56 +142,56 @@ class Trainer:
     def counts(self) -> dict[str, int]:
         return {n: self.masker.count(n) for n in self.masker.targets}
 
-    def _lr(self, group_unit: int, t: float) -> float:
-        tc = self.cfg.train
-        if self.plan.enabled and self.plan.scheme == "single_shot_resume" and t >= self.plan.epochs - self.plan.resume_epochs:
-            return self.plan.resume_lr
-        return cosine_lr(t, self.plan.lr_horizon(group_unit), tc.lr, tc.lr_min, tc.warmup_epochs)
-
     def _set_lr(self, t: float) -> float:
+        tc = self.cfg.train
         lr = 0.0
         for g in self.optimizer.param_groups:
-            lr = g["lr"] = self._lr(g["unit"], t)
+            lr = g["lr"] = self.plan.lr(g["unit"], t, tc.lr, tc.lr_min, tc.warmup_epochs)
         return lr
 
     def _set_frozen(self, prefix: int) -> None:
-        """Frozen units: no grads (so SGD skips them: no update, no weight decay), BN statistics frozen."""
+        """Frozen units: no grads (so SGD skips them: no update, no weight decay), BN statistics frozen, and
+        their optimizer state dropped, so a scheme that unfreezes them starts fresh (no momentum replay)."""
         for i, part in enumerate(self.parts):
             frozen = i < prefix
             for p in part.parameters():
                 p.requires_grad_(not frozen)
                 if frozen:
                     p.grad = None
+                    self.optimizer.state.pop(p, None)
 
-    def _epoch_start(self, e: int) -> int:
-        """Boundary actions before epoch e, in the order ``flops.simulate`` assumes. Returns the frozen prefix."""
-        prefix = self.plan.frozen_prefix(e)
-        for name in self.masker.targets:
-            if self.unit_of[name] < prefix:
-                self.masker.prune_to_target(name, self.optimizer)  # exact target before (staying) frozen
-        if e > 0 and self.dst.is_update(e):
-            dense_grads = self._rigl_dense_grads(e, prefix) if self.algo.needs_dense_grad else {}
-            gen = seeded_generator(self.cfg.seed, "dst", e)
-            for name, n_target in self.targets.items():
-                if self.unit_of[name] < prefix:
-                    continue
-                numel = self.masker.weight(name).numel()
-                n_cur = self.masker.count(name)
-                held = self.dst.held_after_update(e, n_target, numel)
-                k = self.dst.drop_count(e, n_target, n_cur, numel)
-                n_drop = n_cur - (n_target - k)
-                self.masker.update_layer(name, n_drop, held - (n_target - k), gen, self.optimizer, dense_grads.get(name))
-        elif e > 0 and e % self.dst.interval == 0:
-            for name in self.masker.targets:
-                self.masker.prune_to_target(name, self.optimizer)  # EM&S last phase: back to the exact target
-        if self.sieve is not None and e > 0 and e % self.cfg.train.update_interval == 0:
+    def _epoch_start(self, e: int) -> tuple[EpochPlan, int, int]:
+        """Execute epoch e's plan (see ``method/plan.py``); returns it with the weights grown and the forgetting
+        events of the closed sieving interval. What the masks hold afterwards must equal the plan."""
+        ep = self.plan.epochs[e]
+        gen = seeded_generator(self.cfg.seed, "dst", e)
+        for s in ep.freeze_prunes:  # exact target before (staying) frozen
+            self.masker.update_layer(s.name, s.drop, s.grow, gen, self.optimizer, None, s.regrow_dropped)
+        dense_grads = self._rigl_dense_grads(e, ep.frozen_prefix) if ep.rigl_pass else {}
+        grown = 0
+        for s in ep.dst_steps:
+            _, g = self.masker.update_layer(
+                s.name, s.drop, s.grow, gen, self.optimizer, dense_grads.get(s.name), s.regrow_dropped
+            )
+            grown += g
+        events = 0
+        if ep.sieve_step and self.sieve is not None:
+            events = int(self.tracker.total())
             self.sieve.step(self.tracker, seeded_generator(self.cfg.seed, "sieve", e))
             self.tracker.reset()
         self.masker.apply()
-        return prefix
+        counts = self.counts()
+        if counts != dict(ep.counts) or grown != ep.grown:
+            bad = sorted(n for n in counts if counts[n] != ep.counts[n])
+            raise RuntimeError(  # a bug, never a user error: the run must not drift from its FLOPs prediction
+                f"epoch {e}: the masks hold a different density than the epoch plan (layers {bad}, "
+                f"grown {grown} vs planned {ep.grown})"
+            )
+        return ep, grown, events
 
     def _rigl_dense_grads(self, e: int, prefix: int) -> dict[str, torch.Tensor]:
-        """RigL grows by the dense gradient of one batch; its cost is counted (SPFDE.md §5)."""
+        """RigL grows by the dense gradient of one batch; its cost is counted (SPFDE.md §5). Frozen units run
+        in eval mode, as in training; active BatchNorm layers keep their running statistics (momentum 0)."""
         idx = self.partial_indices()
         gen = seeded_generator(self.cfg.seed, "rigl", e)
         x, y, _ = next(iter(self.data.train_batches(idx, self.cfg.train.batch_size, gen, self.cfg.data.augment)))
@@ -196,6 +201,8 @@ class Trainer:
         for m in bns:
             m.momentum = 0.0  # running statistics untouched by this scoring pass
         self.model.train()
+        for part in self.parts[:prefix]:
+            part.eval()
         self.model.zero_grad(set_to_none=True)
         with self._autocast():
             loss = F.cross_entropy(self.model(self._prep(x), frozen_units=prefix), y)
@@ -222,33 +229,32 @@ class Trainer:
     # ------------------------------------------------------------ the loop
 
     def epochs(self) -> Iterator[EpochMetrics]:
+        """Train epoch by epoch. The step loop never reads a tensor on the host (no per-step device sync): the
+        loss, correct counts and forgetting state stay on the device and are read once per epoch."""
         cfg = self.cfg
         T = cfg.train.epochs
         while self.epoch < T:
             e = self.epoch
             t0 = time.perf_counter()
-            prefix = self._epoch_start(e)
+            ep, grown, events = self._epoch_start(e)
+            prefix = ep.frozen_prefix
             self._set_frozen(prefix)
             self.model.train()
             for part in self.parts[:prefix]:
                 part.eval()
             idx = self.partial_indices()
             steps = math.ceil(len(idx) / cfg.train.batch_size)
-            cost = per_sample_cost(self.profile, self.counts(), prefix)
+            cost = per_sample_cost(self.profile, ep.counts, prefix)  # ep.counts == what the masks hold (checked)
             gen = seeded_generator(cfg.seed, "data", e)
-            loss_sum = 0.0
-            correct = seen = 0
+            losses = torch.zeros(steps, device=self.device)
+            sizes: list[int] = []
+            correct = torch.zeros((), dtype=torch.long, device=self.device)
             lr = 0.0
             for i, (x, y, sid) in enumerate(self.data.train_batches(idx, cfg.train.batch_size, gen, cfg.data.augment)):
                 lr = self._set_lr(e + i / steps)
                 with self._autocast():
                     out = self.model(self._prep(x), frozen_units=prefix)
                     loss = F.cross_entropy(out, y, label_smoothing=cfg.train.label_smoothing)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"training loss became {loss.item()} at epoch {e + 1}, step {i + 1} "
-                        f"(lr {lr:.4g}); lower train.lr or check the data"
-                    )
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.masker.mask_grads()
@@ -258,12 +264,22 @@ class Trainer:
                 self.tracker.update(sid, ok)
                 n = len(y)
                 self.train_flops += n * cost
-                loss_sum += loss.item() * n
-                correct += int(ok.sum())
-                seen += n
+                losses[i] = loss.detach()
+                correct += ok.sum()
+                sizes.append(n)
                 if self.step_callback is not None:
                     self.step_callback(e, i + 1, steps)
-            test_acc = self.evaluate()
+            loss_host = losses.cpu()  # the epoch's one read of the step statistics
+            finite = torch.isfinite(loss_host)
+            if not bool(finite.all()):
+                bad = int((~finite).nonzero()[0])
+                raise TrainingDiverged(
+                    f"training loss became {float(loss_host[bad])} at epoch {e + 1}, step {bad + 1} "
+                    f"(lr {lr:.4g} at the epoch's end); lower train.lr or check the data"
+                )
+            seen = sum(sizes)
+            loss_sum = float((loss_host * torch.tensor(sizes, dtype=loss_host.dtype)).sum())
+            test_acc = self.evaluate() if ep.evaluate or (e + 1) in self.eval_epochs else None
             self.epoch = e + 1
             dt = time.perf_counter() - t0
             self.wall_seconds += dt
@@ -271,32 +287,36 @@ class Trainer:
             m = EpochMetrics(
                 epoch=self.epoch,
                 loss=loss_sum / max(seen, 1),
-                train_accuracy=correct / max(seen, 1),
+                train_accuracy=int(correct) / max(seen, 1),
                 test_accuracy=test_acc,
                 train_flops=self.train_flops,
                 predicted_train_flops=pred.cumulative[e],
                 dense_train_flops=pred.dense_train_flops,
                 flops_ratio=self.train_flops / pred.dense_train_flops,
-                density=self.masker.overall_density(),
+                density=self.plan.density(e),
                 frozen_units=prefix,
                 partial_size=len(idx),
                 lr=lr,
                 epoch_seconds=dt,
                 wall_seconds=self.wall_seconds,
+                regrown_fraction=grown / self.plan.sparse_numel if self.plan.sparse_numel else 0.0,
+                forgetting_events=events,
             )
             self.history.append(m)
             yield m
 
     @torch.no_grad()
     def evaluate(self) -> float:
+        """Test accuracy; the correct count stays on the device until the end (one read)."""
         self.model.eval()
-        correct = total = 0
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        total = 0
         for x, y in self.data.test_batches(self.cfg.train.eval_batch_size):
             with self._autocast():
                 out = self.model(self._prep(x))
-            correct += int((out.argmax(1) == y).sum())
+            correct += (out.argmax(1) == y).sum()
             total += len(y)
-        return correct / max(total, 1)
+        return int(correct) / max(total, 1)
 
     def fit(self) -> dict[str, Any]:
         for _ in self.epochs():
@@ -329,6 +349,9 @@ class Trainer:
             "wall_seconds": self.wall_seconds,
             "device": str(self.device),
             "config": self.cfg.to_dict(),
+            # per epoch: epoch, density, regrown_fraction, forgetting_events, frozen_units, partial_size, lr,
+            # test_accuracy (None where not evaluated), train_flops, ... (EpochMetrics; `spfde train --json`)
+            "history": [m.as_dict() for m in self.history],
         }
 
     # ------------------------------------------------------------ checkpoints
@@ -365,19 +388,16 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
 
     def save_checkpoint(self, directory: str | os.PathLike[str]) -> Path:
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / (CHECKPOINT_FILE + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, d / CHECKPOINT_FILE)  # atomic: a crash never leaves a half-written checkpoint
-        return d / CHECKPOINT_FILE
+        """Atomic write of the full state; the folder keeps this one and the one before (see checkpoint.py)."""
+        return checkpoint.save(self.state_dict(), directory)
 
-    def load_checkpoint(self, directory: str | os.PathLike[str]) -> None:
-        path = Path(directory) / CHECKPOINT_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"no trainer checkpoint at {path}")
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+    def load_checkpoint(self, directory: str | os.PathLike[str]) -> Path:
+        """Resume from the folder's latest checkpoint (the previous one if the latest is damaged, with a
+        warning); weights-only loading, so a crafted file cannot run code. Returns the file used."""
+        state, path = checkpoint.load(directory, map_location=self.device)
+        self.load_state_dict(state)
+        return path
 
     @staticmethod
     def has_checkpoint(directory: str | os.PathLike[str]) -> bool:
-        return (Path(directory) / CHECKPOINT_FILE).is_file()
+        return checkpoint.exists(directory)

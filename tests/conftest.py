@@ -66,3 +66,31 @@ def trainer_fmnist_cfg() -> Callable[..., Config]:
 def trainer_repo() -> Path:
     """The repository root (configs/ lives there)."""
     return REPO
+
+
+def idx_gz(arr: Any) -> bytes:
+    """A numpy uint8 array as a gzipped IDX file (the MNIST format)."""
+    import gzip
+
+    head = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    return gzip.compress(head + arr.tobytes())
+
+
+def write_idx_fmnist(root: Path, n_train: int = 20, n_test: int = 10, labels: dict[str, int] | None = None) -> Path:
+    """A tiny Fashion-MNIST folder of gzipped IDX files (random pixels, labels k % 10); ``labels`` gives some
+    label files another length ({"train": 12}), to build mismatched sets without the real 60,000 images."""
+    import numpy as np
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n, split in (("train", n_train, "train"), ("t10k", n_test, "test")):
+        m = (labels or {}).get(split, n)
+        (root / f"{prefix}-images-idx3-ubyte.gz").write_bytes(idx_gz(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)))
+        (root / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(idx_gz((np.arange(m) % 10).astype(np.uint8)))
+    return root
+
+
+@pytest.fixture
+def trainer_idx_fmnist() -> Callable[..., Path]:
+    """Factory ``make(root, n_train=20, n_test=10, labels=None)`` of tiny gzipped Fashion-MNIST folders."""
+    return write_idx_fmnist

@@ -17,6 +17,7 @@ from spfde_search.config import (
     flatten,
     load_config,
     parse_overrides,
+    parse_value,
     unflatten,
 )
 
@@ -249,10 +250,88 @@ def test_shipped_configs_load(trainer_repo: Path) -> None:
 
 
 def test_hint_only_where_there_is_a_range() -> None:
-    # a bounded or categorical field states its range; a free-form one (model.name, soft_bound) does not get
-    # an empty "(allowed: a str)" / "(allowed: a other)" tacked on
+    # a bounded or categorical field states its range; a free-form one (model.name) does not get an empty
+    # "(allowed: a string)" tacked on, nor a list field whose own validator says what is wrong
     assert "(allowed: a number in [0, 1))" in error_of({"sparsity": {"ratio": 2}})
-    assert "(allowed: one of False, True)" in error_of({"data": {"augment": "maybe"}})
+    assert "(allowed: true or false (also on/off, yes/no))" in error_of({"data": {"augment": "maybe"}})
     assert "(allowed: an integer in [0, inf) or null)" in error_of({"freezing": {"start_epoch": -1}})
     assert "(allowed: a" not in error_of({"model": {"name": "resnet9"}})
     assert "(allowed: a" not in error_of({"sparsity": {"soft_bound": [[0.5, 0.02], [0.4, 0.01]]}})
+
+
+# ---------------------------------------------------------------- nan / inf, list fields, YAML booleans
+
+FLOAT_PATHS = [p for p in field_paths() if field_info(p).kind == "float"]
+
+
+@pytest.mark.parametrize("path", FLOAT_PATHS)
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", ".nan"])
+def test_every_float_field_refuses_non_finite(path: str, bad: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{path}: must be a finite number") as e:
+        load_config(None, parse_overrides([f"{path}={bad}"]))
+    assert "less than" not in str(e.value) and "greater than" not in str(e.value)
+
+
+def test_non_finite_inside_a_list_field() -> None:
+    msg = error_of({"sparsity": {"soft_bound": [[float("nan"), 0.01]]}})
+    assert "sparsity.soft_bound[0][0]: must be a finite number" in msg
+
+
+def test_list_field_message_names_its_type() -> None:
+    msg = error_of({"sparsity": {"soft_bound": 0.5}})
+    assert "sparsity.soft_bound: Input should be a valid list (allowed: a list of [number, number] pairs)" in msg
+    assert "sparsity.soft_bound[0][1]: Field required" in error_of({"sparsity": {"soft_bound": [[0.5]]}})
+
+
+def test_no_field_describes_itself_as_other() -> None:
+    for path in field_paths():
+        text = field_info(path).describe()
+        assert "other" not in text and not text.startswith("a a"), (path, text)
+
+
+WORDS = ["on", "off", "yes", "no", "y", "n", "true", "false", "On", "OFF", "Yes", "NO", "True", "FALSE"]
+
+
+@pytest.mark.parametrize("word", WORDS)
+def test_string_field_keeps_boolean_words_from_set(word: str) -> None:
+    assert parse_overrides([f"data.root={word}"]) == {"data.root": word}
+    assert load_config(None, parse_overrides([f"data.root={word}"])).data.root == word
+
+
+@pytest.mark.parametrize("word", ["on", "off"])
+def test_channels_last_off_from_set_and_file(tmp_path: Path, word: str) -> None:
+    assert load_config(None, parse_overrides([f"train.channels_last={word}"])).train.channels_last == word
+    f = tmp_path / "c.yaml"
+    f.write_text(f"train:\n  channels_last: {word}\n")
+    assert load_config(f).train.channels_last == word
+
+
+@pytest.mark.parametrize(("word", "value"), [("true", True), ("false", False), ("on", True), ("off", False),
+                                             ("yes", True), ("no", False), ("True", True), ("OFF", False)])
+def test_bool_fields_still_take_boolean_words(tmp_path: Path, word: str, value: bool) -> None:
+    assert parse_overrides([f"data.augment={word}"]) == {"data.augment": value}
+    f = tmp_path / "c.yaml"
+    f.write_text(f"data:\n  augment: {word}\nsparsity:\n  dense_first: {word}\n")
+    cfg = load_config(f)
+    assert cfg.data.augment is value and cfg.sparsity.dense_first is value
+
+
+def test_numeric_field_does_not_take_a_boolean_word() -> None:
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_config(None, parse_overrides(["train.lr=yes"]))
+
+
+def test_exported_yaml_round_trips_boolean_words(tmp_path: Path) -> None:
+    cfg = load_config(None, parse_overrides(["train.channels_last=off", "data.root=no", "data.augment=off"]))
+    f = tmp_path / "exported.yaml"
+    f.write_text(config_to_yaml(cfg, header="exported"))
+    assert load_config(f) == cfg
+    assert load_config(f).train.channels_last == "off" and load_config(f).data.root == "no"
+
+
+def test_parse_value_reads_mlflow_params_per_field() -> None:
+    """MLflow keeps params as str(value): 'off' for a string field, 'True' for a bool field."""
+    assert parse_value("train.channels_last", "off") == "off"
+    assert parse_value("data.augment", "True") is True
+    assert parse_value("sparsity.ratio", "0.9") == 0.9
+    assert parse_value("sparsity.soft_bound", "[[0.5, 0.02]]") == [[0.5, 0.02]]

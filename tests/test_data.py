@@ -1,4 +1,5 @@
-"""Data sets: specs from the config alone, real Fashion-MNIST, batches by sample id, augmentation."""
+"""Data sets: specs from the config alone, real Fashion-MNIST, batches by sample id, augmentation, and the
+checks that refuse damaged or mismatched files (counts, shapes, label range, gzip integrity)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from spfde_search.config import DEFAULT_FASHION_MNIST_ROOT, ConfigError, DataConfig
 from spfde_search.data import (
     DataBundle,
+    DataError,
     DataNotFoundError,
     DatasetSpec,
     balanced_subset,
@@ -127,6 +129,111 @@ def test_missing_root_names_the_path(tmp_path: Path) -> None:
         load_data(DataConfig(name="fashion_mnist", root=str(root)), seed=0, device=CPU)
     assert str(root) in str(e.value)
     assert isinstance(e.value, ConfigError)
+
+
+# ---------------------------------------------------------------- damaged or mismatched files
+
+
+def fmnist_cfg(root: Path) -> DataConfig:
+    return DataConfig(name="fashion_mnist", root=str(root))
+
+
+@pytest.mark.parametrize(("split", "images", "labels"), [("train", "train-images", "train-labels"),
+                                                         ("test", "t10k-images", "t10k-labels")])
+def test_fmnist_label_count_mismatch(tmp_path: Path, trainer_idx_fmnist, split: str, images: str, labels: str) -> None:
+    root = trainer_idx_fmnist(tmp_path, labels={split: 7})
+    with pytest.raises(DataError) as e:
+        load_data(fmnist_cfg(root), seed=0, device=CPU)
+    msg = str(e.value)
+    assert f"{root / labels}-idx1-ubyte.gz has 7 labels" in msg and f"{images}-idx3-ubyte.gz has" in msg
+
+
+def test_fmnist_wrong_image_shape(tmp_path: Path, trainer_idx_fmnist) -> None:
+    from conftest import idx_gz
+
+    root = trainer_idx_fmnist(tmp_path)
+    (root / "train-images-idx3-ubyte.gz").write_bytes(idx_gz(np.zeros((20, 27, 28), dtype=np.uint8)))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz holds images of shape \(1, 27, 28\), expected \(1, 28, 28\)"):
+        load_data(fmnist_cfg(root), seed=0, device=CPU)
+
+
+def test_fmnist_label_out_of_range(tmp_path: Path, trainer_idx_fmnist) -> None:
+    from conftest import idx_gz
+
+    root = trainer_idx_fmnist(tmp_path)
+    (root / "t10k-labels-idx1-ubyte.gz").write_bytes(idx_gz(np.arange(10, 20, dtype=np.uint8)))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz has labels in \[10, 19\], expected 0..9"):
+        load_data(fmnist_cfg(root), seed=0, device=CPU)
+
+
+def test_fmnist_wrong_dimensions_in_header(tmp_path: Path, trainer_idx_fmnist) -> None:
+    from conftest import idx_gz
+
+    root = trainer_idx_fmnist(tmp_path)
+    (root / "train-labels-idx1-ubyte.gz").write_bytes(idx_gz(np.zeros((20, 1), dtype=np.uint8)))
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz has 2 dimensions in its header, expected 1"):
+        load_data(fmnist_cfg(root), seed=0, device=CPU)
+
+
+def test_fmnist_partial_copy(tmp_path: Path, trainer_idx_fmnist) -> None:
+    """Consistent files, but not the 60,000 + 10,000 the FLOPs prediction and subsets were computed for."""
+    root = trainer_idx_fmnist(tmp_path)
+    with pytest.raises(DataError, match="has 20 training images, but fashion_mnist has 60000"):
+        load_data(fmnist_cfg(root), seed=0, device=CPU)
+
+
+def test_truncated_gz_names_the_file(tmp_path: Path, trainer_idx_fmnist) -> None:
+    root = trainer_idx_fmnist(tmp_path)
+    f = root / "train-images-idx3-ubyte.gz"
+    f.write_bytes(f.read_bytes()[:-200])
+    with pytest.raises(DataError, match="truncated") as e:
+        load_data(fmnist_cfg(root), seed=0, device=CPU)
+    assert str(f) in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("where", [0.5, -6])  # inside the deflate data; inside the CRC trailer
+def test_bit_flipped_gz_names_the_file(tmp_path: Path, trainer_idx_fmnist, where: float) -> None:
+    root = trainer_idx_fmnist(tmp_path)
+    f = root / "train-images-idx3-ubyte.gz"
+    data = bytearray(f.read_bytes())
+    i = int(len(data) * where) if where > 0 else len(data) + int(where)
+    data[i] ^= 0x10
+    f.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="corrupt") as e:
+        load_data(fmnist_cfg(root), seed=0, device=CPU)
+    assert str(f) in str(e.value) and "\n" not in str(e.value)
+
+
+class _FakeTorchvision:
+    def __init__(self, n: int, labels: list[int], shape: tuple[int, ...]) -> None:
+        self.data = torch.zeros((n, *shape), dtype=torch.uint8)
+        self.targets = torch.tensor(labels)
+        self.raw_folder = "/data/MNIST/raw"
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "n", "labels", "needle"),
+    [
+        ("mnist", (28, 28), 10, list(range(9)), r"has 9 labels but /data/MNIST/raw \(training images\) has 10 images"),
+        ("mnist", (28, 28), 10, [0] * 9 + [10], r"labels in \[0, 10\], expected 0..9"),
+        ("cifar10", (32, 32, 3), 10, [0] * 9 + [-1], r"labels in \[-1, 0\], expected 0..9"),
+        ("cifar100", (32, 30, 3), 10, [0] * 10, r"shape \(3, 32, 30\), expected \(3, 32, 32\)"),
+        ("cifar10", (32, 32, 3), 10, [0] * 10, "has 10 training images, but cifar10 has 50000"),
+    ],
+)
+def test_torchvision_sets_are_checked(
+    monkeypatch: pytest.MonkeyPatch, name: str, shape: tuple[int, ...], n: int, labels: list[int], needle: str
+) -> None:
+    """MNIST and CIFAR come through torchvision; the same checks apply to what it returns."""
+    import spfde_search.data.sources as data  # where the MNIST / CIFAR loaders look it up
+
+    fake = _FakeTorchvision(n, labels, shape)
+    if name.startswith("cifar"):
+        fake.data = fake.data.numpy()  # type: ignore[assignment]  # torchvision's CIFAR holds numpy NHWC
+        fake.targets = labels  # type: ignore[assignment]
+    monkeypatch.setattr(data, "_torchvision_set", lambda *a, **k: (fake, fake))
+    with pytest.raises(DataError, match=needle):
+        load_data(DataConfig(name=name), seed=0, device=CPU)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- batches
@@ -251,3 +358,27 @@ def test_imagefolder_missing(tmp_path: Path) -> None:
     with pytest.raises(DataNotFoundError) as e:
         dataset_spec(DataConfig(name="imagefolder", root=str(tmp_path)))
     assert str(tmp_path / "val") in str(e.value)
+
+
+def test_imagefolder_val_class_unknown_to_train(tmp_path: Path) -> None:
+    make_folder(tmp_path, {"a": (2, 1), "b": (2, 1)})
+    (tmp_path / "val" / "zebra").mkdir()
+    with pytest.raises(DataError, match="class folders missing from .*train: zebra"):
+        dataset_spec(DataConfig(name="imagefolder", root=str(tmp_path)))
+
+
+def test_imagefolder_class_without_training_images(tmp_path: Path) -> None:
+    make_folder(tmp_path, {"a": (2, 1), "b": (0, 1)})
+    with pytest.raises(DataError, match="without training images .*: b"):
+        dataset_spec(DataConfig(name="imagefolder", root=str(tmp_path)))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_imagefolder_unreadable_image_is_one_line(tmp_path: Path, workers: int) -> None:
+    make_folder(tmp_path, {"a": (2, 1), "b": (2, 1)})
+    bad = tmp_path / "val" / "b" / "0.png"
+    bad.write_bytes(b"not a png")
+    b = load_data(DataConfig(name="imagefolder", root=str(tmp_path), image_size=16, num_workers=workers), 0, CPU)
+    with pytest.raises(DataError) as e:
+        list(b.test_batches(2))
+    assert str(bad) in str(e.value) and "\n" not in str(e.value) and "Traceback" not in str(e.value)

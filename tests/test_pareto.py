@@ -7,7 +7,19 @@ import math
 import numpy as np
 import pytest
 
-from spfde_search.pareto import front_indices, hypervolume, knee_point, non_dominated
+from spfde_search.pareto import (
+    cost_to_reach,
+    epsilon_net_order,
+    front_indices,
+    hypervolume,
+    hypervolume_curve,
+    knee_point,
+    moasha_continues,
+    moasha_order,
+    moasha_top,
+    non_dominated,
+    nondominated_sort,
+)
 
 
 def test_non_dominated_golden():
@@ -65,3 +77,74 @@ def test_knee_golden():
     # three collinear points: no knee by distance -> closest to utopia, the middle one
     assert knee_point([0.0, 0.5, 1.0], [0.0, 0.5, 1.0]) == 1
     assert math.isfinite(hypervolume([0.0, 0.5, 1.0], [0.0, 0.5, 1.0]))
+
+
+# ---------------------------------------------------------------- MOASHA ranking
+
+
+def test_nondominated_sort_golden():
+    # fronts: {0: (0.9, 4), (0.8, 2), (0.6, 1)}, {1: (0.85, 5), (0.7, 3)}, {2: (0.65, 6)}; NaN last (3)
+    acc = [0.9, 0.8, 0.6, 0.85, 0.7, 0.65, float("nan")]
+    flops = [4.0, 2.0, 1.0, 5.0, 3.0, 6.0, 1.0]
+    assert nondominated_sort(acc, flops).tolist() == [0, 0, 0, 1, 1, 2, 3]
+    assert nondominated_sort([], []).tolist() == []
+
+
+def test_epsilon_net_order_golden():
+    # points on a line at 0, 1, 2, 10: from 0 the farthest is 10; then 2 (min distance 2 to {0, 10}) before 1 (1)
+    pts = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [10.0, 0.0]])
+    assert epsilon_net_order(pts, 0) == [0, 3, 2, 1]
+    assert epsilon_net_order(pts, 3) == [3, 0, 2, 1]  # from 10: 0 is farthest; 2 and 1 then by min distance 2 vs 1
+    assert epsilon_net_order(np.zeros((0, 2)), 0) == []
+    # identical points: ties go to the lowest index
+    assert epsilon_net_order(np.zeros((3, 2)), 1) == [1, 0, 2]
+
+
+def test_moasha_order_golden():
+    # front 0: A(0.9, 10) B(0.5, 1) C(0.7, 5)  (normalised over the rung: A(1, 1) B(0, 0) C(0.5, 4/9))
+    # front 1: D(0.6, 6)
+    # front 0 starts at its most accurate point A; B is farthest from A; C last. Then D.
+    acc = [0.9, 0.5, 0.7, 0.6]
+    flops = [10.0, 1.0, 5.0, 6.0]
+    assert moasha_order(acc, flops).tolist() == [0, 1, 2, 3]
+    # a diverged trial (NaN accuracy) is ranked after every valid trial
+    assert moasha_order([float("nan"), 0.5, 0.6], [1.0, 2.0, 3.0]).tolist() == [2, 1, 0]
+
+
+def test_moasha_continues_golden():
+    # the first trial at a rung always continues
+    assert moasha_continues([0.1], [100.0], eta=3)
+    # eta 2, two trials: the second is at position 1 of 2 -> 1/2 <= 1/2 continues (Syne Tune's rule)
+    assert moasha_continues([0.9, 0.5], [1.0, 2.0], eta=2)
+    # eta 3, three trials: a dominated arrival sits at position 2 of 3 -> stops
+    assert not moasha_continues([0.9, 0.8, 0.5], [1.0, 2.0, 3.0], eta=3)
+    # ... but a cheap arrival on the front is kept even though its accuracy is the worst (the point of MOASHA)
+    assert moasha_continues([0.9, 0.8, 0.5], [5.0, 6.0, 1.0], eta=3)
+    # (by accuracy alone, as ASHA ranks, that arrival is last and would stop)
+    # index selects which recorded trial is the arriving one
+    assert not moasha_continues([0.5, 0.9, 0.8], [3.0, 1.0, 2.0], eta=3, index=0)
+    with pytest.raises(ValueError):
+        moasha_continues([0.5], [1.0], eta=1)
+
+
+def test_moasha_top_golden():
+    # a hand-made rung of 6 trials, eta 3: positions p with p/6 <= 1/3 -> p in {0, 1, 2}
+    # front 0: (0.9, 9) (0.6, 1) (0.8, 4); front 1: (0.7, 5) (0.55, 2); front 2: (0.5, 8)
+    acc = [0.7, 0.9, 0.5, 0.6, 0.55, 0.8]
+    flops = [5.0, 9.0, 8.0, 1.0, 2.0, 4.0]
+    assert nondominated_sort(acc, flops).tolist() == [1, 0, 2, 0, 1, 0]
+    assert moasha_top(acc, flops, eta=3) == {1, 3, 5}
+    assert moasha_top(acc, flops, eta=2) == {1, 3, 5, 0}  # p/6 <= 1/2 -> p <= 3: front 1 starts at its best (0.7, 5)
+    assert moasha_top([], [], eta=2) == set()
+
+
+def test_hypervolume_curve_and_cost_to_reach():
+    # trials in end order: a completed (0.5, 0.2) costing 2, an early-stopped one costing 1 (never on the front),
+    # a failed one with NaN cost, then a completed (0.8, 0.5) costing 3
+    spent, hv = hypervolume_curve([0.5, 0.9, float("nan"), 0.8], [0.2, 0.1, float("nan"), 0.5],
+                                  [2.0, 1.0, float("nan"), 3.0], [True, False, False, True])
+    assert spent.tolist() == [2.0, 3.0, 3.0, 6.0]
+    assert hv == pytest.approx([0.4, 0.4, 0.4, 0.55])
+    assert cost_to_reach(spent, hv, 0.5) == 6.0
+    assert cost_to_reach(spent, hv, 0.4) == 2.0
+    assert math.isnan(cost_to_reach(spent, hv, 0.6))

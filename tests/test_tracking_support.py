@@ -82,7 +82,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+def wait_http(url: str, timeout: float = 300.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -183,12 +183,12 @@ def chromium(url: str, screenshot: Path | None = None, budget_ms: int = 15000, s
               "--disable-dev-shm-usage", f"--virtual-time-budget={budget_ms}", f"--window-size={size}"]
     with tempfile.TemporaryDirectory() as prof:
         dom = subprocess.run([exe, *common, f"--user-data-dir={prof}", "--dump-dom", url],
-                             capture_output=True, text=True, timeout=120).stdout
+                             capture_output=True, text=True, timeout=240).stdout
     if screenshot is not None:
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as prof:
             subprocess.run([exe, *common, f"--user-data-dir={prof}", f"--screenshot={screenshot}", url],
-                           capture_output=True, timeout=120)
+                           capture_output=True, timeout=240)
     return dom
 
 

@@ -11,8 +11,8 @@ import torch
 
 from spfde_search.config import Config, ConfigError
 from spfde_search.data import DataNotFoundError
-from spfde_search.flops import predict
-from spfde_search.freezing import cosine_lr
+from spfde_search.method.flops import predict
+from spfde_search.method.freezing import cosine_lr
 from spfde_search.trainer import Trainer, TrainingDiverged, seeded_generator
 
 # units 0 (stem), 1, 2 of resnet8 freeze before epochs 1, 2, 3 (T = 4, dtau = 1); unit 3 and the head never
@@ -38,7 +38,7 @@ def test_frozen_units_bit_identical(algorithm: str, trainer_cfg: Callable[..., C
     seen_steps: list[tuple[int, int]] = []
 
     def on_step(e: int, i: int, steps: int) -> None:
-        prefix = tr.plan.frozen_prefix(e)
+        prefix = tr.freeze.frozen_prefix(e)
         for u, part in enumerate(tr.parts):
             frozen = u < prefix
             # timm-style: every parameter of an active unit received a gradient; a frozen one has none
@@ -93,7 +93,7 @@ def test_per_unit_cosine_lr(trainer_cfg: Callable[..., Config]) -> None:
         t = e + (i - 1) / steps
         for g in tr.optimizer.param_groups:
             u = g["unit"]
-            if u >= tr.plan.frozen_prefix(e):
+            if u >= tr.freeze.frozen_prefix(e):
                 assert g["lr"] == pytest.approx(cosine_lr(t, horizons[u], 0.1, 0.001)), (e, i, u)
 
     tr = Trainer(cfg, step_callback=on_step)
@@ -243,3 +243,166 @@ def test_schedule_validated_before_data(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at most") as e:
         Trainer(cfg)
     assert not isinstance(e.value, DataNotFoundError)
+
+
+# ---------------------------------------------------------------- issue 9 / issue 8 §3
+
+
+def test_mest_history_regrown_and_density(trainer_cfg: Callable[..., Config]) -> None:
+    """MEST 0.9, default soft bound, T = 16: the trainer's per-epoch history shows what MEST's code does:
+    ~2% of the sparse weights regrown per update in the first phase, ~1% in the second, 0 after; density ~0.12
+    from the first epoch (target 0.10 + extra 0.02), and the history is in the summary (`spfde train --json`)."""
+    tr = Trainer(trainer_cfg({"train.epochs": 16, "train.eval_every": 4}))
+    s = tr.fit()
+    h = s["history"]
+    assert [m["epoch"] for m in h] == list(range(1, 17))
+    for key in ("density", "regrown_fraction", "forgetting_events", "frozen_units", "partial_size", "lr",
+                "test_accuracy", "train_flops"):
+        assert all(key in m for m in h), key
+    regrown = [m["regrown_fraction"] for m in h]
+    assert all(r == pytest.approx(0.02, abs=0.001) for r in regrown[:9])
+    assert all(r == pytest.approx(0.01, abs=0.001) for r in regrown[9:12])
+    assert regrown[12:] == [0.0] * 4
+    assert all(m["density"] == pytest.approx(0.12, abs=0.001) for m in h[:9])
+    assert h[-1]["density"] == pytest.approx(0.10, abs=0.001)
+    assert [m["test_accuracy"] is not None for m in h] == [(e + 1) % 4 == 0 for e in range(16)]
+    assert s["train_flops"] == s["predicted_train_flops"]
+
+
+def test_eval_every_and_forced_eval_epochs(trainer_cfg: Callable[..., Config]) -> None:
+    """train.eval_every = 3 over 4 epochs evaluates after epochs 3 and 4 (always the last); eval_epochs adds
+    rungs for a scheduler (here epoch 1)."""
+    ms = list(Trainer(trainer_cfg({"train.eval_every": 3})).epochs())
+    assert [m.test_accuracy is not None for m in ms] == [False, False, True, True]
+    ms = list(Trainer(trainer_cfg({"train.eval_every": 3}), eval_epochs={1}).epochs())
+    assert [m.test_accuracy is not None for m in ms] == [True, False, True, True]
+
+
+def test_sieving_at_dtau_1_sees_forgetting(trainer_cfg: Callable[..., Config]) -> None:
+    """Issue 9: at dtau = 1 the counts used to reset before any sample could be compared with an earlier
+    presentation, so every sample had 0 events and sieving was random. Now the last correctness survives."""
+    tr = Trainer(trainer_cfg({"train.epochs": 6, "sieving.fraction": 0.2}))
+    ms = list(tr.epochs())
+    assert ms[0].forgetting_events == 0  # no sieve step before epoch 0
+    assert sum(m.forgetting_events for m in ms[2:]) > 0
+    assert all(m.forgetting_events >= 0 for m in ms)
+
+
+class HostReads:
+    """Counts tensor -> host reads (.item(), int(), float(), bool(), .tolist(), .cpu(), .numpy())."""
+
+    NAMES = ("item", "__int__", "__float__", "__bool__", "__index__", "tolist", "cpu", "numpy")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        for name in self.NAMES:
+            orig = getattr(torch.Tensor, name)
+
+            def wrapped(t: torch.Tensor, *a: object, _orig: Callable[..., object] = orig, **k: object) -> object:
+                self.count += 1
+                return _orig(t, *a, **k)
+
+            monkeypatch.setattr(torch.Tensor, name, wrapped)
+
+
+@pytest.mark.parametrize("algorithm", ["mest", "rigl"])
+def test_no_host_read_per_step(algorithm: str, monkeypatch: pytest.MonkeyPatch, trainer_cfg: Callable[..., Config]) -> None:
+    """Issue 8 §3: an epoch reads tensors on the host a fixed number of times, whatever the number of steps
+    (4 steps at batch 64, 16 at batch 16), so a GPU never waits per step."""
+    reads = []
+    for batch in (64, 16):
+        cfg = trainer_cfg({"sparsity.algorithm": algorithm, "train.batch_size": batch, "sieving.fraction": 0.2})
+        tr = Trainer(cfg)
+        it = tr.epochs()
+        next(it)  # epoch 0
+        with monkeypatch.context() as mp:
+            h = HostReads(mp)
+            next(it)  # epoch 1: a DST update, a sieve step, training, evaluation
+        reads.append(h.count)
+    assert reads[0] == reads[1] > 0
+
+
+def test_frozen_params_leave_the_optimizer_and_resume_fresh(trainer_cfg: Callable[..., Config]) -> None:
+    """Issue 9: a frozen unit keeps no optimizer state, so single_shot_resume (everything unfrozen for the
+    last epoch) starts it with a fresh momentum buffer instead of replaying the one from before freezing."""
+    cfg = trainer_cfg({"freezing.scheme": "single_shot_resume", "freezing.start_epoch": 1, "freezing.resume_epochs": 1})
+    seen: list[tuple[int, int]] = []
+
+    def on_step(e: int, i: int, steps: int) -> None:
+        prefix = tr.freeze.frozen_prefix(e)
+        for u, part in enumerate(tr.parts):
+            for p in part.parameters():
+                if u < prefix:
+                    assert p not in tr.optimizer.state, (e, u)
+                else:
+                    assert "momentum_buffer" in tr.optimizer.state[p], (e, u)
+        seen.append((e, prefix))
+
+    tr = Trainer(cfg, step_callback=on_step)
+    list(tr.epochs())
+    assert (2, 2) in seen and (3, 0) in seen  # frozen in epoch 2, resumed in epoch 3
+
+
+def test_rigl_pass_runs_frozen_batchnorm_in_eval_mode(trainer_cfg: Callable[..., Config]) -> None:
+    tr = Trainer(trainer_cfg({"sparsity.algorithm": "rigl", "freezing.start_epoch": 1}))
+    modes: list[tuple[int, int, bool]] = []
+    orig = tr._rigl_dense_grads
+
+    def spy(e: int, prefix: int) -> dict[str, torch.Tensor]:
+        hooks = [
+            m.register_forward_pre_hook(lambda mod, inp, u=u: modes.append((e, u, mod.training)))
+            for u, part in enumerate(tr.parts)
+            for m in part.modules()
+            if isinstance(m, torch.nn.BatchNorm2d)
+        ]
+        try:
+            return orig(e, prefix)
+        finally:
+            for h in hooks:
+                h.remove()
+
+    tr._rigl_dense_grads = spy  # type: ignore[method-assign]
+    list(tr.epochs())
+    assert modes and {e for e, _, _ in modes} == {1, 2}
+    for e, u, training in modes:
+        assert training is (u >= tr.freeze.frozen_prefix(e)), (e, u)
+
+
+def test_global_lr_schedule(trainer_cfg: Callable[..., Config]) -> None:
+    """freezing.lr_schedule=global: every unit follows one cosine to T, frozen or not."""
+    cfg = trainer_cfg({**FREEZE, "freezing.lr_schedule": "global"})
+
+    def on_step(e: int, i: int, steps: int) -> None:
+        t = e + (i - 1) / steps
+        for g in tr.optimizer.param_groups:
+            assert g["lr"] == pytest.approx(cosine_lr(t, 4, 0.1, 0.0)), (e, i, g["unit"])
+
+    tr = Trainer(cfg, step_callback=on_step)
+    list(tr.epochs())
+
+
+def test_state_dict_loads_weights_only(tmp_path: Path, trainer_cfg: Callable[..., Config]) -> None:
+    tr = Trainer(trainer_cfg({**FREEZE, "train.eval_every": 2}))
+    it = tr.epochs()
+    next(it)
+    torch.save(tr.state_dict(), tmp_path / "s.pt")
+    state = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["history"][0]["test_accuracy"] is None
+    other = Trainer(trainer_cfg({**FREEZE, "train.eval_every": 2}))
+    other.load_state_dict(state)
+    assert other.history == tr.history
+
+
+def test_density_drift_from_the_plan_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, trainer_cfg: Callable[..., Config]
+) -> None:
+    """A mask update that holds one weight more than planned stops the run (never a silent drift)."""
+    tr = Trainer(trainer_cfg())
+    orig = tr.masker.update_layer
+
+    def one_more(name: str, n_drop: int, n_grow: int, *a: object, **k: object) -> tuple[int, int]:
+        return orig(name, n_drop, n_grow + 1, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tr.masker, "update_layer", one_more)
+    with pytest.raises(RuntimeError, match="different density than the epoch plan"):
+        next(tr.epochs())  # MEST updates at epoch 0

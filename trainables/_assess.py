@@ -81,7 +81,7 @@ class Assessment:
 
     params: dict[str, Any]
     config: Config | None
-    prediction: Any  # spfde_search.flops.FlopsPrediction | None
+    prediction: Any  # spfde_search.method.flops.FlopsPrediction | None
     reason: str  # why the point cannot run ('' if it can)
     violation: float  # Optuna constraint value: > 0 infeasible, <= 0 feasible
     run_train_flops: float  # predicted whole-run training FLOPs (fallback when unpredictable)
@@ -127,7 +127,7 @@ def assess(
     fallback_flops: float = 0.0,
 ) -> Assessment:
     """Base config + params -> config, prediction and feasibility. Never raises for a bad point."""
-    from spfde_search.flops import predict  # torch: imported on use
+    from spfde_search.method.flops import predict  # torch: imported on use
 
     params = dict(params)
     try:

@@ -3,20 +3,26 @@
 
 A point that cannot run (config rejected, impossible freezing target, over the FLOPs budget) reports once,
 with ``infeasible=True`` and the reason, and returns without loading data or training. A diverging loss
-raises ``TrainingDiverged``, so Ray records the trial as errored with that message; the search goes on.
+(``TrainingDiverged``) ends the trial with a terminal ``diverged=True`` result carrying the message, so the
+search records it FAILED and goes on, and Ray's retries (``FailureConfig``, for workers that died) never rerun it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from spfde_search.checkpoint import copy_as_latest
 from spfde_search.config import ConfigError
 
 from ._assess import Assessment, Budget, assess
+
+LAST_REPORT = "last_report.json"  # the metrics reported with a checkpoint, beside the trainer state
 
 __all__ = ["TrialSetup", "spfde_trainable", "node_identity", "infeasible_metrics"]
 
@@ -65,7 +71,7 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
     """Ray Tune function trainable. ``config`` holds only the sampled dotted-path parameters."""
     from ray import tune
 
-    from spfde_search.trainer import Trainer
+    from spfde_search.trainer import Trainer, TrainingDiverged
 
     ident = node_identity()
     a = assess(config, setup.base, setup.budget, setup.fallback_flops)
@@ -73,27 +79,53 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
         tune.report({**infeasible_metrics(a), **ident})
         return
     try:
-        trainer = Trainer(a.config)  # type: ignore[arg-type]
+        # rung epochs of the search's early-stopping scheduler: evaluated even with train.eval_every > 1
+        trainer = Trainer(a.config, eval_epochs=setup.extra.get("eval_epochs"))  # type: ignore[arg-type]
     except ConfigError as e:  # the trainer's own checks (device, data options) reject the point
         a.reason, a.violation = f"trainer rejected the config: {e}", 1.0
         tune.report({**infeasible_metrics(a), **ident})
         return
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            if Trainer.has_checkpoint(d):
-                trainer.load_checkpoint(d)
-    fields = {**a.report_fields(), **ident}
-    total = a.config.train.epochs  # type: ignore[union-attr]
-    every = max(1, setup.checkpoint_every)
-    for m in trainer.epochs():  # TrainingDiverged propagates: Ray marks the trial errored with its message
-        metrics = {**m.as_dict(), **fields}
-        for k, v in list(metrics.items()):
-            if isinstance(v, float) and not math.isfinite(v):
-                metrics[k] = float("nan")
-        if m.epoch % every == 0 or m.epoch == total:
-            with tempfile.TemporaryDirectory(prefix="spfde-ckpt-") as d:
-                trainer.save_checkpoint(d)
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-        else:
-            tune.report(metrics)
+    # One folder for the whole trial, so each reported checkpoint holds the latest trainer state and the one
+    # before it: a damaged latest (on shared storage) resumes from the previous epoch (spfde_search/checkpoint.py).
+    with tempfile.TemporaryDirectory(prefix="spfde-ckpt-") as work:
+        checkpoint = tune.get_checkpoint()
+        restored: dict[str, Any] = {}
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                if Trainer.has_checkpoint(d):
+                    copy_as_latest(trainer.load_checkpoint(d), work)
+                with contextlib.suppress(OSError, ValueError):
+                    restored = json.loads((Path(d) / LAST_REPORT).read_text())
+        fields = {**a.report_fields(), **ident}
+        total = a.config.train.epochs  # type: ignore[union-attr]
+        every = max(1, setup.checkpoint_every)
+        last: dict[str, Any] = {}
+        try:
+            for m in trainer.epochs():
+                metrics = {**m.as_dict(), **fields}
+                last = _report_epoch(metrics, m.epoch, total, every, trainer, work)
+            if not last and restored.get("epoch") == total:
+                # restored from its final checkpoint (the trial ended after Ray's last experiment snapshot, then
+                # the driver died): report that final result again, so the rerun ends COMPLETED, not short
+                tune.report({**restored, **fields})
+        except TrainingDiverged as e:
+            # a terminal result, not an exception: Ray retries crashed workers (FailureConfig), never a divergence
+            tune.report({**last, **fields, "diverged": True, "error": f"TrainingDiverged: {e}",
+                         "epoch": int(last.get("epoch", 0)), "test_accuracy": 0.0})
+
+
+def _report_epoch(metrics: dict[str, Any], epoch: int, total: int, every: int, trainer: Any, work: str) -> dict[str, Any]:
+    """One ``tune.report`` per epoch (non-finite floats as NaN), with a checkpoint every ``every`` epochs and at
+    the last one; returns what was reported."""
+    from ray import tune
+
+    for k, v in list(metrics.items()):
+        if isinstance(v, float) and not math.isfinite(v):
+            metrics[k] = float("nan")
+    if epoch % every == 0 or epoch == total:
+        trainer.save_checkpoint(work)  # Ray copies the folder to the trial's storage in report()
+        (Path(work) / LAST_REPORT).write_text(json.dumps(metrics, default=str))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(work))
+    else:
+        tune.report(metrics)
+    return metrics

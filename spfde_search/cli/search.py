@@ -1,0 +1,218 @@
+"""``spfde search``: joint Ray Tune + Optuna search, printing the Pareto front at the end.
+
+Heavy libraries (ray, optuna, torch) are imported inside the command, so ``spfde --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from .app import app
+
+__all__ = ["search"]
+
+_SAMPLERS = "tpe, nsga2, gp, random, auto"
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+@app.command("search")
+def search(
+    space: str = typer.Option(None, "--space", metavar="NAME|FILE", help="built-in space (joint, paper, smoke) or a YAML file (default: joint)"),
+    config: Path = typer.Option(None, "--config", "-c", metavar="FILE", help="base config YAML (default: the built-in quickstart preset)"),
+    set_: list[str] = typer.Option(None, "--set", "-s", metavar="PATH=VALUE",
+                                 help="base config override, e.g. -s train.epochs=2 (repeatable)"),
+    num_samples: int = typer.Option(None, "--num-samples", "-n", min=1, help="trials to run (default: 16)"),
+    sampler: str = typer.Option(None, "--sampler", help=f"Optuna sampler: {_SAMPLERS} (default: auto)"),
+    seed: int = typer.Option(None, "--seed", help="sampler seed (default: 0)"),
+    max_concurrent: int = typer.Option(None, "--max-concurrent", min=1, help="trials running at once (default: 2)"),
+    cpus_per_trial: float = typer.Option(None, "--cpus-per-trial", help="CPUs reserved per trial (default: 1)"),
+    gpus_per_trial: float = typer.Option(None, "--gpus-per-trial", help="GPUs per trial, fractional allowed (default: 0)"),
+    flops_budget: str = typer.Option(
+        None, "--flops-budget", help="max training FLOPs: ratio of dense (0.3, 0.3x, 30%) or absolute (2.5e12, 800G)"
+    ),
+    initial: str = typer.Option(None, "--initial", help="seed the sampler with known points: paper"),
+    early_stopping: str = typer.Option(None, "--early-stopping", help="none, asha (on test accuracy) or moasha (multi-objective: accuracy at the rung and predicted FLOPs) (default: none)"),
+    grace_period: int = typer.Option(None, "--grace-period", min=1, help="ASHA/MOASHA: first rung epoch r; rungs at r*eta^k (default: 1)"),
+    reduction_factor: int = typer.Option(None, "--reduction-factor", min=2, help="ASHA/MOASHA reduction factor eta: the top 1/eta of a rung go on (default: 2)"),
+    address: str = typer.Option(None, "--address", help="join an existing Ray cluster (host:port or auto) (default: embedded)"),
+    storage_path: str = typer.Option(None, "--storage-path", help="results root: local path or pyarrow URI (s3://...) (default: runs/search)"),
+    name: str = typer.Option(None, "--name", metavar="NAME",
+                              help="search name (folder under the storage path) (default: search-<space>-<time>)"),
+    resume: str = typer.Option(None, "--resume", metavar="NAME", help="resume the search NAME after a crash"),
+    num_cpus: int = typer.Option(None, "--num-cpus", min=1, help="CPUs of the embedded Ray (default: all)"),
+    ship_code: bool = typer.Option(None, "--ship-code/--no-ship-code",
+                                   help="upload this checkout's code to the cluster (default: no)"),
+    tracking_uri: str = typer.Option(
+        None, "--tracking-uri",
+        help="MLflow store: sqlite:///path/mlflow.db or http://host:port of an `mlflow server`; 'none' turns "
+        "tracking off (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)",
+    ),
+    experiment: str = typer.Option(None, "--experiment", help="MLflow experiment (default: spfde-<model>-<data set>)"),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="more output (-v: trial starts and epochs, -vv: worker logs)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="only the final front"),
+) -> None:
+    """Search sparsity x freezing x sieving for the Pareto front of test accuracy vs training FLOPs."""
+    from rich.console import Console
+
+    from ..config import ConfigError, load_config, parse_overrides
+    from ..plots import chance_accuracy, chance_warning, format_flops
+    from ..search import (
+        DEFAULT_STORAGE,
+        SearchError,
+        SearchSettings,
+        front_table,
+        load_settings,
+        prepare,
+        run_search,
+    )
+    from ..search.progress import quiet_library_noise
+    from ..tracking import callbacks_for, describe_tracking, tracking_settings
+    from .train import quickstart_config
+
+    quiet_library_noise(0 if quiet else 1 + verbose)
+    console = Console(stderr=False)
+    if not console.is_terminal:
+        console = Console(stderr=False, width=160)
+    options = _given({
+        "space": space, "num_samples": num_samples, "sampler": sampler, "seed": seed,
+        "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
+        "flops_budget": flops_budget, "initial": initial, "early_stopping": early_stopping,
+        "grace_period": grace_period, "reduction_factor": reduction_factor, "address": address,
+        "num_cpus": num_cpus, "ship_code": ship_code,
+    })
+    try:
+        overrides = parse_overrides(set_ or [])
+        given_base = None
+        if config is not None:
+            given_base = load_config(config, overrides).to_dict()
+        elif overrides:
+            given_base = quickstart_config(overrides, quiet=True).to_dict()
+        if resume is not None:
+            if name is not None and name != resume:
+                _fail(f"--name {name!r} and --resume {resume!r} differ; --resume takes the search's name")
+            settings = load_settings(resume, storage_path or DEFAULT_STORAGE)
+            stored = settings.model_dump()
+            for k, v in options.items():
+                if k == "address":
+                    continue  # the cluster may have moved after a crash
+                if stored.get(k) != v:
+                    _fail(f"--{k.replace('_', '-')} {v!r} differs from the original search ({stored.get(k)!r}); "
+                          f"resume with the original arguments or none")
+            if given_base is not None and given_base != settings.base_config:
+                _fail("--config/--set give a different base config than the original search; resume with the "
+                      "original arguments or none")
+            if "address" in options:
+                settings.address = options["address"]
+            if storage_path is not None:
+                settings.storage_path = storage_path
+            if tracking_uri is not None or experiment is not None or settings.tracking is None:
+                old = settings.tracking or {}
+                settings.tracking = tracking_settings(
+                    tracking_uri or old.get("uri"), experiment or old.get("experiment"), settings.base_config
+                )
+        else:
+            base = given_base if given_base is not None else quickstart_config({}, quiet=True).to_dict()
+            sp = options.get("space", "joint")
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            settings = SearchSettings(
+                name=name or f"search-{Path(sp).stem}-{stamp}",
+                config_path=str(config) if config is not None else None,
+                overrides=overrides,
+                base_config=base,
+                storage_path=storage_path or DEFAULT_STORAGE,
+                tracking=tracking_settings(tracking_uri, experiment, base),
+                **{k: v for k, v in options.items() if v is not None},
+            )
+        prep = prepare(settings, resume=resume is not None)
+    except (SearchError, ConfigError) as e:
+        _fail(str(e))
+        return
+    except ValueError as e:  # pydantic: a bad choice (sampler, early stopping, ...)
+        _fail(_pydantic_message(e))
+        return
+    s = prep.settings
+    v = 0 if quiet else 1 + verbose
+    if v:
+        from ..search.optuna_search import resolve_sampler
+
+        chosen, why = resolve_sampler(s.sampler, prep.space, s.num_samples)
+        sampler_text = f"auto -> {chosen} ({why})" if s.sampler == "auto" else chosen
+        budget = f", budget {prep.budget.describe()}" if prep.budget else ""
+        console.print(
+            f"[bold]{'resuming' if resume else 'search'}[/bold] {s.name}: space {s.space} "
+            f"({len(prep.space.distributions)} parameters), sampler {sampler_text}, {s.num_samples} trials, "
+            f"{s.max_concurrent} at once{budget}; "
+            f"{'cluster ' + s.address if s.address else 'embedded Ray'}; results in {s.resolved_storage()}/{s.name}",
+            highlight=False,
+        )
+        console.print(describe_tracking(s), highlight=False)
+    try:
+        out = run_search(s, resume=resume is not None, console=console, verbose=v, prepared=prep, callbacks=callbacks_for(s))
+    except SearchError as e:
+        _fail(str(e))
+        return
+    except KeyboardInterrupt:  # SearchInterrupted (Ray saved the state; search.json says interrupted) or a 2nd Ctrl-C
+        typer.echo(f"interrupted; continue with `spfde search --resume {s.name} --storage-path {s.resolved_storage()}`",
+                   err=True)
+        raise typer.Exit(130) from None
+    counts = ", ".join(f"{k} {n}" for k, n in sorted(out.table["status"].value_counts().items()))
+    console.print(f"{len(out.table)} trials ({counts}) in {out.wall_seconds:.0f} s; hypervolume {out.hypervolume:.4f}",
+                  highlight=False)
+    if out.cost:
+        c = out.cost
+        console.print(f"search cost: {format_flops(c['train_flops'])} of training over all trials (stopped and failed included), "
+                      f"{c['trial_seconds']:.0f} trial-seconds, {c['wall_seconds']:.0f} wall seconds; "
+                      f"{c.get('infeasible_skipped', 0)} predicted-infeasible points skipped untrained", highlight=False)
+    if out.stop_reason:
+        console.print(f"stopped early: {out.stop_reason}", style="yellow", highlight=False)
+    if out.front.empty:
+        console.print("no completed full-budget trial: the Pareto front is empty", style="yellow")
+    else:
+        console.print(front_table(out.front, f"Pareto front of {s.name} (hypervolume {out.hypervolume:.4f})",
+                                  base=s.base_config))
+    done = out.table[out.table["status"] == "COMPLETED"]
+    warn = chance_warning(done["test_accuracy"].max() if len(done) else None,
+                          chance_accuracy((s.base_config.get("data") or {}).get("name")))
+    if warn:
+        console.print(f"warning: {warn}", style="bold yellow", highlight=False)
+    console.print(f"trials table: {out.path}/trials.parquet", highlight=False)
+    if len(out.table) and not out.table["status"].isin(["COMPLETED", "EARLY_STOPPED"]).any() \
+            and (out.table["status"] == "FAILED").any():
+        first = out.table[out.table["status"] == "FAILED"]["error"].iloc[0]
+        _fail(f"every trial failed (first: {str(first)[:300]}); see `spfde pareto {s.name} --all` and the trial "
+              f"folders under {out.path}", code=1)
+
+
+def _pydantic_message(e: ValueError) -> str:
+    try:
+        from pydantic import ValidationError
+
+        if isinstance(e, ValidationError):
+            parts = []
+            for err in e.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                parts.append(f"--{loc.replace('_', '-')}: {err['msg']}")
+            return "; ".join(parts)
+    except ImportError:  # pragma: no cover
+        pass
+    return str(e)
+
+
+def main() -> None:  # pragma: no cover - `python -m spfde_search.cli.search`
+    app(prog_name="spfde")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,352 @@
+"""``spfde pareto | ui | export | sync``: the search's MLflow record, read back, browsed, exported, reconciled.
+
+MLflow (and the modules that import it) load lazily inside each command, so ``spfde --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+
+from .app import app
+
+UriOpt = typer.Option(None, "--tracking-uri", help="MLflow store: sqlite:///path/mlflow.db or http://host:port of an "
+                      "`mlflow server` (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+ExpOpt = typer.Option(None, "--experiment", help="MLflow experiment (default: any experiment holding the search)")
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+JsonOpt = typer.Option(None, "--json", metavar="PATH",  # a bare --json: see cli.compat_argv
+                       help="write the answer as JSON to PATH; '-' (or --json alone) prints it instead of the table")
+
+
+def _base_config(parent: Any) -> dict[str, Any]:
+    """The search's base config, flat, from the parent run's ``base.*`` params (MLflow keeps strings)."""
+    from ..config import parse_value
+
+    out: dict[str, Any] = {}
+    for k, v in parent.data.params.items():
+        if k.startswith("base."):  # parse_value: on/off stay strings for string fields; bad YAML stays text
+            out[k[5:]] = None if v == "None" else parse_value(k[5:], v)
+    return out
+
+
+def _finite_or_none(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _records(table: Any) -> list[dict[str, Any]]:
+    out = []
+    for r in table.to_dict("records"):
+        r["params"] = json.loads(r.get("params") or "{}")
+        out.append({k: _finite_or_none(v) for k, v in r.items()})
+    return out
+
+
+def write_json_doc(target: str, doc: Mapping[str, Any]) -> None:
+    """``--json`` everywhere: '-' prints the document on stdout, anything else is a file path."""
+    text = json.dumps(doc, indent=2, default=str)
+    if target == "-":
+        typer.echo(text)
+        return
+    path = Path(target)
+    if path.is_dir():
+        _fail(f"--json {target}: is a directory; give a file path (or '-' for stdout)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
+@app.command()
+def pareto(
+    name: str | None = typer.Argument(None, help="search name (spfde search --name) (default: the latest search)"),
+    tracking_uri: str | None = UriOpt,
+    experiment: str | None = ExpOpt,
+    json_out: str | None = JsonOpt,
+    all_trials: bool = typer.Option(False, "--all", help="list every trial, with why a trial failed or was refused"),
+) -> None:
+    """Show the search's answer read back from MLflow: the Pareto frontier (accuracy vs training FLOPs) and its
+    knee, the hypervolume, and a warning when the best accuracy is near chance."""
+    from ..pareto import hypervolume
+    from ..plots import answer_table, chance_accuracy, chance_warning, display_params, knee_trial
+    from ..tracking import TrackingUnavailable, frontier_table, read_trials, resolve_tracking_uri
+
+    try:
+        if name is None:
+            _, latest = _parent_or_latest(resolve_tracking_uri(tracking_uri), None, experiment)
+            name = str(latest.data.tags.get("spfde.search"))
+        parent, df = read_trials(tracking_uri, name, experiment)
+    except TrackingUnavailable as e:
+        _fail(str(e))
+    front = frontier_table(df)
+    knee = knee_trial(front)
+    hv = float(hypervolume(front["test_accuracy"].to_numpy(float), front["flops_ratio"].to_numpy(float))) \
+        if len(front) else 0.0
+    base = _base_config(parent)
+    chance = chance_accuracy(base.get("data.name"))
+    done = df[df["status"] == "COMPLETED"] if len(df) else df
+    warn = chance_warning(done["test_accuracy"].max() if len(done) else None, chance)
+    if json_out is not None:
+        frontier = _records(front)
+        for r in frontier:
+            r["knee"] = r["trial_id"] == knee
+            r["sampled"] = display_params(r["params"], base)
+        doc: dict[str, Any] = {
+            "search": name, "parent_run_id": parent.info.run_id, "experiment_id": parent.info.experiment_id,
+            "trials": len(df), "hypervolume": hv, "hypervolume_reference": {"test_accuracy": 0.0, "flops_ratio": 1.0},
+            "knee": next((r for r in frontier if r["knee"]), None), "chance_accuracy": chance,
+            "warning": warn or None, "frontier": frontier,
+        }
+        if all_trials:
+            doc["all_trials"] = _records(df)
+        write_json_doc(json_out, doc)
+        if json_out == "-":
+            return
+    from rich.console import Console
+
+    n_done = len(done)
+    title = (f"search {name}: {'all trials' if all_trials else 'Pareto frontier'} ({len(front)} on the frontier; "
+             f"{n_done} completed of {len(df)} trials; hypervolume {hv:.4f})")
+    rows = df if all_trials else front
+    Console(width=200).print(answer_table(rows, title, knee=knee, base=base, status=True, frontier=all_trials,
+                                          reason=all_trials, run_id=True))
+    if warn:
+        typer.echo(f"warning: {warn}", err=True)
+    if not len(front):
+        typer.echo("no completed full-budget trial yet" + (" (was the tracking server down? run `spfde sync "
+                   f"{name}`)" if len(df) else ""), err=True)
+    typer.echo(f"parent run {parent.info.run_id} in experiment {parent.info.experiment_id}", err=True)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host if host not in ("0.0.0.0", "::") else "127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(host: str, port: int, proc: subprocess.Popen, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
+@app.command()
+def ui(
+    name: str | None = typer.Argument(None, help="search whose parent run URL to print (default: the latest)"),
+    tracking_uri: str | None = UriOpt,
+    experiment: str | None = ExpOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="interface to bind (default: 127.0.0.1, this machine "
+                             "only); any other host exposes the store WITHOUT authentication"),
+    port: int = typer.Option(5000, "--port", help="port (0 = a free one)"),
+    workers: int = typer.Option(1, "--workers", help="server worker processes"),
+    allowed_hosts: str | None = typer.Option(
+        None, "--allowed-hosts", metavar="HOSTS",
+        help="Host headers the server answers (MLflow's --allowed-hosts, comma-separated, * wildcards) (default: "
+             "localhost and, for a non-loopback --host, the addresses it listens on)"),
+) -> None:
+    """Start the MLflow UI on the project's store and print the URL of the search's parent run."""
+    from ..tracking import (
+        ARTIFACT_ROOT_DIRNAME,
+        TrackingUnavailable,
+        resolve_tracking_uri,
+        run_url,
+        sqlite_path,
+    )
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        # Already a server: nothing to start, just point at the run.
+        try:
+            _, parent = _parent_or_latest(uri, name, experiment)
+            typer.echo(run_url(uri, parent.info.experiment_id, parent.info.run_id))
+        except TrackingUnavailable as e:
+            _fail(str(e))
+        return
+    db = sqlite_path(uri)
+    if db is None:
+        _fail(f"spfde ui serves a SQLite store (sqlite:///…/mlflow.db) or points at a server (http://…); got {uri}")
+    if not db.exists():
+        _fail(f"no MLflow store at {db}: run `spfde search` first (or pass --tracking-uri)")
+    if port == 0:
+        port = _free_port(host)
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base = f"http://{local}:{port}"
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+           "--default-artifact-root", str(db.parent / ARTIFACT_ROOT_DIRNAME), "--host", host, "--port", str(port),
+           "--workers", str(workers)]
+    exposed = not _is_loopback(host)
+    addresses = _listen_addresses(host) if exposed else []
+    if allowed_hosts is None and exposed:
+        allowed_hosts = ",".join(["localhost:*", "127.0.0.1:*", *(f"{a}:{port}" for a in addresses)])
+    if allowed_hosts is not None:
+        cmd += ["--allowed-hosts", allowed_hosts]
+    if exposed:
+        reach = ", ".join(f"http://{a}:{port}" for a in addresses) or f"http://<this machine>:{port}"
+        for line in (f"WARNING: --host {host} serves the MLflow store to the network WITHOUT authentication: anyone "
+                     f"who can reach {reach} can read and change every run and artifact.",
+                     f"WARNING: requests are answered for the Host headers {allowed_hosts} (--allowed-hosts); use "
+                     "--host 127.0.0.1 with an SSH tunnel, or an authenticating proxy, unless this network is "
+                     "trusted."):
+            typer.secho(line, err=True, fg="red", bold=True)
+    if mlflow_exe := shutil.which("mlflow"):
+        cmd[:3] = [mlflow_exe]
+    typer.echo(f"starting the MLflow UI on {uri} ({' '.join(cmd)})", err=True)
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def _stop(*_: Any) -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def _on_term(*_: Any) -> None:
+        _stop()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, _on_term)
+    try:
+        if not _wait_port(local, port, proc, timeout=90):
+            _stop()
+            _fail(f"the MLflow UI did not start on {host}:{port} (port in use? try --port 0)", code=1)
+        try:
+            _, parent = _parent_or_latest(uri, name, experiment)
+            typer.echo(f"MLflow UI: {base}" + "".join(f"  (on the network: http://{a}:{port})" for a in addresses))
+            typer.echo(f"trial runs of search {parent.data.tags.get('spfde.search')}: "
+                       + run_url(base, parent.info.experiment_id))
+            typer.echo(f"search {parent.data.tags.get('spfde.search')}: "
+                       + run_url(base, parent.info.experiment_id, parent.info.run_id))
+        except TrackingUnavailable as e:
+            typer.echo(f"MLflow UI: {base}  ({e})")
+        sys.stdout.flush()
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(a[4][0]).is_loopback for a in socket.getaddrinfo(host, None))
+        except OSError:
+            return False
+
+
+def _listen_addresses(host: str) -> list[str]:
+    """The addresses a server bound to ``host`` is reached at (a wildcard host: this machine's own)."""
+    if host not in ("0.0.0.0", "::", ""):
+        return [host]
+    found: list[str] = []
+    with contextlib.suppress(OSError):
+        found += [str(a[4][0]) for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # no packet is sent: this only asks the kernel for the outgoing address
+        found.append(s.getsockname()[0])
+    return [a for a in dict.fromkeys(found) if not a.startswith("127.")]
+
+
+def _parent_or_latest(uri: str, name: str | None, experiment: str | None) -> tuple[Any, Any]:
+    from ..tracking import TrackingUnavailable, find_parent_run
+
+    if name:
+        return find_parent_run(uri, name, experiment)
+    from mlflow import MlflowClient
+
+    c = MlflowClient(tracking_uri=uri)
+    ids = [e.experiment_id for e in c.search_experiments(max_results=50000)]
+    runs = c.search_runs(ids, filter_string="tags.`spfde.role` = 'parent'", order_by=["attributes.start_time DESC"],
+                         max_results=1) if ids else []
+    if not runs:
+        raise TrackingUnavailable("no search recorded yet")
+    return c, runs[0]
+
+
+@app.command()
+def export(
+    name: str = typer.Argument(..., help="search name"),
+    pick: str = typer.Option("knee", "--pick", help="knee | max-accuracy | min-flops | all (frontier schedules)"),
+    out: Path | None = typer.Option(None, "--out", metavar="DIR", help="directory for the YAML configs (default: "
+                                    "<storage path>/<search>/exported, else ./exported/<search>; both git-ignored)"),
+    max_flops: float | None = typer.Option(None, "--max-flops",
+                                           help="only schedules with training FLOPs <= F (F <= 1: FLOPs ratio)"),
+    min_accuracy: float | None = typer.Option(None, "--min-accuracy",
+                                              help="only schedules with test accuracy >= A (fraction, or percent)"),
+    tracking_uri: str | None = UriOpt,
+    experiment: str | None = ExpOpt,
+) -> None:
+    """Write frontier schedules as complete, runnable configs (`spfde train --config FILE` reruns them)."""
+    from ..config import ConfigError
+    from ..export import PICKS, check_out_dir, default_out_dir, export_search
+    from ..plots import format_flops
+    from ..tracking import TrackingUnavailable
+
+    if pick not in PICKS:
+        _fail(f"--pick must be one of {', '.join(PICKS)}, got {pick!r}")
+    try:
+        target = check_out_dir(out if out is not None else default_out_dir(name))
+        written = export_search(name, pick, target, tracking_uri=tracking_uri, experiment=experiment,
+                                max_flops=max_flops, min_accuracy=min_accuracy)
+    except (TrackingUnavailable, LookupError, ConfigError, ValueError) as e:
+        _fail(str(e))
+    except OSError as e:  # unwritable --out
+        _fail(f"cannot write to --out {out}: {e.strerror or e}")
+    for w in written:
+        typer.echo(f"{w.path}  trial {w.trial_id}  run {w.run_id}  acc {w.test_accuracy:.4f}  "
+                   f"training FLOPs {format_flops(w.train_flops)}  ratio {w.flops_ratio:.4f}")
+
+
+@app.command()
+def sync(
+    name: str = typer.Argument(..., help="search name, or the search's directory"),
+    storage_path: str | None = typer.Option(None, "--storage-path",
+                                            help="results root of `spfde search` [default: runs/search]"),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri",
+                                            help="MLflow store (default: the one the search used, from search.json)"),
+    experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment (default: the search's)"),
+) -> None:
+    """Write a search's results (trials.parquet + per-epoch results) to MLflow; safe to repeat (no duplicates)."""
+    from ..search import DEFAULT_STORAGE, experiment_uri
+    from ..tracking import TrackingUnavailable, TrackingUriError, sync_search
+
+    given = Path(name)
+    d = given if (given / "trials.parquet").is_file() else Path(experiment_uri(storage_path or DEFAULT_STORAGE, name))
+    try:
+        out = sync_search(d, tracking_uri, experiment)
+    except (FileNotFoundError, TrackingUriError) as e:  # bad input: exit 2
+        _fail(str(e))
+    except TrackingUnavailable as e:
+        _fail(str(e), code=1)
+    typer.echo(f"synced {out['synced']}/{out['trials']} trials of {d.name} to {out['tracking_uri']} "
+               f"(experiment {out['experiment']}, parent run {out['parent_run_id']}); frontier: {out['frontier']}")

@@ -1,0 +1,325 @@
+"""Training-FLOPs accounting (SPFDE.md §5), predicted from the config alone.
+
+Convention: FLOPs = 2 x multiply-accumulates of conv and linear layers (as ``torch.utils.flop_counter``).
+Per sample and layer: forward F*d; backward 2*F*d if the layer's unit is active, 0 if frozen; d is the density
+actually held (MEST's soft-bound extra included). RigL's mask update costs one extra pass on one batch with a
+dense weight gradient (RigL paper §4: f_S forward, f_S activation gradient, f_D weight gradient).
+Samples per epoch = the partial set. The model is built uninitialised on the CPU and run once on one zero image:
+no data files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import Config
+from ..data import DatasetSpec, dataset_spec
+from ..models import UnitModel, create_model, depth_layers
+from .freezing import FreezePlan, freezable_unit_count, plan_freezing
+from .plan import RunPlan, build_run_plan
+from .sieving import partial_size
+from .sparsity import LayerRef, layer_densities, sparse_layers
+
+__all__ = [
+    "ModelProfile",
+    "profile_model",
+    "FlopsPrediction",
+    "predict",
+    "per_sample_cost",
+    "rigl_pass_cost",
+    "build_profile",
+    "Plans",
+    "plan_all",
+    "simulate",
+]
+
+
+@dataclass
+class ModelProfile:
+    """Static per-sample facts about a model on a data set's input shape."""
+
+    layers: list[LayerRef]
+    fwd: dict[str, int]  # dense forward FLOPs per sample, per conv/linear layer
+    num_units: int
+    unit_depths: list[int]
+    total_depth: int
+    act_numel: list[int]  # per unit (head last): activation elements per sample (conv/bn/linear outputs)
+    other_params: list[int]  # per unit (head last): parameters outside conv/linear weights (BN affine, biases)
+
+    @property
+    def dense_forward(self) -> int:
+        return sum(self.fwd.values())
+
+
+def layer_forward_flops(module: nn.Module, out_shape: torch.Size) -> int:
+    """2 x MACs for one sample, as FlopCounterMode counts conv (2*out*Cin/g*kh*kw) and linear (2*in*out)."""
+    if isinstance(module, nn.Conv2d):
+        per_out = module.in_channels // module.groups * math.prod(module.kernel_size)
+        return 2 * math.prod(out_shape[1:]) * per_out
+    if isinstance(module, nn.Linear):
+        return 2 * module.in_features * module.out_features * math.prod(out_shape[1:-1])
+    raise TypeError(type(module))
+
+
+def profile_model(model: UnitModel, input_shape: tuple[int, int, int], layers: list[LayerRef]) -> ModelProfile:
+    """One forward pass with hooks reads every layer's output shape (on meta tensors if the model is on meta)."""
+    device = next(model.parameters()).device
+    parts = [*model.units, model.head]
+    unit_of = {m: i for i, p in enumerate(parts) for m in p.modules()}
+    names = {m: n for n, m in model.named_modules()}
+    fwd: dict[str, int] = {}
+    acts = [0] * len(parts)
+
+    def hook(mod: nn.Module, inp: Any, out: torch.Tensor) -> None:
+        acts[unit_of[mod]] += math.prod(out.shape[1:])
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            fwd[names[mod]] = layer_forward_flops(mod, out.shape)
+
+    hooks = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape), device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    weight_ids = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    other = [sum(p.numel() for p in part.parameters() if id(p) not in weight_ids) for part in parts]
+    depths = [depth_layers(u) for u in model.units]
+    return ModelProfile(layers, fwd, len(model.units), depths, sum(depths) + depth_layers(model.head), acts, other)
+
+
+@contextlib.contextmanager
+def _skip_init() -> Iterator[None]:
+    """Parameter init is meaningless on meta tensors, and its first call there imports torch._refs (~2 s):
+    replace torch.nn.init's in-place initialisers with no-ops while a shape-only model is built."""
+    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda t, *a, **k: t)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(nn.init, n, f)
+
+
+def build_profile(cfg: Config, spec: DatasetSpec | None = None) -> tuple[ModelProfile, DatasetSpec]:
+    spec = spec or dataset_spec(cfg.data)
+    # a real batch-1 CPU pass, not the meta device: meta's shape checks and batch-norm decomposition import
+    # sympy and torch._dynamo (~1.5 s of `spfde flops`); uninitialised CPU weights give the same shapes
+    with torch.device("cpu"), _skip_init():
+        model = create_model(cfg.model.name, cfg.model.width, spec.channels, spec.num_classes)
+    layers = sparse_layers(model, cfg.sparsity)
+    return profile_model(model, (spec.channels, spec.image_size, spec.image_size), layers), spec
+
+
+def held_forward(profile: ModelProfile, r: LayerRef, counts: Mapping[str, int]) -> int:
+    """F*d of one layer for one sample, d = count held / size (dense layers: F). Exact in integers: F/numel is
+    2 x output positions for a conv (2 for a linear), so F*count/numel has no remainder."""
+    f = profile.fwd[r.name]
+    return f * counts[r.name] // r.numel if r.name in counts else f
+
+
+def per_sample_cost(profile: ModelProfile, counts: Mapping[str, int], frozen_prefix: int) -> int:
+    """Training FLOPs of one sample: forward F*d everywhere, backward 2*F*d in units past the frozen prefix."""
+    total = 0
+    for r in profile.layers:
+        fwd = held_forward(profile, r, counts)
+        total += fwd if r.unit < frozen_prefix else 3 * fwd
+    return total
+
+
+def rigl_pass_cost(profile: ModelProfile, counts: Mapping[str, int], frozen_prefix: int) -> int:
+    """One sample of RigL's dense-gradient pass: forward F*d, and for active layers F*d + F (dense weight grad)."""
+    total = 0
+    for r in profile.layers:
+        fwd = held_forward(profile, r, counts)
+        total += fwd if r.unit < frozen_prefix else 2 * fwd + profile.fwd[r.name]
+    return total
+
+
+@dataclass
+class Simulation:
+    train_flops: int
+    per_epoch: list[int]
+    counts_per_epoch: list[dict[str, int]]
+    prefix_per_epoch: list[int]
+    rigl_per_epoch: list[int]
+
+    @property
+    def cumulative(self) -> list[int]:
+        out, acc = [], 0
+        for f, r in zip(self.per_epoch, self.rigl_per_epoch, strict=False):
+            acc += f + r
+            out.append(acc)
+        return out
+
+
+def simulate(profile: ModelProfile, run: RunPlan, samples_per_epoch: int, batch_size: int) -> Simulation:
+    """Sum training FLOPs over the epoch plan (the same plan ``Trainer._epoch_start`` executes)."""
+    per_epoch: list[int] = []
+    rigl: list[int] = []
+    rigl_batch = min(batch_size, samples_per_epoch)
+    for ep in run.epochs:
+        rigl.append(rigl_batch * rigl_pass_cost(profile, ep.pass_counts, ep.frozen_prefix) if ep.rigl_pass else 0)
+        per_epoch.append(samples_per_epoch * per_sample_cost(profile, ep.counts, ep.frozen_prefix))
+    return Simulation(
+        sum(per_epoch) + sum(rigl),
+        per_epoch,
+        [dict(ep.counts) for ep in run.epochs],
+        [ep.frozen_prefix for ep in run.epochs],
+        rigl,
+    )
+
+
+@dataclass
+class FlopsPrediction:
+    """What a config will cost, known before training (``spfde flops``)."""
+
+    train_flops: int
+    dense_train_flops: int
+    flops_ratio: float
+    saved: dict[str, int]
+    saved_fraction: dict[str, float]
+    freeze_start_epoch: int | None
+    unit_freeze_epochs: list[int | None]
+    freezable_units: int
+    num_units: int
+    frozen_prefix_per_epoch: list[int]
+    freezing_saving_achieved: float  # freezing saving / same run without freezing (compare with the target x)
+    dense_forward_per_sample: int
+    samples_per_epoch: int
+    num_train: int
+    epochs: int
+    cumulative: list[int]  # predicted training FLOPs after each epoch (RigL passes counted when they happen)
+    memory: dict[str, int]
+    overall_density: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("cumulative", "frozen_prefix_per_epoch")}
+        d["frozen_prefix_per_epoch"] = self.frozen_prefix_per_epoch
+        return d
+
+
+def memory_estimate(profile: ModelProfile, targets: Mapping[str, int], batch: int, frozen_prefix: int) -> dict[str, int]:
+    """Paper Fig. 4 convention, fp32: weights + weight grads + activations + activation grads at ``batch``;
+    the frozen prefix keeps no gradients (an estimate, not a measurement)."""
+    weights = grads = 0
+    for r in profile.layers:
+        n = targets.get(r.name, r.numel)
+        weights += n
+        if r.unit >= frozen_prefix:
+            grads += n
+    for u, n in enumerate(profile.other_params):
+        weights += n
+        if u >= frozen_prefix:
+            grads += n
+    acts = sum(profile.act_numel) * batch
+    act_grads = sum(a for u, a in enumerate(profile.act_numel) if u >= frozen_prefix) * batch
+    out = {
+        "weights_bytes": 4 * weights,
+        "weight_grads_bytes": 4 * grads,
+        "activations_bytes": 4 * acts,
+        "activation_grads_bytes": 4 * act_grads,
+    }
+    out["total_bytes"] = sum(out.values())
+    return out
+
+
+@dataclass(frozen=True)
+class Plans:
+    """What a config resolves to before training: per-layer targets, the freeze plan and the epoch plan."""
+
+    targets: dict[str, int]
+    freeze: FreezePlan
+    run: RunPlan
+    samples_per_epoch: int
+
+
+def plan_all(cfg: Config, profile: ModelProfile, spec: DatasetSpec) -> Plans:
+    """Targets, freeze plan and epoch plan for a config (raises ConfigError for an impossible freezing target)."""
+    t, dtau = cfg.train.epochs, cfg.train.update_interval
+    dens = layer_densities(profile.layers, cfg.sparsity)
+    targets = {r.name: round(dens[r.name] * r.numel) for r in profile.layers if r.name in dens}
+    samples = partial_size(spec.num_train, cfg.sieving.fraction)  # |partial set|, SPFDE.md §4
+    k = freezable_unit_count(profile.unit_depths, profile.total_depth, cfg.freezing.freeze_fraction)
+    off = plan_freezing(cfg.freezing.model_copy(update={"target_flops_reduction": 0.0, "start_epoch": None}),
+                        t, dtau, profile.num_units, k, [], 0.0)
+
+    def run_for(p: FreezePlan) -> RunPlan:
+        return build_run_plan(cfg, profile.layers, targets, p)
+
+    if not cfg.freezing.enabled:
+        return Plans(targets, off, run_for(off), samples)
+    no_freeze = simulate(profile, run_for(off), samples, cfg.train.batch_size)
+    bp = []
+    for u in range(k):
+        per_sample = sum(2 * held_forward(profile, r, targets) for r in profile.layers if r.unit == u)
+        bp.append(float(per_sample * samples))
+
+    def exact_saving(p: FreezePlan) -> float:
+        return float(no_freeze.train_flops - simulate(profile, run_for(p), samples, cfg.train.batch_size).train_flops)
+
+    plan = plan_freezing(cfg.freezing, t, dtau, profile.num_units, k, bp, float(no_freeze.train_flops), exact_saving)
+    return Plans(targets, plan, run_for(plan), samples)
+
+
+def predict(cfg: Config, spec: DatasetSpec | None = None) -> FlopsPrediction:
+    """The analytic prediction from the config alone; ConfigError if the config cannot run."""
+    profile, spec = build_profile(cfg, spec)
+    plans = plan_all(cfg, profile, spec)
+    targets, plan, samples = plans.targets, plans.freeze, plans.samples_per_epoch
+    b = cfg.train.batch_size
+    n, t = spec.num_train, cfg.train.epochs
+    actual = simulate(profile, plans.run, samples, b)
+    off = FreezePlan(plan.scheme, t, plan.interval, plan.num_units, plan.freezable, None, 0)
+    off_run = build_run_plan(cfg, profile.layers, targets, off)
+    sieve_only = simulate(profile, off_run, samples, b)
+    sparse_only = simulate(profile, off_run, n, b)
+    dense = 3 * profile.dense_forward * n * t
+    saved = {
+        "sparsity": dense - sparse_only.train_flops,
+        "sieving": sparse_only.train_flops - sieve_only.train_flops,
+        "freezing": sieve_only.train_flops - actual.train_flops,
+    }
+    max_prefix = max(actual.prefix_per_epoch) if actual.prefix_per_epoch else 0
+    mem = memory_estimate(profile, targets, b, 0)
+    mem_frozen = memory_estimate(profile, targets, b, max_prefix)
+    memory = {**mem, "total_bytes_max_frozen": mem_frozen["total_bytes"], "batch_size": b}
+    sparse_total = sum(r.numel for r in profile.layers if r.name in targets)
+    return FlopsPrediction(
+        train_flops=actual.train_flops,
+        dense_train_flops=dense,
+        flops_ratio=actual.train_flops / dense,
+        saved=saved,
+        saved_fraction={k: v / dense for k, v in saved.items()},
+        freeze_start_epoch=plan.start_epoch if plan.enabled else None,
+        unit_freeze_epochs=list(plans.run.unit_freeze_epochs),
+        freezable_units=plan.freezable,
+        num_units=profile.num_units,
+        frozen_prefix_per_epoch=actual.prefix_per_epoch,
+        freezing_saving_achieved=saved["freezing"] / sieve_only.train_flops if sieve_only.train_flops else 0.0,
+        dense_forward_per_sample=profile.dense_forward,
+        samples_per_epoch=samples,
+        num_train=n,
+        epochs=t,
+        cumulative=actual.cumulative,
+        memory=memory,
+        overall_density=(sum(targets.values()) / sparse_total) if sparse_total else 1.0,
+        extra={"lr_horizons": list(plans.run.lr_horizons), "lr_schedule": cfg.freezing.lr_schedule},
+    )

@@ -1,0 +1,356 @@
+"""Unstructured weight masks and dynamic sparse training (SPFDE.md §2).
+
+A DST algorithm is a drop score plus a grow score (as in RigL's code); one generic, checked update does the
+top-k bookkeeping for all of them: dropped and grown sets are disjoint, counts land exactly on the planned
+value, grown weights start at 0 and their momentum is reset. *How much* is held at each update (target,
+MEST's soft-bound extra, drop fraction schedule) is the pure :class:`DSTPlan`, shared with the FLOPs predictor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import SparsityConfig
+from ..models import UnitModel, is_shortcut
+from ..registry import Registry
+
+__all__ = [
+    "DSTAlgorithm",
+    "ALGORITHMS",
+    "DSTPlan",
+    "LayerRef",
+    "Masker",
+    "sparse_layers",
+    "layer_densities",
+    "erk_densities",
+]
+
+
+# ---------------------------------------------------------------- which layers, which densities
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    """A conv/linear layer: its module path, the unit it belongs to (len(units) = head), and its weight shape."""
+
+    name: str
+    unit: int
+    shape: tuple[int, ...]
+    sparse: bool
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def sparse_layers(model: UnitModel, cfg: SparsityConfig) -> list[LayerRef]:
+    """All conv/linear layers in forward order, each marked sparse or dense by the config's dense rules."""
+    refs: list[LayerRef] = []
+    units = model.units
+    first_conv_seen = False
+    for u_idx, part in enumerate([*units, model.head]):
+        prefix = "stem" if u_idx == 0 else ("head" if u_idx == len(units) else f"blocks.{u_idx - 1}")
+        for n, m in part.named_modules(prefix=prefix):
+            if not isinstance(m, (nn.Conv2d, nn.Linear)):
+                continue
+            sparse = cfg.algorithm != "dense"
+            if isinstance(m, nn.Conv2d) and not first_conv_seen:
+                first_conv_seen = True
+                sparse = sparse and not cfg.dense_first
+            elif is_shortcut(n):
+                sparse = sparse and not cfg.dense_shortcuts
+            elif isinstance(m, nn.Linear):
+                sparse = sparse and not cfg.dense_classifier
+            refs.append(LayerRef(n, u_idx, tuple(m.weight.shape), sparse))
+    return refs
+
+
+def erk_densities(shapes: dict[str, tuple[int, ...]], density: float) -> dict[str, float]:
+    """Erdős–Rényi-Kernel (RigL, Evci et al. 2020, appendix): d_l = eps * sum(shape_l) / prod(shape_l).
+
+    eps is solved so that sum_l d_l N_l = density * sum_l N_l; layers whose d_l would exceed 1 are made dense
+    and eps is solved again over the rest (RigL's loop).
+    """
+    dense: set[str] = set()
+    total = sum(math.prod(s) for s in shapes.values())
+    while True:
+        budget = density * total - sum(math.prod(shapes[n]) for n in dense)
+        raw = {n: sum(s) / math.prod(s) for n, s in shapes.items() if n not in dense}
+        denom = sum(raw[n] * math.prod(shapes[n]) for n in raw)
+        if not raw or denom <= 0:
+            break
+        eps = budget / denom
+        over = [n for n in raw if eps * raw[n] > 1]
+        if not over:
+            out = {n: eps * r for n, r in raw.items()}
+            out.update({n: 1.0 for n in dense})
+            return out
+        dense.update(over)
+    return {n: 1.0 for n in shapes}
+
+
+def layer_densities(layers: list[LayerRef], cfg: SparsityConfig) -> dict[str, float]:
+    """Target density per sparse layer (uniform: 1 - ratio everywhere; ERK: RigL's distribution)."""
+    sparse = {r.name: r.shape for r in layers if r.sparse}
+    if not sparse:
+        return {}
+    if cfg.distribution == "uniform":
+        return {n: 1.0 - cfg.ratio for n in sparse}
+    return erk_densities(sparse, 1.0 - cfg.ratio)
+
+
+# ---------------------------------------------------------------- the plan (pure, shared with flops.py)
+
+
+@dataclass(frozen=True)
+class DSTPlan:
+    """How much each update holds and mutates (the rules; *when* a layer updates is decided by ``plan.py``).
+
+    Boundaries b are epoch indices: the update runs before epoch b.
+    """
+
+    algorithm: str
+    epochs: int
+    interval: int
+    drop_fraction: float
+    decay: str
+    update_end: float
+    soft_bound: tuple[tuple[float, float], ...] = ()
+
+    @classmethod
+    def from_config(cls, cfg: SparsityConfig, epochs: int, interval: int) -> DSTPlan:
+        return cls(
+            cfg.algorithm,
+            epochs,
+            interval,
+            cfg.drop_fraction,
+            cfg.decay(),
+            cfg.update_end,
+            tuple(cfg.soft_bound) if cfg.algorithm == "mest" else (),
+        )
+
+    @property
+    def dynamic(self) -> bool:
+        return ALGORITHMS.get(self.algorithm).dynamic
+
+    def is_update(self, b: int) -> bool:
+        """Every interval before ``update_end``. MEST also updates at b = 0, as its loop does (``epoch %
+        sp_mask_update_freq == 0`` in prune_utils/retrain.py), so its soft-bound extra is held from the start;
+        RigL and SET start from the random mask, as in RigL's code."""
+        first = 0 if self.algorithm == "mest" else 1
+        return self.dynamic and first <= b < self.epochs and b % self.interval == 0 and b < self.update_end * self.epochs
+
+    def extra_density(self, b: int) -> float:
+        """MEST EM&S soft memory bound: extra density held after the update at boundary b."""
+        frac = b / self.epochs
+        for until, extra in self.soft_bound:
+            if frac < until:
+                return extra
+        return 0.0
+
+    def drop_fraction_at(self, b: int) -> float:
+        if self.decay == "cosine":  # RigL: cosine decay to 0 at update_end
+            return self.drop_fraction / 2 * (1 + math.cos(math.pi * b / (self.update_end * self.epochs)))
+        return self.drop_fraction
+
+    def held_after_update(self, b: int, n_target: int, numel: int) -> int:
+        return n_target + min(round(self.extra_density(b) * numel), numel - n_target)
+
+    def drop_count(self, b: int, n_target: int, n_current: int, numel: int) -> int:
+        """k: target weights swapped out (SET/RigL, and MEST's plain EM). Bounded so regrowth fits in the
+        positions empty before the update."""
+        n_extra = self.held_after_update(b, n_target, numel) - n_target
+        k = round(self.drop_fraction_at(b) * n_target)
+        return max(0, min(k, numel - n_current - n_extra, n_target))
+
+    def layer_step(self, b: int, n_target: int, n_current: int, numel: int) -> tuple[int, int, bool]:
+        """(drop, grow, regrow_dropped) of one layer's update at boundary b.
+
+        MEST (EM&S, as prune_utils/retrain.py: prune to the lower bound, then ``weight_growing`` to the upper
+        bound among the zeros of the *pruned* weights): prune down to the target, grow up to target + extra, so
+        the extra is the mutation and a just-dropped weight may come back. With an empty soft bound (MEST's plain
+        EM) the lower bound is the target minus ``drop_fraction`` of it. SET/RigL: swap k = drop_fraction x
+        target; grown weights come from the positions empty *before* the update (RigL's disjoint sets)."""
+        upper = self.held_after_update(b, n_target, numel)
+        if self.algorithm == "mest":
+            lower = n_target - (0 if self.soft_bound else min(round(self.drop_fraction * n_target), n_target))
+            drop = max(0, n_current - lower)
+            return drop, upper - (n_current - drop), True
+        k = self.drop_count(b, n_target, n_current, numel)
+        return n_current - (n_target - k), upper - (n_target - k), False
+
+
+# ---------------------------------------------------------------- algorithms: drop + grow scores
+
+
+DropScore = Callable[[torch.Tensor, "torch.Tensor | None", float], torch.Tensor]
+GrowScore = Callable[[torch.Tensor, "torch.Tensor | None", torch.Generator], torch.Tensor]
+
+
+def _magnitude(w: torch.Tensor, grad: torch.Tensor | None, lam: float) -> torch.Tensor:
+    s = w.detach().abs().float()
+    if lam and grad is not None:
+        s = s + lam * grad.detach().abs().float()
+    return s
+
+
+def _random(w: torch.Tensor, dense_grad: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(w.shape, generator=gen).to(w.device)
+
+
+def _gradient(w: torch.Tensor, dense_grad: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
+    if dense_grad is None:
+        raise RuntimeError("RigL grow needs the dense gradient")
+    return dense_grad.detach().abs().float()
+
+
+@dataclass(frozen=True)
+class DSTAlgorithm:
+    name: str
+    dynamic: bool
+    drop: DropScore = _magnitude
+    grow: GrowScore = _random
+    needs_dense_grad: bool = False
+    masked: bool = True
+
+
+ALGORITHMS: Registry[DSTAlgorithm] = Registry("sparsity.algorithm")
+ALGORITHMS.add("mest", DSTAlgorithm("mest", dynamic=True))  # |w| (+ lambda |g|), random regrowth, soft bound
+ALGORITHMS.add("rigl", DSTAlgorithm("rigl", dynamic=True, grow=_gradient, needs_dense_grad=True))
+ALGORITHMS.add("set", DSTAlgorithm("set", dynamic=True))
+ALGORITHMS.add("static", DSTAlgorithm("static", dynamic=False))
+ALGORITHMS.add("dense", DSTAlgorithm("dense", dynamic=False, masked=False))
+
+
+# ---------------------------------------------------------------- the masker
+
+
+class Masker:
+    """Holds one bool mask per sparse layer and keeps masked weights exactly zero.
+
+    Shaped like torch.ao.pruning's sparsifier: state keyed by module path, ``state_dict``/``load_state_dict``.
+    """
+
+    def __init__(self, model: UnitModel, cfg: SparsityConfig) -> None:
+        self.cfg = cfg
+        self.algo = ALGORITHMS.get(cfg.algorithm)
+        self.layers = sparse_layers(model, cfg)
+        self.densities = layer_densities(self.layers, cfg)
+        modules = dict(model.named_modules())
+        self.modules: dict[str, nn.Module] = {r.name: modules[r.name] for r in self.layers}
+        self.targets: dict[str, int] = {n: round(d * self._numel(n)) for n, d in self.densities.items()}
+        self.masks: dict[str, torch.Tensor] = {}
+
+    def _numel(self, name: str) -> int:
+        return self.weight(name).numel()
+
+    def weight(self, name: str) -> torch.Tensor:
+        return self.modules[name].weight  # type: ignore[return-value]
+
+    def init_random(self, gen: torch.Generator) -> None:
+        """Initial random mask at exactly the target count per layer (SPFDE.md §1)."""
+        for name, n_target in self.targets.items():
+            w = self.weight(name)
+            idx = torch.randperm(w.numel(), generator=gen)[:n_target]
+            m = torch.zeros(w.numel(), dtype=torch.bool)
+            m[idx] = True
+            self.masks[name] = m.reshape(w.shape).to(w.device)  # a contiguous mask of w's shape, any layout of w
+        self.apply()
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for name, m in self.masks.items():
+            self.weight(name).mul_(m)
+
+    @torch.no_grad()
+    def mask_grads(self) -> None:
+        for name, m in self.masks.items():
+            g = self.weight(name).grad
+            if g is not None:
+                g.mul_(m)
+
+    def count(self, name: str) -> int:
+        return int(self.masks[name].sum()) if name in self.masks else self._numel(name)
+
+    def density(self, name: str) -> float:
+        return self.count(name) / self._numel(name)
+
+    def overall_density(self) -> float:
+        """Nonzero fraction over the sparse layers (the quantity sparsity.ratio targets)."""
+        if not self.masks:
+            return 1.0
+        return sum(self.count(n) for n in self.masks) / sum(self._numel(n) for n in self.masks)
+
+    @torch.no_grad()
+    def update_layer(
+        self,
+        name: str,
+        n_drop: int,
+        n_grow: int,
+        gen: torch.Generator,
+        optimizer: torch.optim.Optimizer | None,
+        dense_grad: torch.Tensor | None = None,
+        regrow_dropped: bool = False,
+    ) -> tuple[int, int]:
+        """The one generic prune-and-grow step: drop the n_drop lowest drop scores among active weights, then
+        grow the n_grow highest grow scores among the empty positions (after the prune if ``regrow_dropped``,
+        as MEST; else those empty *before* the update, as RigL). Scores are only compared within the
+        candidate set, so non-finite scores (a huge ``grad_lambda``) cannot pick a wrong position. Writes go
+        through boolean masks (``masked_fill_``), so any memory format (channels-last included) works."""
+        w = self.weight(name)
+        old = self.masks[name]
+        flat_old = old.reshape(-1)
+        active = flat_old.nonzero().squeeze(1)
+        new = flat_old.clone()
+        empty_idx = torch.empty(0, dtype=torch.long, device=flat_old.device)
+        drop_idx, grow_idx = empty_idx, empty_idx
+        if n_drop:
+            if n_drop > active.numel():
+                raise RuntimeError(f"{name}: cannot drop {n_drop} weights, only {active.numel()} are active")
+            s = self.algo.drop(w, w.grad, self.cfg.grad_lambda).reshape(-1).to(flat_old.device)[active]
+            drop_idx = active[torch.topk(s, n_drop, largest=False).indices]
+            new[drop_idx] = False
+        if n_grow:
+            cand = (~new if regrow_dropped else ~flat_old).nonzero().squeeze(1)
+            if cand.numel() < n_grow:
+                raise RuntimeError(f"{name}: cannot grow {n_grow} weights, only {cand.numel()} are empty")
+            g = self.algo.grow(w, dense_grad, gen).reshape(-1).to(flat_old.device)[cand]
+            grow_idx = cand[torch.topk(g, n_grow, largest=True).indices]
+            new[grow_idx] = True
+        # the checks RigL's update makes: grown weights were empty, counts exact
+        if not regrow_dropped:
+            assert not bool(flat_old[grow_idx].any()), "grown weights must have been empty"
+        assert int(new.sum()) == active.numel() - n_drop + n_grow, "mask count drifted"
+        changed = torch.zeros_like(flat_old)
+        changed[drop_idx] = True
+        changed[grow_idx] = True
+        changed = changed.view(old.shape).to(w.device)
+        w.masked_fill_(changed, 0.0)  # dropped weights and grown ones (which start at 0)
+        if optimizer is not None:
+            buf = optimizer.state.get(w, {}).get("momentum_buffer")
+            if buf is not None:
+                buf.masked_fill_(changed, 0.0)
+        self.masks[name] = new.view(old.shape)
+        return drop_idx.numel(), grow_idx.numel()
+
+    @torch.no_grad()
+    def prune_to_target(self, name: str, optimizer: torch.optim.Optimizer | None) -> int:
+        """Drop the lowest-scored weights above the layer's target count (a convenience for tests and tools)."""
+        excess = self.count(name) - self.targets[name]
+        if excess > 0:
+            self.update_layer(name, excess, 0, torch.Generator(), optimizer)
+        return max(excess, 0)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: m.cpu().clone() for n, m in self.masks.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = set(self.targets) ^ set(state)
+        if missing:
+            raise ValueError(f"mask state does not match the model's sparse layers: {sorted(missing)}")
+        self.masks = {n: state[n].to(self.weight(n).device).bool() for n in self.targets}

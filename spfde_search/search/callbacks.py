@@ -1,0 +1,106 @@
+"""The Ray Tune callback that keeps ``trials.parquet`` current (rebuilt from Ray's trial list on every event)
+and drives the console progress."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+from .results import rows_to_arrow, trial_row, write_parquet
+from .settings import TRIALS_PARQUET
+
+log = logging.getLogger(__name__)
+
+
+def _callback_base() -> type:
+    from ray import tune
+
+    return tune.Callback
+
+
+def _make_table_callback(
+    base: dict[str, Any], uri: str, on_results: Callable[[pd.DataFrame], None] | None, progress: Any
+) -> Any:
+    Callback = _callback_base()
+
+    class TrialsTableCallback(Callback):  # type: ignore[misc, valid-type]
+        """Rebuilds ``trials.parquet`` from Ray's trial list whenever a trial starts or ends (the table is a
+        function of Ray's restored state, so a resumed search counts every trial exactly once)."""
+
+        def __init__(self) -> None:
+            self.ended: dict[str, str] = {}  # status overrides: Tune updates trial.status after callbacks
+            self.times: dict[str, float] = {}
+            self.trials: list[Any] = []
+            self.table: pd.DataFrame | None = None
+            self.started: set[str] = set()  # trials this driver started ...
+            self.finished: set[str] = set()  # ... and those Tune ended through on_trial_complete / on_trial_error
+            self.interrupted = False  # the experiment ended with trials Tune stopped unfinished (Ctrl-C)
+
+        def _write(self, trials: list[Any]) -> pd.DataFrame:
+            self.trials = list(trials)
+            rows = [trial_row(t, base, self.ended.get(t.trial_id), self.times) for t in trials]
+            table = rows_to_arrow(rows)
+            try:
+                write_parquet(table, f"{uri}/{TRIALS_PARQUET}")
+            except Exception as e:  # storage hiccup: keep searching, try again next time
+                log.warning("could not write %s: %s", TRIALS_PARQUET, e)
+            self.table = table.to_pandas()
+            return self.table
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            # Tune calls this just before it sets the status to RUNNING
+            self.times[f"{trial.trial_id}:start"] = time.time()
+            self.ended[trial.trial_id] = "RUNNING"
+            self.started.add(trial.trial_id)
+            self.finished.discard(trial.trial_id)
+            self._write(trials)
+            if progress is not None:
+                progress.started(trial)
+
+        def _ended(self, trials: list, trial: Any, status: str) -> None:
+            self.ended[trial.trial_id] = status
+            self.finished.add(trial.trial_id)
+            self.times[f"{trial.trial_id}:end"] = time.time()
+            table = self._write(trials)
+            if progress is not None:
+                progress.finished(table, trial.trial_id)
+            if on_results is not None:
+                try:
+                    on_results(table)
+                except Exception as e:
+                    log.warning("on_results hook failed: %s", e)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._ended(trials, trial, "TERMINATED")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._ended(trials, trial, "ERROR")
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            if self.ended.get(trial.trial_id) == "RUNNING":
+                del self.ended[trial.trial_id]  # Tune's own status is RUNNING by now
+            self._write(trials)  # per-epoch progress of running trials (a few KB)
+            if progress is not None:
+                progress.epoch(trial, result)
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.ended.pop(trial.trial_id, None)  # its worker died: Tune requeues it (PENDING) from its checkpoint
+            self._write(trials)
+
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
+            # On Ctrl-C Tune saves its state with the running trials still RUNNING (so --resume reruns them),
+            # then stops them as TERMINATED without on_trial_complete: those are INTERRUPTED, not early-stopped.
+            for t in trials:
+                unfinished = str(t.status) not in ("TERMINATED", "ERROR")
+                if unfinished or (t.trial_id in self.started and t.trial_id not in self.finished):
+                    self.interrupted = True
+                    if unfinished and t.trial_id not in self.started:
+                        continue  # never started here: stays PENDING
+                    self.ended[t.trial_id] = "INTERRUPTED"
+            self._write(trials)
+
+    return TrialsTableCallback()

@@ -1,0 +1,255 @@
+"""``run_search``: run or resume one search to the end (``search.json``, the Tuner, the final front)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .callbacks import _make_table_callback
+from .lock import search_lock
+from .optuna_search import SKIPPED_JSON, _search_cls, make_sampler
+from .prepare import Prepared, prepare
+from .progress import _Progress
+from .results import (
+    HV_COMPUTE_CSV,
+    front_hypervolume,
+    load_trials,
+    pareto_front,
+    search_cost,
+    write_compute_curve,
+)
+from .runtime import _init_ray, _scheduler, _set_callbacks, _trainable, _trial_dirname
+from .settings import (
+    MODES,
+    OBJECTIVES,
+    SEARCH_JSON,
+    SearchError,
+    SearchSettings,
+    _exists,
+    _read_bytes,
+    _write_bytes,
+    experiment_uri,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ray import tune
+
+log = logging.getLogger(__name__)
+
+
+def _search_json(prep: Prepared, status: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    import optuna
+    import ray
+    import torch
+
+    s = prep.settings
+    return {
+        "name": s.name,
+        "space": s.space,
+        "sampler": s.sampler,
+        "seed": s.seed,
+        "num_samples": s.num_samples,
+        "base_config": prep.base.to_dict(),
+        "flops_budget": prep.budget.to_dict() if prep.budget else None,
+        "flops_budget_absolute": (prep.budget.value * prep.dense_flops if prep.budget and prep.budget.kind == "ratio"
+                                  else (prep.budget.value if prep.budget else None)),
+        "dense_train_flops": prep.dense_flops,
+        "objectives": {"test_accuracy": "max", "run_train_flops": "min"},
+        "parameters": {k: repr(v) for k, v in prep.space.distributions.items()},
+        "initial_points": prep.points,
+        "created": _now(),
+        "status": status,
+        "tracking": s.tracking or {"uri": None, "experiment": None},
+        "versions": {"ray": ray.__version__, "optuna": optuna.__version__, "torch": torch.__version__},
+        "settings": s.model_dump(mode="json"),
+        **(extra or {}),
+    }
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class SearchOutcome:
+    name: str
+    path: str
+    table: pd.DataFrame
+    front: pd.DataFrame
+    hypervolume: float
+    wall_seconds: float
+    cost: dict[str, Any] = field(default_factory=dict)  # search.json "cost": FLOPs and seconds of all trials
+    stop_reason: str = ""  # why the search ended before num_samples trials ('' when it did not)
+    status: str = "finished"  # or "interrupted" (Ctrl-C; see SearchInterrupted)
+
+
+def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: Callable[[pd.DataFrame], None] | None,
+         console: Any, verbose: int) -> SearchOutcome:
+    """``run_search`` under the search's lock."""
+    t_start = time.perf_counter()
+    s = prep.settings
+    uri = experiment_uri(s.storage_path, s.name)
+    meta_uri = f"{uri}/{SEARCH_JSON}"
+    old_meta: dict[str, Any] = json.loads(_read_bytes(meta_uri)) if resume and _exists(meta_uri) else {}
+    meta = _search_json(prep, "running")
+    if old_meta:
+        meta["created"] = old_meta.get("created", meta["created"])
+        meta["resumed"] = [*old_meta.get("resumed", []), _now()]
+    _write_bytes(meta_uri, json.dumps(meta, indent=2, default=str).encode())
+
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment snapshots often: little lost on a crash
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Ray's own tables off (verbose=0): we print progress
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took")
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    owns_ray = _init_ray(s, log_to_driver=verbose >= 3)
+    progress: _Progress | None = None
+    try:
+        trainable = _trainable(prep)
+        progress = _Progress(console, s.num_samples, verbose) if console is not None else None
+        table_cb = _make_table_callback(prep.base.to_dict(), uri, on_results, progress)
+        cbs = [table_cb, *(callbacks or [])]
+        tuner = None
+        if resume and tune.Tuner.can_restore(uri):
+            # errored trials (a worker that died more than MAX_RETRIES times, or with the driver) are retried from
+            # their last checkpoint; diverged and infeasible trials are TERMINATED results, never errors
+            tuner = tune.Tuner.restore(uri, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                       restart_errored=False)
+        if tuner is None:
+            searcher = _search_cls()(
+                space=prep.space.fn,
+                metric=list(OBJECTIVES),
+                mode=list(MODES),
+                sampler=make_sampler(s.sampler, s.seed, prep.space, s.num_samples),
+                points_to_evaluate=prep.points or None,
+            )
+            searcher.configure(prep.base.to_dict(), prep.budget, prep.dense_flops, s.max_skipped,
+                               f"{uri}/{SKIPPED_JSON}")
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent),
+                    scheduler=_scheduler(s, prep.base.train.epochs, uri),
+                    num_samples=s.num_samples,
+                    reuse_actors=True,  # one worker process per slot: torch is imported once, not per trial
+                    trial_dirname_creator=_trial_dirname,
+                ),
+                run_config=tune.RunConfig(
+                    name=s.name,
+                    storage_path=s.resolved_storage(),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    failure_config=tune.FailureConfig(max_failures=MAX_RETRIES, fail_fast=False),
+                    verbose=0,
+                ),
+            )
+        _set_callbacks(tuner, cbs)
+        with _sigint_seen() as seen:
+            tuner.fit()
+            interrupted = seen() or table_cb.interrupted
+    finally:
+        if progress is not None:
+            progress.close()  # the live status block ends before the final table prints
+        if owns_ray:
+            import ray
+
+            ray.shutdown()
+    table = table_cb.table if table_cb.table is not None else load_trials(uri)
+    front = pareto_front(table)
+    hv = front_hypervolume(front)
+    counts = table["status"].value_counts().to_dict()
+    cost = search_cost(table, time.perf_counter() - t_start, old_meta.get("cost"))
+    skipped = json.loads(_read_bytes(f"{uri}/{SKIPPED_JSON}")) if _exists(f"{uri}/{SKIPPED_JSON}") else {}
+    # Ctrl-C between two trials leaves no trial unfinished: the search is short of num_samples with no reason
+    interrupted = interrupted or (len(table) < s.num_samples and not skipped.get("stop_reason"))
+    cost["infeasible_skipped"] = int(skipped.get("count", 0))
+    try:
+        write_compute_curve(table, f"{uri}/{HV_COMPUTE_CSV}")
+    except Exception as e:  # a storage hiccup must not fail a finished search
+        log.warning("could not write %s: %s", HV_COMPUTE_CSV, e)
+    meta.update({"status": "interrupted" if interrupted else "finished", "finished": _now(), "counts": counts, "front_size": len(front),
+                 "hypervolume": hv, "front_trial_ids": front["trial_id"].tolist(), "cost": cost,
+                 "stop_reason": skipped.get("stop_reason", "")})
+    _write_bytes(meta_uri, json.dumps(meta, indent=2, default=str).encode())
+    if on_results is not None:
+        try:
+            on_results(table)
+        except Exception as e:
+            log.warning("on_results hook failed: %s", e)
+    out = SearchOutcome(s.name, uri, table, front, hv, time.perf_counter() - t_start, cost,
+                        str(skipped.get("stop_reason", "")), "interrupted" if interrupted else "finished")
+    if interrupted:
+        raise SearchInterrupted(out)
+    return out
+
+
+MAX_RETRIES = 2  # a trial whose worker process died is rerun from its last checkpoint at most this often
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped the search; Ray saved its state, ``search.json`` says ``interrupted`` and
+    ``--resume`` continues it. ``outcome`` holds the table as it was."""
+
+    def __init__(self, outcome: SearchOutcome) -> None:
+        super().__init__(f"search {outcome.name} interrupted")
+        self.outcome = outcome
+
+
+@contextlib.contextmanager
+def _sigint_seen() -> Iterator[Callable[[], bool]]:
+    """Whether Ray Tune's SIGINT handler fired during the block: Tune replaces the handler it finds (ours) and
+    puts it back on the first Ctrl-C only, so ours being current again afterwards means Ctrl-C was pressed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def ours(sig: int, frame: Any) -> None:  # a second Ctrl-C: what Python does by default
+        signal.default_int_handler(sig, frame)
+
+    signal.signal(signal.SIGINT, ours)
+    try:
+        yield lambda: signal.getsignal(signal.SIGINT) is ours
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_search(
+    settings: SearchSettings,
+    *,
+    resume: bool = False,
+    callbacks: list[tune.Callback] | None = None,
+    on_results: Callable[[pd.DataFrame], None] | None = None,
+    console: Any = None,
+    verbose: int = 1,
+    prepared: Prepared | None = None,
+) -> SearchOutcome:
+    """Run (or resume) a search to completion and return its table and Pareto front.
+
+    ``callbacks``: extra Ray Tune callbacks (e.g. MLflow logging, on the driver). ``on_results(table)`` is
+    called with the trials table after every trial ends. Bad input raises SearchError before Ray starts; a
+    second driver of the same search (running now, or already created without ``resume``) raises SearchError;
+    Ctrl-C raises ``SearchInterrupted``.
+    """
+    prep = prepared or prepare(settings, resume=resume)
+    s = prep.settings
+    uri = experiment_uri(s.storage_path, s.name)
+    with search_lock(uri, s.name):
+        if not resume and (_exists(f"{uri}/tuner.pkl") or _exists(f"{uri}/{SEARCH_JSON}")):
+            raise SearchError(f"a search named {s.name!r} already exists at {uri}; continue it with --resume "
+                              f"{s.name} or choose another --name")
+        return _run(prep, resume, callbacks, on_results, console, verbose)

@@ -1,0 +1,170 @@
+"""Optuna inside Ray Tune: ``make_sampler`` (by name, with the 'auto' choice) and an ``OptunaSearch`` that passes
+each trial's constraint violation to Optuna, skips predicted-infeasible points without a trial and tells
+early-stopped trials as pruned. Ray and Optuna are imported on use."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any
+
+from search_spaces import ResolvedSpace
+
+from .settings import SAMPLERS, SearchError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_sampler(name: str, space: ResolvedSpace, num_samples: int) -> tuple[str, str]:
+    """(sampler name, why) for ``--sampler``: 'auto' becomes grid for a grid space, GP for a small flat numeric
+    space, else TPE; any other name is itself."""
+    import optuna
+
+    if name != "auto":
+        return name, "chosen with --sampler"
+    if space.grid is not None:
+        return "grid", "the space is a grid"
+    numeric = not any(isinstance(d, optuna.distributions.CategoricalDistribution) for d in space.distributions.values())
+    if numeric and not space.conditional and num_samples <= 100:
+        return "gp", "a small flat numeric space"
+    return "tpe", "conditional or categorical parameters" if not numeric or space.conditional else "over 100 trials"
+
+
+def make_sampler(name: str, seed: int | None, space: ResolvedSpace, num_samples: int) -> Any:
+    """An Optuna sampler by name; 'auto': the grid sampler for a grid space, GP for a small flat numeric
+    space, otherwise multivariate TPE (grouped for conditional spaces)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    startup = min(10, max(2, num_samples // 3))
+    name = resolve_sampler(name, space, num_samples)[0]
+    if name == "grid":
+        assert space.grid is not None
+        return optuna.samplers.GridSampler(space.grid, seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=space.conditional, constant_liar=True,
+            n_startup_trials=startup,
+        )
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, num_samples // 3)))
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise SearchError(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
+
+
+SKIPPED_JSON = "skipped.json"  # predicted-infeasible points the searcher told Optuna about without a Ray trial
+
+
+def _optuna_search_class() -> type:
+    from ray.tune.search import Searcher
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search_spaces import config_params
+    from trainables import assess
+
+    from .settings import _write_bytes
+
+    class SpfdeOptunaSearch(OptunaSearch):
+        """OptunaSearch with three changes:
+
+        - a point predicted infeasible (over the FLOPs budget, config rejected, impossible schedule) is told to
+          Optuna at once as COMPLETE with a positive constraint (``set_constraint``: constraint-aware samplers
+          learn to avoid it) and never becomes a Ray trial, so ``num_samples`` counts trained trials only; after
+          ``max_skipped`` such points in a row the search stops (``Searcher.FINISHED``) and says why in
+          ``skipped.json``;
+        - an early-stopped trial (fewer epochs than planned) is told as PRUNED, never as a complete trial with
+          partial metrics;
+        - auxiliary space parameters (``search_spaces.AUXILIARY``) stay in Optuna but not in the trial's config.
+        """
+
+        skip_base: dict[str, Any] | None = None
+        skip_budget: Any = None
+        skip_fallback: float = 0.0
+        max_skipped: int = 50
+        state_uri: str | None = None
+
+        def configure(self, base: dict[str, Any], budget: Any, fallback: float, max_skipped: int, state_uri: str | None) -> None:
+            self.skip_base, self.skip_budget, self.skip_fallback = base, budget, fallback
+            self.max_skipped, self.state_uri = max_skipped, state_uri
+            self.skipped: list[dict[str, Any]] = []
+            self.skip_streak = 0
+            self.stop_reason = ""
+
+        def _record_skip(self, params: dict[str, Any], reason: str, flops: float) -> None:
+            self.skipped.append({"params": params, "reason": reason, "predicted_train_flops": flops})
+            self._save_skips()
+
+        def _save_skips(self) -> None:
+            if self.state_uri:
+                try:
+                    doc = {"count": len(self.skipped), "stop_reason": self.stop_reason, "points": self.skipped}
+                    _write_bytes(self.state_uri, json.dumps(doc, default=str).encode())
+                except Exception as e:
+                    log.warning("could not write %s: %s", self.state_uri, e)
+
+        def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]
+            if self.skip_base is None:
+                cfg = super().suggest(trial_id)
+                return config_params(cfg) if isinstance(cfg, dict) else cfg
+            while True:
+                cfg = super().suggest(trial_id)
+                if not isinstance(cfg, dict):
+                    return cfg
+                params = config_params(cfg)
+                a = assess(params, self.skip_base, self.skip_budget, self.skip_fallback)
+                if a.feasible:
+                    self.skip_streak = 0
+                    return params
+                ot_trial = self._ot_trials.pop(trial_id)
+                try:
+                    ot_trial.set_constraint("spfde", float(max(a.violation, 1e-9)))
+                    self._ot_study.tell(ot_trial, [0.0, float(a.run_train_flops)])  # type: ignore[attr-defined]
+                except Exception as e:
+                    log.debug("could not tell the skipped point: %s", e)
+                self._record_skip(params, a.reason, float(a.run_train_flops))
+                self.skip_streak += 1
+                if self.skip_streak >= self.max_skipped:
+                    self.stop_reason = (
+                        f"the sampler proposed {self.skip_streak} predicted-infeasible points in a row (last: "
+                        f"{a.reason}); the search stopped early. Loosen --flops-budget or narrow the space")
+                    self._save_skips()
+                    log.warning(self.stop_reason)
+                    return Searcher.FINISHED
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            ot_trial = self._ot_trials.get(trial_id)
+            if result and result.get("diverged"):  # a terminal diverged result (trainables): FAIL, as an error was
+                super().on_trial_complete(trial_id, result=None, error=True)
+                return
+            early = bool(result and not error and not result.get("infeasible")
+                         and int(result.get("epoch") or 0) < int(result.get("epochs_total") or 0))
+            if early:  # stopped by the scheduler: PRUNED (Ray's OptunaSearch tells PRUNED when no value is given)
+                super().on_trial_complete(trial_id, result=None, error=False)
+                return
+            if ot_trial is not None and result and not error and trial_id not in self._completed_trials:
+                v = result.get("constraint_violation")
+                if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                    try:
+                        ot_trial.set_constraint("spfde", float(v))
+                    except Exception as e:  # a repeated completion: the constraint is already set
+                        log.debug("constraint not set for %s: %s", trial_id, e)
+            super().on_trial_complete(trial_id, result=result, error=error)
+
+    return SpfdeOptunaSearch
+
+
+_SEARCH_CLS: type | None = None
+
+
+def _search_cls() -> type:
+    global _SEARCH_CLS
+    if _SEARCH_CLS is None:
+        _SEARCH_CLS = _optuna_search_class()
+    return _SEARCH_CLS

@@ -1,0 +1,158 @@
+"""``prepare``: validate a search before Ray starts (base config, space, budget, initial points, name) and find
+the cheapest runnable point of the space by probing it (no training, no Ray)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from search_spaces import (
+    ResolvedSpace,
+    SpaceError,
+    enumerate_corners,
+    initial_points,
+    resolve_space,
+    sample_random,
+)
+from search_spaces._base import ProbeTrial, grid_values, run_space
+from trainables import Assessment, Budget, BudgetError, assess
+
+from ..config import Config, ConfigError
+from .results import _fmt_params
+from .settings import (
+    SEARCH_JSON,
+    SearchError,
+    SearchSettings,
+    _exists,
+    check_name,
+    check_storage,
+    experiment_uri,
+)
+
+
+@dataclass
+class Prepared:
+    settings: SearchSettings
+    base: Config
+    space: ResolvedSpace
+    budget: Budget | None
+    dense_flops: float
+    cheapest: Assessment | None
+    points: list[dict[str, Any]]
+    probed: int
+
+
+def _dense_reference(base: Config) -> float:
+    from ..method.flops import predict
+
+    plain = base.with_overrides({"freezing.target_flops_reduction": 0.0, "freezing.start_epoch": None,
+                                 "freezing.units": None, "sieving.fraction": 0.0})
+    try:
+        return float(predict(plain).dense_train_flops)
+    except ConfigError as e:
+        raise SearchError(f"the base config cannot be costed: {e}") from None
+
+
+
+def _fixed_chooser(fixed: Mapping[str, Any]) -> Callable[[str, Any], Any]:
+    """Probe policy: the fixed value where given, else the distribution's low end."""
+
+    def choose(name: str, dist: Any) -> Any:
+        return fixed[name] if name in fixed else grid_values(dist, 2)[0]
+
+    return choose
+
+
+def _probe_cheapest(
+    space: ResolvedSpace, base: dict[str, Any], budget: Budget | None, fallback: float, seed: int, extra: list[dict[str, Any]]
+) -> tuple[Assessment | None, Assessment | None, int]:
+    """(cheapest runnable point, first unrunnable point, points probed): space corners, random points and the
+    initial points, then (with a budget none of them meets) coordinate descent from the cheapest one."""
+    cache: dict[str, Assessment] = {}
+
+    def run(params: dict[str, Any]) -> Assessment:
+        key = json.dumps(params, sort_keys=True, default=str)
+        if key not in cache:
+            cache[key] = assess(params, base, budget, fallback)
+        return cache[key]
+
+    cands = [t.params for t in enumerate_corners(space.fn, limit=48)]
+    cands += [t.params for t in sample_random(space.fn, 48, seed)]
+    for p in extra:
+        t = ProbeTrial(_fixed_chooser(p))
+        cands.append(run_space(space.fn, t))
+    results = [run(p) for p in cands]
+    runnable = [a for a in results if a.runnable]
+    bad = next((a for a in results if not a.runnable), None)
+    if not runnable:
+        return None, bad, len(cache)
+    best = min(runnable, key=lambda a: a.run_train_flops)
+    if budget is not None and not best.feasible:
+        for _ in range(2):  # coordinate descent over each parameter's 5-point grid
+            improved = False
+            cur = best.params
+            t0 = ProbeTrial(_fixed_chooser(cur))
+            run_space(space.fn, t0)
+            for name, dist in t0.distributions.items():
+                for v in grid_values(dist, 5):
+                    fixed = {**best.params, name: v}
+                    t = ProbeTrial(_fixed_chooser(fixed))
+                    a = run(run_space(space.fn, t))
+                    if a.runnable and a.run_train_flops < best.run_train_flops:
+                        best, improved = a, True
+            if not improved or best.feasible:
+                break
+    return best, bad, len(cache)
+
+
+def prepare(settings: SearchSettings, *, resume: bool = False) -> Prepared:
+    """Validate everything before Ray starts: base config, space, sampler, budget, name. SearchError if bad."""
+    check_name(settings.name)
+    check_storage(settings.storage_path)
+    try:
+        base = Config.parse(settings.base_config)
+    except ConfigError as e:
+        raise SearchError(f"base config: {e}") from None
+    try:
+        space = resolve_space(settings.space, base, settings.space_text)
+    except SpaceError as e:
+        raise SearchError(str(e)) from None
+    if space.text is not None and settings.space_text is None:
+        settings.space_text = space.text
+    budget = None
+    if settings.flops_budget is not None:
+        try:
+            budget = Budget.parse(settings.flops_budget)
+        except BudgetError as e:
+            raise SearchError(str(e)) from None
+    dense = _dense_reference(base)
+    points: list[dict[str, Any]] = []
+    if settings.initial:
+        try:
+            points = initial_points(settings.initial, space, base, limit=max(1, math.ceil(settings.num_samples / 2)))
+        except SpaceError as e:
+            raise SearchError(str(e)) from None
+        if not points:
+            raise SearchError(f"--initial {settings.initial}: the space {settings.space!r} cannot express any of those points")
+    cheapest, bad, probed = _probe_cheapest(space, base.to_dict(), budget, dense, settings.seed or 0, points)
+    if cheapest is None:
+        reason = bad.reason if bad is not None else "no point could be sampled"
+        raise SearchError(f"no config in the space {settings.space!r} can run with this base config; e.g. {reason}")
+    if budget is not None and not cheapest.feasible:
+        raise SearchError(
+            f"--flops-budget {budget.text} ({budget.describe()}) is below the cheapest config of the space "
+            f"{settings.space!r}: {cheapest.run_train_flops:.4g} training FLOPs "
+            f"({(cheapest.run_flops_ratio or float('nan')):.4f} of dense) at {_fmt_params(cheapest.params)}"
+        )
+    if settings.sampler == "gp" and space.grid is not None:
+        pass  # any sampler can run a grid space; auto picks the grid sampler
+    uri = experiment_uri(settings.storage_path, settings.name)
+    if not resume and (_exists(f"{uri}/tuner.pkl") or _exists(f"{uri}/{SEARCH_JSON}")):
+        raise SearchError(
+            f"a search named {settings.name!r} already exists at {uri}; continue it with --resume {settings.name} "
+            "or choose another --name"
+        )
+    return Prepared(settings, base, space, budget, dense, cheapest, points, probed)

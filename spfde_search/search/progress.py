@@ -1,0 +1,137 @@
+"""Console progress of a running search: one line per finished trial, and a status block below them.
+
+On a terminal the status block is a ``rich.live.Live`` footer (redrawn every second: running / pending / done /
+stopped / failed, elapsed, ETA, front size, hypervolume) with each finished trial printed above it. Elsewhere (CI,
+a log file) the same status is a plain line after each finished trial, so a log reads top to bottom.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from .results import _fmt_params, _num, front_hypervolume, pareto_front
+
+_COLORS = {"COMPLETED": "green", "EARLY_STOPPED": "yellow", "FAILED": "red", "INFEASIBLE": "magenta",
+           "INTERRUPTED": "yellow"}
+_DONE = ("COMPLETED", "EARLY_STOPPED", "FAILED", "INFEASIBLE")
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(max(seconds, 0.0)))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
+
+
+class _Progress:
+    """Trial lines and the status block (Ray's own tables are switched off). ``close()`` ends the live block."""
+
+    def __init__(self, console: Any, total: int, verbose: int, *, live: bool | None = None) -> None:
+        self.console = console
+        self.total = total
+        self.verbose = verbose
+        self.t0 = time.monotonic()
+        self.running: set[str] = set()
+        self.counts: dict[str, int] = {}
+        self.done_this_run = 0  # finished by this driver (the ETA's rate; a resumed search starts with some done)
+        self.front_size = 0
+        self.hv = 0.0
+        self._live: Any = None
+        on_terminal = bool(getattr(console, "is_terminal", False))
+        if verbose > 0 and console is not None and (on_terminal if live is None else live):
+            from rich.live import Live
+
+            self._live = Live(self, console=console, refresh_per_second=1, transient=True,
+                              redirect_stdout=True, redirect_stderr=True)
+            self._live.start()
+
+    # ---- the status block
+
+    def status_text(self) -> str:
+        """``running 2, pending 5, done 1 of 8 (completed 1, stopped 0, failed 0, infeasible 0); elapsed 40s,
+        ETA ~3m10s; front size 1, hypervolume 0.2500``."""
+        c = self.counts
+        done = sum(c.get(k, 0) for k in _DONE)
+        pending = max(self.total - done - len(self.running), 0)
+        elapsed = time.monotonic() - self.t0
+        if self.done_this_run and done < self.total:
+            eta = f"ETA ~{_duration(elapsed / self.done_this_run * (self.total - done))}"
+        else:
+            eta = "ETA after the first trial" if done < self.total else "ETA -"
+        return (f"running {len(self.running)}, pending {pending}, done {done} of {self.total} (completed "
+                f"{c.get('COMPLETED', 0)}, stopped {c.get('EARLY_STOPPED', 0)}, failed {c.get('FAILED', 0)}, "
+                f"infeasible {c.get('INFEASIBLE', 0)}); elapsed {_duration(elapsed)}, {eta}; "
+                f"front size {self.front_size}, hypervolume {self.hv:.4f}")
+
+    def __rich__(self) -> Any:  # redrawn by Live every second, so elapsed time moves between events
+        from rich.text import Text
+
+        return Text.assemble(("search ", "bold"), self.status_text())
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    # ---- events
+
+    def _print(self, msg: str) -> None:
+        if self.console is not None and self.verbose > 0:
+            self.console.print(msg, highlight=False, soft_wrap=True)
+
+    def started(self, trial: Any) -> None:
+        self.running.add(str(trial.trial_id))
+        if self.verbose >= 2:
+            self._print(f"[dim]start[/dim] {trial.trial_id}  {_fmt_params(trial.config or {})}")
+
+    def epoch(self, trial: Any, r: Mapping[str, Any]) -> None:
+        self.running.add(str(trial.trial_id))
+        if self.verbose >= 2 and not r.get("infeasible"):
+            self._print(
+                f"[dim]  {trial.trial_id} epoch {r.get('epoch')}/{r.get('epochs_total')} "
+                f"acc {_num(r, 'test_accuracy'):.4f} loss {_num(r, 'loss'):.4f}[/dim]"
+            )
+
+    def finished(self, table: pd.DataFrame, trial_id: str) -> None:
+        from ..plots import format_flops, format_params
+
+        self.running.discard(str(trial_id))
+        self.done_this_run += 1
+        self.counts = {str(k): int(v) for k, v in table["status"].value_counts().items()}
+        done = sum(self.counts.get(k, 0) for k in _DONE)
+        front = pareto_front(table)
+        self.front_size, self.hv = len(front), front_hypervolume(front)
+        row = table[table["trial_id"] == trial_id].iloc[0]
+        st = str(row["status"])
+        color = _COLORS.get(st, "white")
+        if st in ("COMPLETED", "EARLY_STOPPED"):
+            detail = (f"acc {row['test_accuracy']:.4f}  {format_flops(row['train_flops'])} "
+                      f"({row['flops_ratio']:.3f}x dense)  {row['epochs_completed']} ep  {row['wall_seconds']:.1f}s")
+        else:
+            detail = str(row["error"])[:240]
+        params = format_params(json.loads(row["params"]))
+        self._print(f"[{done}/{self.total}] {trial_id} [{color}]{st}[/{color}]  {detail}"
+                    + (f"\n      {params}" if params else ""))
+        if self._live is None:
+            self._print(f"[dim]  search: {self.status_text()}[/dim]")
+
+
+# Messages a user cannot act on: shown from -v on (verbose >= 2), hidden by default.
+_NOISY_LOGGERS = (
+    "ray._private.authentication.authentication_token_setup",  # "Token authentication is enabled/disabled ..."
+    "mlflow.store.db.utils",  # "Creating initial MLflow database tables...", "Updating database tables"
+    "alembic.runtime.migration",  # the schema migrations behind it
+)
+
+
+def quiet_library_noise(verbose: int) -> None:
+    """Raise the noisy libraries' loggers to ERROR unless ``-v`` was given (the default verbosity is 1)."""
+    import logging
+
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose >= 2 else logging.ERROR)

@@ -1,0 +1,96 @@
+"""Ray plumbing of a search: starting or joining Ray, the resourced trainable, the ASHA / MOASHA scheduler, trial folder
+names and attaching callbacks to a Tuner. Ray is imported on use."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from trainables import TrialSetup
+
+from .prepare import Prepared
+from .settings import SearchError, SearchSettings
+
+
+def _init_ray(settings: SearchSettings, log_to_driver: bool = False) -> bool:
+    """Join ``settings.address`` or start a new embedded local Ray. Returns True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": log_to_driver}
+    if settings.ship_code:
+        package = Path(__file__).resolve().parent.parent  # spfde_search/
+        root = package.parent
+        import search_spaces
+        import trainables
+
+        mods = [str(package), str(Path(search_spaces.__file__).parent), str(Path(trainables.__file__).parent)]
+        kwargs["runtime_env"] = {"py_modules": mods, "env_vars": {"SPFDE_CODE_ROOT": str(root)}}
+    if settings.address:
+        ray.init(address=settings.address, **kwargs)
+    else:  # embedded: always a new local instance, never a cluster named by RAY_ADDRESS or a stale
+        # ray_current_cluster file of an earlier `ray start` (joining is only ever --address)
+        ray.init(
+            address="local",
+            num_cpus=settings.num_cpus or os.cpu_count() or 1,
+            object_store_memory=200 * 1024**2,
+            **kwargs,
+        )
+    return True
+
+
+def _trainable(prep: Prepared) -> Any:
+    from ray import tune
+
+    from trainables import spfde_trainable
+
+    setup = TrialSetup(base=prep.base.to_dict(), budget=prep.budget, fallback_flops=prep.dense_flops,
+                       extra={"eval_epochs": _rungs(prep.settings, prep.base.train.epochs)})
+    fn = tune.with_parameters(spfde_trainable, setup=setup)
+    res: dict[str, float] = {"cpu": prep.settings.cpus_per_trial}
+    if prep.settings.gpus_per_trial > 0:
+        res["gpu"] = prep.settings.gpus_per_trial
+    return tune.with_resources(fn, res)
+
+
+def _rungs(s: SearchSettings, epochs: int) -> list[int]:
+    """Epochs at which an early-stopping scheduler compares trials: the trainer evaluates there even with
+    ``train.eval_every`` > 1, so every rung sees a test accuracy."""
+    if s.early_stopping == "none":
+        return []
+    from .scheduler import rung_epochs
+
+    return rung_epochs(max(epochs, 1), min(s.grace_period, max(epochs, 1)), s.reduction_factor)
+
+
+def _scheduler(s: SearchSettings, epochs: int, uri: str | None = None) -> Any:
+    if s.early_stopping == "moasha":
+        from .scheduler import RUNGS_JSON, make_moasha
+
+        return make_moasha(max(epochs, 1), min(s.grace_period, max(epochs, 1)), s.reduction_factor,
+                           f"{uri}/{RUNGS_JSON}" if uri else None)
+    if s.early_stopping != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        metric="test_accuracy", mode="max", time_attr="training_iteration", max_t=max(epochs, 1),
+        grace_period=min(s.grace_period, max(epochs, 1)), reduction_factor=s.reduction_factor,
+    )
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def _set_callbacks(tuner: Any, callbacks: list[Any]) -> None:
+    """Callbacks are attached after the Tuner pickled its state: they need not be picklable and a resumed
+    search gets the caller's fresh ones (MLflow, progress) instead of stale copies."""
+    local = getattr(tuner, "_local_tuner", None)
+    if local is None:
+        raise SearchError("Ray client mode (ray://) is not supported; run the search on a cluster node")
+    local.get_run_config().callbacks = callbacks

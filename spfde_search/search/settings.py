@@ -1,0 +1,140 @@
+"""Search settings and where a search lives: ``SearchSettings`` (kept in ``search.json`` for ``--resume``),
+storage paths/URIs (a local folder or any pyarrow file system URI), atomic small-file writes, ``load_settings``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow.fs as pafs
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_STORAGE = "runs/search"
+SAMPLERS = ("auto", "tpe", "nsga2", "gp", "random")
+OBJECTIVES = ("test_accuracy", "run_train_flops")
+MODES = ("max", "min")
+SEARCH_JSON = "search.json"
+TRIALS_PARQUET = "trials.parquet"
+
+
+class SearchError(ValueError):
+    """Bad search input, reported before any trial runs (one clear message)."""
+
+
+class SearchSettings(BaseModel):
+    """Everything a search needs; stored in ``search.json`` so ``--resume NAME`` needs no arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    space: str = "joint"
+    space_text: str | None = Field(None, description="YAML of a file space, kept for --resume")
+    config_path: str | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    base_config: dict[str, Any] = Field(default_factory=dict)
+    num_samples: int = Field(16, ge=1)
+    sampler: Literal["auto", "tpe", "nsga2", "gp", "random"] = "auto"
+    seed: int | None = 0
+    max_concurrent: int = Field(2, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    flops_budget: str | None = None
+    initial: Literal["paper"] | None = None
+    early_stopping: Literal["none", "asha", "moasha"] = "none"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: int = Field(2, ge=2)
+    max_skipped: int = Field(
+        50, ge=1, description="predicted-infeasible points (over the FLOPs budget, config rejected) the sampler may "
+        "propose in a row, untrained and not counted in num_samples, before the search stops",
+    )
+    address: str | None = None
+    storage_path: str = DEFAULT_STORAGE
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the embedded local Ray (default: all)")
+    ship_code: bool = Field(False, description="upload this checkout's packages to the cluster (runtime_env py_modules)")
+    tracking: dict[str, Any] | None = None
+
+    def resolved_storage(self) -> str:
+        return _resolve_storage(self.storage_path)
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def check_name(name: str) -> str:
+    """A search name is one folder under the storage path: letters, digits, ``-``, ``_`` and ``.`` only, never
+    ``.`` or ``..`` (``../x``, ``/abs`` or ``a/b`` would write outside the storage path or nest)."""
+    if not _NAME.fullmatch(name or "") or ".." in name or name == ".":
+        raise SearchError(f"--name {name!r}: use letters, digits, '-', '_' and '.' only (no '..', no '/'), "
+                          "e.g. --name fmnist-run1")
+    return name
+
+
+def check_storage(path: str) -> None:
+    """A local ``--storage-path`` must be a folder or creatable as one: not a file, nor under a file."""
+    if _is_uri(path):
+        return
+    p = Path(path).expanduser().absolute()
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                what = "is a file" if q == p else f"is under the file {q}"
+                raise SearchError(f"--storage-path {path}: {what}; give a folder (it is created if missing)")
+            if not os.access(q, os.W_OK | os.X_OK):
+                raise SearchError(f"--storage-path {path}: {q} is not writable; give a folder you can write to")
+            return
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _resolve_storage(path: str) -> str:
+    if _is_uri(path):
+        return path.rstrip("/")
+    return str(Path(path).expanduser().resolve())
+
+
+def experiment_uri(storage_path: str, name: str) -> str:
+    s = _resolve_storage(storage_path)
+    return f"{s}/{name}" if _is_uri(s) else str(Path(s) / name)
+
+
+def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
+    if _is_uri(uri):
+        fs, path = pafs.FileSystem.from_uri(uri)
+        return fs, path
+    return pafs.LocalFileSystem(), uri
+
+
+def _exists(uri: str) -> bool:
+    fs, path = _fs(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def _write_bytes(uri: str, data: bytes) -> None:
+    fs, path = _fs(uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with fs.open_output_stream(tmp) as f:
+        f.write(data)
+    fs.move(tmp, path)  # atomic on local disks: readers never see a half-written file
+
+
+def _read_bytes(uri: str) -> bytes:
+    fs, path = _fs(uri)
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def load_settings(name: str, storage_path: str = DEFAULT_STORAGE) -> SearchSettings:
+    check_name(name)
+    check_storage(storage_path)
+    uri = f"{experiment_uri(storage_path, name)}/{SEARCH_JSON}"
+    if not _exists(uri):
+        raise SearchError(f"no search named {name!r} under {_resolve_storage(storage_path)} (missing {SEARCH_JSON})")
+    meta = json.loads(_read_bytes(uri))
+    return SearchSettings.model_validate(meta["settings"])

@@ -1,0 +1,153 @@
+"""The epoch plan (spfde_search/method/plan.py): golden schedules, the stop-before-freeze rule, and proof that it
+is the only place the boundary rules live (the trainer and the FLOPs predictor both follow a patched plan)."""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from spfde_search.config import Config
+from spfde_search.method import plan as plan_module
+from spfde_search.method.flops import build_profile, plan_all, predict
+from spfde_search.method.plan import RunPlan
+from spfde_search.method.sparsity import DSTPlan
+from spfde_search.trainer import Trainer
+
+SRC = Path(__file__).resolve().parents[2] / "spfde_search"
+
+
+def run_plan(cfg: Config) -> RunPlan:
+    profile, spec = build_profile(cfg)
+    return plan_all(cfg, profile, spec).run
+
+
+def test_mest_default_soft_bound_regrown_and_density(trainer_cfg: Callable[..., Config]) -> None:
+    """MEST at 90%, default soft bound, T = 16, dtau = 1: updates at b < 12 (epoch 0 included); +2% while
+    b/16 < 0.5625 (b <= 8), +1% while b < 12, then the mask stops changing. The mutation per update is the
+    extra: ~2% of the sparse weights regrown in the first phase, ~1% in the second, 0 after."""
+    p = run_plan(trainer_cfg({"train.epochs": 16}))
+    regrown = [p.regrown_fraction(e) for e in range(16)]
+    density = [p.density(e) for e in range(16)]
+    assert all(r == pytest.approx(0.02, abs=0.001) for r in regrown[:9])
+    assert all(r == pytest.approx(0.01, abs=0.001) for r in regrown[9:12])
+    assert regrown[12:] == [0.0] * 4
+    assert all(d == pytest.approx(0.12, abs=0.001) for d in density[:9])
+    assert all(d == pytest.approx(0.11, abs=0.001) for d in density[9:12])
+    assert all(d == pytest.approx(0.10, abs=0.001) for d in density[12:])
+    ep9 = p.epochs[9]  # the first second-phase update prunes 2% and grows 1%
+    assert sum(s.drop for s in ep9.dst_steps) > ep9.grown > 0
+    assert all(s.regrow_dropped for s in ep9.dst_steps)
+    assert p.epochs[12].grown == 0 and sum(s.drop for s in p.epochs[12].dst_steps) > 0  # back to the target
+    assert not p.epochs[13].dst_steps  # last phase: no mask change
+
+
+def test_set_and_rigl_hold_the_target(trainer_cfg: Callable[..., Config]) -> None:
+    for algorithm in ("set", "rigl"):
+        p = run_plan(trainer_cfg({"sparsity.algorithm": algorithm, "train.epochs": 8}))
+        assert not p.epochs[0].dst_steps  # no update at epoch 0
+        assert all(p.density(e) == pytest.approx(0.1, abs=0.001) for e in range(8))
+        # SET swaps 0.3 of the target; RigL's fraction is cosine-decayed to 0 at b = 6: (1 + cos(pi / 6)) / 2
+        decay = 1.0 if algorithm == "set" else (1 + math.cos(math.pi / 6)) / 2
+        assert p.regrown_fraction(1) == pytest.approx(0.3 * 0.1 * decay, abs=0.001)
+        assert p.epochs[1].rigl_pass is (algorithm == "rigl")
+
+
+def test_unit_mask_stops_one_interval_before_freezing(trainer_cfg: Callable[..., Config]) -> None:
+    """Unit k freezes at f_k = T_frz + k dtau; its layers take no DST update at any b >= f_k - dtau (issue 9),
+    and are pruned to the exact target when they freeze."""
+    cfg = trainer_cfg({"train.epochs": 16, "train.update_interval": 2, "freezing.start_epoch": 4})
+    profile, spec = build_profile(cfg)
+    plans = plan_all(cfg, profile, spec)
+    unit = {r.name: r.unit for r in profile.layers}
+    dtau = 2
+    checked = 0
+    for k in range(plans.freeze.freezable):
+        fe = plans.freeze.unit_freeze_epoch(k)
+        assert fe is not None
+        names = {n for n in plans.targets if unit[n] == k}
+        if not names:
+            continue  # the stem is dense
+        updated = {ep.epoch for ep in plans.run.epochs for s in ep.dst_steps if s.name in names}
+        assert updated and max(updated) < fe - dtau, (k, fe, updated)
+        assert max(updated) == fe - 2 * dtau  # ... but it did update until then
+        at_freeze = plans.run.epochs[fe]
+        assert {s.name for s in at_freeze.freeze_prunes} == names
+        assert all(at_freeze.counts[n] == plans.targets[n] for n in names)
+        checked += 1
+    assert checked >= 2
+    # a never-frozen unit keeps updating to update_end (b < 12)
+    last = {n for n in plans.targets if unit[n] >= plans.freeze.frozen_units}
+    assert max(ep.epoch for ep in plans.run.epochs for s in ep.dst_steps if s.name in last and s.grow) == 10
+
+
+def test_eval_every_and_lr_schedule(trainer_cfg: Callable[..., Config]) -> None:
+    p = run_plan(trainer_cfg({"train.epochs": 7, "train.eval_every": 3}))
+    assert [ep.evaluate for ep in p.epochs] == [False, False, True, False, False, True, True]
+    frz = {"train.epochs": 8, "freezing.start_epoch": 2}
+    per_unit = run_plan(trainer_cfg(frz))
+    glob = run_plan(trainer_cfg({**frz, "freezing.lr_schedule": "global"}))
+    assert per_unit.lr_horizons == (2, 3, 4, 8, 8)  # units 0-2 freeze at 2, 3, 4
+    assert glob.lr_horizons == (8,) * 5
+    assert glob.lr(0, 3.0, 0.1, 0.0) > 0 == per_unit.lr(0, 3.0, 0.1, 0.0)
+
+
+# ---------------------------------------------------------------- the plan is the only place the rules live
+
+RULES = {
+    # DSTPlan / FreezePlan rule methods and the plan's own rule: only plan.py may call them
+    "is_update", "extra_density", "drop_fraction_at", "held_after_update", "drop_count", "layer_step",
+    "frozen_prefix", "unit_freeze_epoch", "lr_horizon", "cosine_lr", "may_update", "prune_to_target",
+}
+
+
+def called_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            f = node.func
+            names.add(f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", ""))
+    return names
+
+
+@pytest.mark.parametrize("module", ["trainer.py", "method/flops.py"])
+def test_consumers_call_no_boundary_rule(module: str) -> None:
+    assert not called_names(SRC / module) & RULES
+    tree = ast.parse((SRC / module).read_text())
+    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    used |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert "DSTPlan" not in used
+    if module == "trainer.py":  # no schedule arithmetic of its own either
+        assert not used & {"update_interval", "eval_every", "soft_bound", "update_end", "scheme"}
+
+
+def test_trainer_and_predictor_follow_a_patched_plan(
+    monkeypatch: pytest.MonkeyPatch, trainer_cfg: Callable[..., Config]
+) -> None:
+    """Change two rules in one place each (MEST's extra and the stop-before-freeze rule): the predictor's FLOPs
+    and the trainer's masks both follow, and measured == predicted still holds exactly."""
+    cfg = trainer_cfg({"freezing.start_epoch": 1, "sieving.fraction": 0.2})
+    before = predict(cfg)
+    monkeypatch.setattr(DSTPlan, "extra_density", lambda self, b: 0.05 if b < 3 else 0.0)
+    monkeypatch.setattr(plan_module, "may_update", lambda freeze, unit, b, prefix: unit >= prefix)
+    after = predict(cfg)
+    assert after.train_flops > before.train_flops
+    tr = Trainer(cfg)
+    masks: list[dict[str, torch.Tensor]] = []
+    ms = []
+    for m in tr.epochs():
+        ms.append(m)
+        masks.append({n: mk.clone() for n, mk in tr.masker.masks.items()})
+    assert [m.train_flops for m in ms] == after.cumulative
+    assert ms[0].density == pytest.approx(0.15, abs=0.002)
+    # unit 2 freezes at epoch 3: the patched rule lets it mutate at its last boundary (2), the real one not
+    unit2 = [r.name for r in tr.masker.layers if r.sparse and r.unit == 2]
+    assert any(not torch.equal(masks[1][n], masks[2][n]) for n in unit2)
+    monkeypatch.undo()
+    real = Trainer(cfg)
+    real_masks = [{n: mk.clone() for n, mk in real.masker.masks.items()} for _ in real.epochs()]
+    assert all(torch.equal(real_masks[1][n], real_masks[2][n]) for n in unit2)

@@ -1,0 +1,253 @@
+"""Golden tests of circular data sieving (SPFDE.md §4) on hand-sized sequences."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from spfde_search.method.sieving import (
+    CircularSieve,
+    ForgettingTracker,
+    moved_count,
+    partial_size,
+    removed_count,
+)
+
+
+def present(tracker: ForgettingTracker, history: dict[int, list[bool]]) -> None:
+    """Feed per-sample correctness sequences, one presentation of each sample per 'batch'."""
+    for t in range(max(len(h) for h in history.values())):
+        ids = [i for i, h in history.items() if t < len(h)]
+        tracker.update(torch.tensor(ids), torch.tensor([history[i][t] for i in ids]))
+
+
+def events(tracker: ForgettingTracker, want: dict[int, int]) -> None:
+    """Give sample i exactly want[i] forgetting events, ending correct (so it counts as ever correct)."""
+    present(tracker, {i: [True, False] * c + [True] for i, c in want.items()})
+
+
+def sieve_with(n: int, fraction: float, partial: list[int], queue: list[int]) -> CircularSieve:
+    """A sieve in a hand-written state: nothing initially removed outside `queue` is pending."""
+    s = CircularSieve(n, fraction, torch.Generator().manual_seed(0))
+    pending = torch.zeros(n, dtype=torch.bool)
+    pending[queue] = True
+    used = torch.zeros(n, dtype=torch.bool)
+    used[partial] = True
+    s.load_state_dict(
+        {
+            "num_samples": n,
+            "fraction": fraction,
+            "partial": torch.tensor(sorted(partial)),
+            "queue": torch.tensor(queue),
+            "pending": pending,
+            "used": used,
+        }
+    )
+    return s
+
+
+# ---------------------------------------------------------------- forgetting counts
+
+
+def test_forgetting_counts_golden() -> None:
+    t = ForgettingTracker(5)
+    present(
+        t,
+        {
+            0: [True, False, True, False],  # two correct -> wrong transitions
+            1: [False, True, True],  # wrong first: no event
+            2: [False, False],  # never correct
+            3: [True, True, False, False, True, False],  # two events
+        },
+    )
+    assert t.counts().tolist() == [2, 0, 0, 2, 0]
+    assert t.ever_correct().tolist() == [True, True, False, True, False]
+
+
+def test_reset_keeps_last_correctness_across_the_interval() -> None:
+    """SPFDE.md §4: counts restart, but the first presentation of an interval is compared with the last one of
+    the previous interval; otherwise at dtau = 1 no sample could ever have an event."""
+    t = ForgettingTracker(3)
+    present(t, {0: [True, False], 1: [True], 2: [False]})
+    assert t.counts().tolist() == [1, 0, 0] and int(t.total()) == 1
+    t.reset()
+    assert t.counts().tolist() == [0, 0, 0] and int(t.total()) == 0
+    assert t.ever_correct().tolist() == [False, False, False]
+    # sample 1 was correct at its last presentation before the reset: wrong now is an event of the new interval;
+    # sample 0 was wrong last and sample 2 never correct: no event
+    present(t, {0: [False], 1: [False], 2: [False]})
+    assert t.counts().tolist() == [0, 1, 0]
+
+
+def test_one_presentation_per_interval_still_counts() -> None:
+    """dtau = 1: one presentation per interval; alternating correctness gives an event at every other reset."""
+    t = ForgettingTracker(1)
+    got = []
+    for ok in [True, False, True, False]:
+        present(t, {0: [ok]})
+        got.append(int(t.total()))
+        t.reset()
+    assert got == [0, 1, 0, 1]
+
+
+def test_tracker_batches_in_any_order_and_mismatch() -> None:
+    t = ForgettingTracker(4)
+    t.update(torch.tensor([3, 0]), torch.tensor([True, True]))
+    t.update(torch.tensor([0, 3]), torch.tensor([False, True]))
+    assert t.counts().tolist() == [1, 0, 0, 0]
+    with pytest.raises(ValueError, match="length"):
+        t.update(torch.tensor([0, 1]), torch.tensor([True]))
+
+
+def test_tracker_state_dict_round_trip() -> None:
+    a = ForgettingTracker(3)
+    present(a, {0: [True], 1: [True, False], 2: [False]})
+    b = ForgettingTracker(3)
+    b.load_state_dict(a.state_dict())
+    for t in (a, b):
+        present(t, {0: [False], 2: [True, False]})
+    assert a.counts().tolist() == b.counts().tolist() == [1, 1, 1]
+    with pytest.raises(ValueError, match="samples"):
+        ForgettingTracker(4).load_state_dict(a.state_dict())
+
+
+# ---------------------------------------------------------------- sizes
+
+
+def test_sizes() -> None:
+    assert removed_count(100, 0.3) == 30 and partial_size(100, 0.3) == 70
+    assert removed_count(100, 0.0) == 0 and partial_size(100, 0.0) == 100
+    assert moved_count(70, 0.3, 30) == 21
+    assert moved_count(70, 0.3, 5) == 5  # capped at the queue
+    assert moved_count(12, 0.04, 1) == 1  # at least one while the queue is non-empty
+    assert moved_count(12, 0.04, 0) == 0
+    with pytest.raises(ValueError, match="fraction=1"):
+        removed_count(10, 1.0)
+
+
+def test_initial_state() -> None:
+    s = CircularSieve(100, 0.3, torch.Generator().manual_seed(1))
+    assert s.queue.numel() == 30 and s.partial.numel() == 70
+    assert torch.equal(s.partial, torch.sort(s.partial).values)
+    assert sorted(torch.cat([s.queue, s.partial]).tolist()) == list(range(100))
+    assert s.used_at_least_once().sum() == 70
+    # queue order is random, not sorted; and seeded
+    assert s.queue.tolist() != sorted(s.queue.tolist())
+    assert torch.equal(s.queue, CircularSieve(100, 0.3, torch.Generator().manual_seed(1)).queue)
+
+
+# ---------------------------------------------------------------- steps
+
+
+def test_fifo_golden() -> None:
+    s = sieve_with(10, 0.3, partial=[0, 1, 2, 3, 4, 5, 6], queue=[9, 8, 7])
+    t = ForgettingTracker(10)
+    events(t, {0: 3, 1: 0, 2: 1, 3: 2, 4: 5, 5: 4})  # 6 never correct
+    stats = s.step(t, torch.Generator().manual_seed(0))
+    # m = round(0.3 * 7) = 2: easiest are 1 (0 events) then 2 (1 event); 9 and 8 come from the head
+    assert stats == {"moved_out": 2, "moved_in": 2, "all_returned": False, "partial_size": 7}
+    assert s.partial.tolist() == [0, 3, 4, 5, 6, 8, 9]
+    assert s.queue.tolist() == [7, 1, 2]  # exact FIFO order: not shuffled yet
+
+    t.reset()
+    events(t, {0: 0, 3: 1, 4: 2, 5: 3, 6: 4, 8: 5, 9: 6})
+    stats = s.step(t, torch.Generator().manual_seed(0))
+    # easiest 0 and 3 out; 7 (the last initially removed) and 1 in -> all returned -> queue shuffled
+    assert stats["all_returned"] is True
+    assert s.partial.tolist() == [1, 4, 5, 6, 7, 8, 9]
+    assert sorted(s.queue.tolist()) == [0, 2, 3]
+    assert s.used_at_least_once().all()
+
+
+def test_shuffle_only_after_all_returned() -> None:
+    n, y = 40, 0.25  # queue 10, partial 30, m = round(7.5) = 8: two steps bring all 10 back
+    s = CircularSieve(n, y, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(4)
+    t = ForgettingTracker(n)
+    events(t, {i: i % 3 for i in range(n)})
+    first = s.queue.clone()
+    s.step(t, g)
+    assert not s.all_returned
+    assert s.queue[: first.numel() - 8].tolist() == first[8:].tolist()  # unshuffled FIFO
+    shuffled = 0
+    for _ in range(6):
+        before = s.queue.clone()
+        m = moved_count(s.partial.numel(), y, before.numel())
+        s.step(t, g)
+        assert s.all_returned
+        expected = before[m:].tolist()
+        shuffled += s.queue[: len(expected)].tolist() != expected
+    assert shuffled >= 5
+
+
+def test_never_correct_kept_as_hardest() -> None:
+    s = sieve_with(8, 0.4, partial=[0, 1, 2, 3, 4], queue=[5, 6, 7])
+    t = ForgettingTracker(8)
+    present(t, {0: [False, False], 1: [False], 2: [True, False, True, False, True]})
+    events(t, {3: 3, 4: 4})
+    s.step(t, torch.Generator().manual_seed(0))  # m = 2: samples 2 (2 events) and 3 (3) leave; 0, 1 stay
+    assert s.queue.tolist() == [7, 2, 3]
+    assert {0, 1}.issubset(set(s.partial.tolist()))
+
+
+def test_ties_random_but_seeded() -> None:
+    def out(seed: int) -> list[int]:
+        s = sieve_with(30, 0.3, partial=list(range(20)), queue=list(range(20, 30)))
+        t = ForgettingTracker(30)
+        events(t, dict.fromkeys(range(20), 1))
+        s.step(t, torch.Generator().manual_seed(seed))
+        return s.queue[-6:].tolist()
+
+    assert out(0) == out(0)
+    assert len({tuple(out(seed)) for seed in range(5)}) > 1
+
+
+def test_partial_size_constant_and_everyone_used() -> None:
+    n, y = 100, 0.3
+    s = CircularSieve(n, y, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    t = ForgettingTracker(n)
+    steps = math.ceil(1 / (1 - y)) + 1
+    for k in range(steps):
+        present(t, {i: [bool((i + k) % 2), bool(i % 3)] for i in s.partial.tolist()})
+        stats = s.step(t, g)
+        t.reset()
+        assert s.partial.numel() == 70 and s.queue.numel() == 30
+        assert sorted(torch.cat([s.partial, s.queue]).tolist()) == list(range(n))
+        assert stats["moved_out"] == stats["moved_in"] == 21
+    assert s.all_returned
+    assert s.used_at_least_once().all()
+
+
+def test_fraction_zero_is_a_no_op() -> None:
+    s = CircularSieve(10, 0.0, torch.Generator().manual_seed(0))
+    stats = s.step(ForgettingTracker(10), torch.Generator().manual_seed(0))
+    assert stats["moved_out"] == 0 and s.partial.tolist() == list(range(10)) and s.queue.numel() == 0
+
+
+def test_state_dict_round_trip_gives_identical_steps() -> None:
+    n, y = 50, 0.2
+    a = CircularSieve(n, y, torch.Generator().manual_seed(5))
+    ga = torch.Generator().manual_seed(6)
+    t = ForgettingTracker(n)
+    events(t, {i: i % 4 for i in range(n)})
+    a.step(t, ga)
+
+    b = CircularSieve(n, y, torch.Generator().manual_seed(99))
+    b.load_state_dict(a.state_dict())
+    gb = torch.Generator()
+    gb.set_state(ga.get_state())
+    for _ in range(4):
+        assert a.step(t, ga) == b.step(t, gb)
+        assert torch.equal(a.partial, b.partial) and torch.equal(a.queue, b.queue)
+    assert torch.equal(a.used_at_least_once(), b.used_at_least_once())
+    with pytest.raises(ValueError, match="fraction"):
+        CircularSieve(n, 0.3, torch.Generator()).load_state_dict(a.state_dict())
+
+
+def test_tracker_size_mismatch() -> None:
+    s = CircularSieve(10, 0.3, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="tracker"):
+        s.step(ForgettingTracker(11), torch.Generator())

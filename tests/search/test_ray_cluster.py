@@ -1,0 +1,110 @@
+"""A real two-node Ray cluster on loopback; `spfde search --address` places trials on both nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    def seen() -> bool:
+        if path.exists() and text in path.read_text():
+            return True
+        assert proc.poll() is None, path.read_text()[-3000:]
+        return False
+
+    wait_until(seen, timeout, f"{text!r} in {path.name}", detail=lambda: path.read_text()[-3000:])
+
+
+def _alive_nodes(address: str, env: dict[str, str]) -> int:
+    """Nodes the head's GCS counts as alive (a fresh driver process asks it)."""
+    probe = (f"import ray; ray.init(address={address!r}, logging_level='ERROR', log_to_driver=False); "
+             "print('ALIVE', sum(1 for n in ray.nodes() if n['Alive']))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, env=env)
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("ALIVE ")]
+    return int(line[-1].split()[1]) if line else 0
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a `ray start --block` we launched, and everything in its process group."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=20)
+            time.sleep(1)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_two_node_cluster_search(tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
+           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    common = ["--num-cpus", "1", "--object-store-memory", str(100 * 1024**2), "--node-ip-address", "127.0.0.1",
+              "--block", "--disable-usage-stats"]
+    head_log, worker_log = tmp_path / "head.log", tmp_path / "worker.log"
+    ray_tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    logs = [open(head_log, "w"), open(worker_log, "w")]  # noqa: SIM115 - closed in the finally below
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--port", str(port), "--include-dashboard", "false",
+         "--temp-dir", ray_tmp, *common],
+        stdout=logs[0], stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )
+    worker = None
+    try:
+        _wait_for(head_log, "Ray runtime started", head)
+        worker = subprocess.Popen([RAY, "start", "--address", address, *common], stdout=logs[1],
+                                  stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        _wait_for(worker_log, "Ray runtime started", worker)
+        # the worker's log line can precede the head's view of it: wait until the GCS counts both nodes alive
+        wait_until(lambda: _alive_nodes(address, env) == 2, 300, "both Ray nodes alive in the head's GCS")
+        cmd = [sys.executable, "-m", "spfde_search.cli", "search", "--address", address, "--space", "smoke",
+               "--set", "data.name=synthetic", "--set", "data.synthetic_train=1024", "--set", "train.epochs=2",
+               "--set", "train.update_interval=1", "--num-samples", "4", "--max-concurrent", "2",
+               "--cpus-per-trial", "1", "--sampler", "random", "--seed", "2",
+               "--storage-path", str(tmp_path / "results"), "--name", "cluster"]
+        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        assert "Pareto front of cluster" in res.stdout
+    finally:
+        if worker is not None:
+            _stop(worker)
+        _stop(head)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+        for f in logs:
+            f.close()
+    df = pd.read_parquet(tmp_path / "results" / "cluster" / "trials.parquet")
+    assert len(df) == 4 and df["trial_id"].is_unique
+    assert set(df["status"]) <= {"COMPLETED", "INFEASIBLE"}
+    assert df["node_ip"].str.len().gt(0).all() and df["node_ip"].nunique() == 1  # one machine: one IP
+    assert df["node_id"].str.len().gt(0).all()
+    assert df["node_id"].nunique() == 2, df[["trial_id", "status", "node_id"]]  # trials ran on both nodes
+    meta = json.loads((tmp_path / "results" / "cluster" / "search.json").read_text())
+    assert meta["settings"]["address"] == address and meta["status"] == "finished"
