@@ -74,7 +74,8 @@ def format_flops(n: Any) -> str:
     return f"{x:.0f} FLOPs"
 
 
-def _loads(v: Any) -> dict[str, Any]:
+def json_object(v: Any) -> dict[str, Any]:
+    """A trial row's JSON cell (``params``, ``config``) as a dict; a mapping passes, anything else is ``{}``."""
     if isinstance(v, Mapping):
         return dict(v)
     if isinstance(v, str) and v.strip():
@@ -89,7 +90,7 @@ def _loads(v: Any) -> dict[str, Any]:
 def _flat(config: Mapping[str, Any] | str | None) -> dict[str, Any]:
     from spfde_search.config import flatten
 
-    return flatten(_loads(config))
+    return flatten(json_object(config))
 
 
 def display_params(params: Mapping[str, Any] | str | None,
@@ -98,7 +99,7 @@ def display_params(params: Mapping[str, Any] | str | None,
     when a FLOPs target drives freezing) and, given the base config, without values equal to the base's."""
     flat_base = _flat(base) if base is not None else {}
     out = {}
-    for k, v in _loads(params).items():
+    for k, v in json_object(params).items():
         if v is None or (isinstance(v, float) and math.isnan(v)):
             continue
         if k in flat_base and flat_base[k] == v:

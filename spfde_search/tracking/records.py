@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from spfde_search.config import Config, apply_overrides, field_info, flatten
+from spfde_search.plots import json_object
 
 TERMINAL = ("COMPLETED", "EARLY_STOPPED", "FAILED", "INFEASIBLE", "INTERRUPTED")  # for this driver: a resume reopens
 MLFLOW_STATUS = {"COMPLETED": "FINISHED", "EARLY_STOPPED": "FINISHED", "FAILED": "FAILED", "INFEASIBLE": "FAILED",
@@ -72,26 +73,14 @@ class TrialRecord:
     @classmethod
     def from_row(cls, row: Mapping[str, Any], epochs: Sequence[Mapping[str, Any]] = ()) -> TrialRecord:
         """From a ``trials.parquet`` row (and the trial's ``result.json`` lines for per-epoch metrics)."""
-        config = _json(row.get("config"))
-        params = _json(row.get("params"))
+        config = json_object(row.get("config"))
+        params = json_object(row.get("params"))
         final = {k: float(row[k]) for k in FINAL_METRICS if k in row and _finite(row[k])}
         return cls(
             trial_id=str(row["trial_id"]), status=str(row.get("status") or "PENDING"), config=config,
             params=params, epochs=[_epoch_metrics(e) for e in epochs if _epoch_metrics(e)],
             final=final, full_budget=bool(row.get("full_budget") or False), error=str(row.get("error") or ""),
         )
-
-
-def _json(v: Any) -> dict[str, Any]:
-    if isinstance(v, Mapping):
-        return dict(v)
-    if isinstance(v, str) and v.strip():
-        try:
-            out = json.loads(v)
-            return out if isinstance(out, dict) else {}
-        except ValueError:
-            return {}
-    return {}
 
 
 def _finite(x: Any) -> bool:
