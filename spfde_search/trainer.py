@@ -32,8 +32,6 @@ from .models import create_model
 
 __all__ = ["Trainer", "EpochMetrics", "TrainingDiverged", "resolve_device", "seeded_generator"]
 
-CHECKPOINT_FILE = "trainer.pt"
-
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite; the run cannot continue."""
