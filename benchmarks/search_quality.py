@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> Any:
     p.add_argument("--train-subset", type=int, default=2000)
     p.add_argument("--test-subset", type=int, default=None, help="None = the full 10,000-image test set")
     p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--update-interval", type=int, default=1,
+                   help="base Δτ: the paper grid's; the joint space searches its own range around it")
     p.add_argument("--grace-period", type=int, default=1)
     p.add_argument("--reduction-factor", type=int, default=2)
     p.add_argument("--concurrent", type=int, default=2, help="trials at a time (and Ray CPUs)")
@@ -87,13 +89,18 @@ def parse_args(argv: list[str] | None = None) -> Any:
 
 
 def settings_key(a: Any) -> str:
-    """The comparability key of this invocation's searches (canonical JSON of ``KEY_FIELDS``)."""
-    return json.dumps({k: getattr(a, k) for k in KEY_FIELDS}, sort_keys=True)
+    """The comparability key of this invocation's searches (canonical JSON of ``KEY_FIELDS``; Δτ only where it
+    is not 1, so searches stored before it was a setting keep their key)."""
+    key = {k: getattr(a, k) for k in KEY_FIELDS}
+    if a.update_interval != 1:
+        key["update_interval"] = a.update_interval
+    return json.dumps(key, sort_keys=True)
 
 
 def base_config(a: Any) -> dict[str, Any]:
     cfg = C.fmnist_config(a.train_subset, a.test_subset, a.epochs, a.device, a.threads if a.device == "cpu" else None,
                           **{"model.name": a.model, "freezing.target_flops_reduction": 0.0, "sieving.fraction": 0.0,
+                             "train.update_interval": a.update_interval,
                              "train.eval_every": a.epochs})  # evaluate at the end (and at MOASHA's rungs) only
     return cfg.to_dict()
 
@@ -418,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     body = [
         f"Setting: {a.model}, Fashion-MNIST {a.train_subset} training images, "
         f"{'the full 10,000-image' if a.test_subset is None else a.test_subset} test set, {a.epochs} epochs, "
-        f"Δτ = 1, batch 128, device {a.device}; {a.trials} trained trials per search without early stopping, "
+        f"Δτ = {a.update_interval} (the paper grid's; the joint space searches its own range), batch 128, "
+        f"device {a.device}; {a.trials} trained trials per search without early stopping, "
         f"{a.moasha_trials} with MOASHA (rungs at epochs {a.grace_period}·{a.reduction_factor}^k); "
         f"{len(runs)} stored searches of these settings ({counts}); {conc} trials at a time on one embedded Ray. "
         f"Compared at equal compute C* = {c_star:.4g} training FLOPs (the smallest total any stored search of these "

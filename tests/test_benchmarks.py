@@ -222,10 +222,10 @@ def test_startup_smoke(tmp_path: Path) -> None:
     assert not {"torch._dynamo", "sympy", "ray", "mlflow"} & set(mods["spfde flops"].split(","))
 
 
-def _paper_claims() -> Any:
+def _paper_claims(name: str = "paper_claims") -> Any:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("paper_claims_under_test", BENCH / "paper_claims.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", BENCH / f"{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up
@@ -253,3 +253,12 @@ def test_paper_claims_verdict_rules_are_paired_and_three_way() -> None:
     assert p.n == 5 and p.lo < p.boot_lo <= p.mean <= p.boot_hi < p.hi  # t interval wider than the bootstrap at n=5
     one = pc.Stat("A", 1, 70.0, float("nan"), 1.0, 1.0, None, {0: 70.0})
     assert kept(paired(one, b)) == "undecided (n < 2)" and better(paired(one, b)) == "undecided (n < 2)"
+
+
+def test_search_quality_keys_stored_searches_by_delta_tau_without_rekeying_old_ones() -> None:
+    sq = _paper_claims("search_quality")
+    old = sq.settings_key(sq.parse_args([]))  # Δτ = 1: the key searches were stored under before it was a setting
+    assert "update_interval" not in old
+    a4 = sq.parse_args(["--update-interval", "4"])
+    assert sq.settings_key(a4) != old and '"update_interval": 4' in sq.settings_key(a4)
+    assert sq.base_config(a4)["train"]["update_interval"] == 4
