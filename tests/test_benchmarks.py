@@ -222,7 +222,7 @@ def test_startup_smoke(tmp_path: Path) -> None:
     assert not {"torch._dynamo", "sympy", "ray", "mlflow"} & set(mods["spfde flops"].split(","))
 
 
-def _paper_claims(name: str = "paper_claims") -> Any:
+def _bench_module(name: str = "paper_claims") -> Any:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(f"{name}_under_test", BENCH / f"{name}.py")
@@ -234,7 +234,7 @@ def _paper_claims(name: str = "paper_claims") -> Any:
 
 
 def test_paper_claims_verdict_rules_are_paired_and_three_way() -> None:
-    pc = _paper_claims()
+    pc = _bench_module()
     base_acc = [70.0, 75.0, 80.0, 85.0, 90.0]  # seeds differ a lot; the rules must look at paired differences
 
     def stat(name: str, diffs: list[float]) -> Any:
@@ -256,7 +256,7 @@ def test_paper_claims_verdict_rules_are_paired_and_three_way() -> None:
 
 
 def test_search_quality_keys_stored_searches_by_delta_tau_without_rekeying_old_ones() -> None:
-    sq = _paper_claims("search_quality")
+    sq = _bench_module("search_quality")
     old = sq.settings_key(sq.parse_args([]))  # Δτ = 1: the key searches were stored under before it was a setting
     assert "update_interval" not in old
     a4 = sq.parse_args(["--update-interval", "4"])
