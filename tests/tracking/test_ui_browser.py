@@ -59,6 +59,7 @@ class Browser:
         self._buf = b""
         self._id = 0
         self.events: list[dict[str, Any]] = []
+        self._iframe_sessions: dict[str, str] = {}
         page = next(t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page")
         self.session = self.call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
         self.call("Page.enable", page=True)
@@ -120,19 +121,60 @@ class Browser:
         return data
 
     def iframe_texts(self) -> list[str]:
-        """``document.body.innerText`` of every out-of-process iframe attached so far."""
-        out = []
+        """``document.body.innerText`` of every iframe in the page, wherever Chromium put it.
+
+        An out-of-process iframe (MLflow's sandboxed artifact viewer, usually) is a target of its own: it is
+        found with ``Target.getTargets`` on every call, not only from the auto-attach events, so an event that
+        came while nothing was listening cannot hide it. An in-process iframe is reached through an isolated
+        world in its frame, which a sandboxed frame's opaque origin does not block."""
+        for t in self.call("Target.getTargets")["targetInfos"]:
+            if t.get("type") == "iframe" and t["targetId"] not in self._iframe_sessions:
+                try:
+                    self._iframe_sessions[t["targetId"]] = self.call(
+                        "Target.attachToTarget", targetId=t["targetId"], flatten=True)["sessionId"]
+                except RuntimeError:  # gone between the two calls
+                    continue
         for ev in self.events:
             info = ev["params"]["targetInfo"]
-            if info.get("type") != "iframe":
-                continue
+            if info.get("type") == "iframe":
+                self._iframe_sessions.setdefault(info["targetId"], ev["params"]["sessionId"])
+        out = []
+        for session in list(self._iframe_sessions.values()):
             try:
-                r = self.call("Runtime.evaluate", session=ev["params"]["sessionId"], returnByValue=True,
+                r = self.call("Runtime.evaluate", session=session, returnByValue=True,
                               expression="document.body ? document.body.innerText : ''")
             except RuntimeError:  # detached (the viewer re-rendered)
                 continue
             out.append(str(r.get("result", {}).get("value") or ""))
+        for frame_id in self._child_frames(self.call("Page.getFrameTree", page=True)["frameTree"]):
+            try:
+                ctx = self.call("Page.createIsolatedWorld", page=True, frameId=frame_id)["executionContextId"]
+                r = self.call("Runtime.evaluate", page=True, contextId=ctx, returnByValue=True,
+                              expression="document.body ? document.body.innerText : ''")
+            except RuntimeError:  # the frame navigated away meanwhile
+                continue
+            out.append(str(r.get("result", {}).get("value") or ""))
         return out
+
+    def frames(self) -> str:
+        """What a failure message needs: the page's targets and frames, by type and URL."""
+        targets = [f"{t['type']}:{t.get('url', '')[:80]}" for t in self.call("Target.getTargets")["targetInfos"]]
+
+        def walk(node: dict[str, Any], depth: int = 0) -> list[str]:
+            rows = ["  " * depth + node["frame"].get("url", "")[:80]]
+            for child in node.get("childFrames", []):
+                rows += walk(child, depth + 1)
+            return rows
+
+        return f"targets {targets}; frames {walk(self.call('Page.getFrameTree', page=True)['frameTree'])}"
+
+    @staticmethod
+    def _child_frames(node: dict[str, Any]) -> list[str]:
+        ids = []
+        for child in node.get("childFrames", []):
+            ids.append(child["frame"]["id"])
+            ids += Browser._child_frames(child)
+        return ids
 
     def close(self) -> None:
         try:
@@ -278,13 +320,15 @@ def test_frontier_html_renders_inside_the_artifact_viewer(served, browser):
     want = ("knee", "Pareto frontier", "ui-search")
     # the page inside the sandboxed iframe: its text (DOM pierced across frames) and its pixels
     deadline = time.monotonic() + TIMEOUT
-    inner = ""
+    inner, texts = "", []
     while time.monotonic() < deadline:
-        inner = next((t for t in browser.iframe_texts() if "Pareto frontier" in t), "")
+        texts = browser.iframe_texts()
+        inner = next((t for t in texts if "Pareto frontier" in t), "")
         if all(w in inner for w in want):
             break
         time.sleep(0.5)
-    assert all(w in inner for w in want), inner[:1000]
+    assert all(w in inner for w in want), (f"iframe texts {[t[:200] for t in texts]}; {browser.frames()}; "
+                                           f"page text {browser.text()[:500]}")
     assert "t0" in inner and "300.00 GFLOPs" in inner  # the knee row of the frontier table
     png = browser.screenshot(ARTIFACTS / "ui_artifact_pareto_front_html.png", clip=rect)
     assert _non_blank(png) > 0.05, "the frontier page is blank inside MLflow's artifact viewer"
