@@ -132,15 +132,42 @@ class _FakeTune:
         self.reports.append((metrics, saved))
 
 
-def _run_trainable(monkeypatch: pytest.MonkeyPatch, fake: _FakeTune, base: dict[str, Any]) -> None:
+def _run_trainable(monkeypatch: pytest.MonkeyPatch, fake: _FakeTune, base: dict[str, Any],
+                   experiment_uri: str = "") -> None:
+    from types import SimpleNamespace
+
     from ray import tune
 
     import trainables._trainable as tt
 
     monkeypatch.setattr(tune, "get_checkpoint", fake.get_checkpoint)
     monkeypatch.setattr(tune, "report", fake.report)
+    monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "trial0"))
     monkeypatch.setattr(tt, "node_identity", lambda: {"node_id": "n", "node_ip": "127.0.0.1"})
-    tt.spfde_trainable({}, tt.TrialSetup(base=base))
+    tt.spfde_trainable({}, tt.TrialSetup(base=base, experiment_uri=experiment_uri))
+
+
+def test_trainable_keeps_its_state_in_the_search_folder_and_resumes_from_the_newest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trainer_cfg: Callable[..., Config]
+) -> None:
+    """With a search folder, Ray's checkpoint is only the epoch's report; the state is ``state/<trial_id>`` and a
+    rerun resumes from it even when Ray hands back an older checkpoint (a snapshot that lagged behind)."""
+    base = trainer_cfg({"train.epochs": 3}).to_dict()
+    search = tmp_path / "search"
+    first = _FakeTune(tmp_path / "run1")
+    (tmp_path / "run1").mkdir()
+    _run_trainable(monkeypatch, first, base, str(search))
+    assert [m["epoch"] for m, _ in first.reports] == [1, 2, 3]
+    assert all({f.name for f in ck.iterdir()} == {"last_report.json"} for _, ck in first.reports if ck)
+    state = search / "state" / "trial0"
+    assert torch.load(state / checkpoint.LATEST, weights_only=True)["epoch"] == 3
+    truncate(state / checkpoint.LATEST)  # damaged on storage: the previous one (epoch 2) is used
+    again = _FakeTune(tmp_path / "run2", resume_from=first.reports[0][1])  # Ray's snapshot still says epoch 1
+    (tmp_path / "run2").mkdir()
+    with pytest.warns(CheckpointFallbackWarning):
+        _run_trainable(monkeypatch, again, base, str(search))
+    assert [m["epoch"] for m, _ in again.reports] == [3]  # from the newest state, not Ray's epoch 1
+    assert again.reports[-1][0]["test_accuracy"] == first.reports[-1][0]["test_accuracy"]  # exact resume
 
 
 def test_trainable_resume_falls_back_from_a_corrupt_latest_checkpoint(

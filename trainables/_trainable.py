@@ -1,6 +1,9 @@
 """The Ray Tune function trainable: base config + the trial's sampled parameters -> ``Trainer``, one
 ``ray.tune.report`` per epoch with a checkpoint, resumed from ``ray.tune.get_checkpoint()``.
 
+The trainer state is kept by the trainable itself under the search's folder (``_state.py`` says why); the
+checkpoint reported to Ray is only a pointer, the epoch's metrics.
+
 A point that cannot run (config rejected, impossible freezing target, over the FLOPs budget) reports once,
 with ``infeasible=True`` and the reason, and returns without loading data or training. A diverging loss
 (``TrainingDiverged``) ends the trial with a terminal ``diverged=True`` result carrying the message, so the
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +25,7 @@ from spfde_search.checkpoint import copy_as_latest
 from spfde_search.config import ConfigError
 
 from ._assess import Assessment, Budget, assess
-
-LAST_REPORT = "last_report.json"  # the metrics reported with a checkpoint, beside the trainer state
+from ._state import LAST_REPORT, TrialState
 
 __all__ = ["TrialSetup", "spfde_trainable", "node_identity", "infeasible_metrics"]
 
@@ -36,6 +39,7 @@ class TrialSetup:
     budget: Budget | None = None
     fallback_flops: float = 0.0
     checkpoint_every: int = 1
+    experiment_uri: str = ""  # where trial states live (``state/<trial_id>``); "" keeps them in Ray's checkpoints
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,17 +89,23 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
         a.reason, a.violation = f"trainer rejected the config: {e}", 1.0
         tune.report({**infeasible_metrics(a), **ident})
         return
-    # One folder for the whole trial, so each reported checkpoint holds the latest trainer state and the one
-    # before it: a damaged latest (on shared storage) resumes from the previous epoch (spfde_search/checkpoint.py).
-    with tempfile.TemporaryDirectory(prefix="spfde-ckpt-") as work:
-        checkpoint = tune.get_checkpoint()
+    # One folder for the whole trial, so it holds the latest trainer state and the one before it: a damaged
+    # latest resumes from the previous epoch (spfde_search/checkpoint.py).
+    store = TrialState(setup.experiment_uri, tune.get_context().get_trial_id()) if setup.experiment_uri else None
+    with tempfile.TemporaryDirectory(prefix="spfde-ckpt-") as work, \
+            tempfile.TemporaryDirectory(prefix="spfde-restore-") as got:
         restored: dict[str, Any] = {}
-        if checkpoint is not None:
-            with checkpoint.as_directory() as d:
-                if Trainer.has_checkpoint(d):
-                    copy_as_latest(trainer.load_checkpoint(d), work)
-                with contextlib.suppress(OSError, ValueError):
-                    restored = json.loads((Path(d) / LAST_REPORT).read_text())
+        if store is None or not store.download(got):
+            checkpoint = tune.get_checkpoint()  # a search from before the state store, or no store
+            if checkpoint is not None:
+                with checkpoint.as_directory() as d:
+                    for f in Path(d).iterdir():
+                        if f.is_file():
+                            shutil.copyfile(f, Path(got) / f.name)
+        if Trainer.has_checkpoint(got):
+            copy_as_latest(trainer.load_checkpoint(got), work)
+        with contextlib.suppress(OSError, ValueError):
+            restored = json.loads((Path(got) / LAST_REPORT).read_text())
         fields = {**a.report_fields(), **ident}
         total = a.config.train.epochs  # type: ignore[union-attr]
         every = max(1, setup.checkpoint_every)
@@ -103,7 +113,7 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
         try:
             for m in trainer.epochs():
                 metrics = {**m.as_dict(), **fields}
-                last = _report_epoch(metrics, m.epoch, total, every, trainer, work)
+                last = _report_epoch(metrics, m.epoch, total, every, trainer, work, store)
             if not last and restored.get("epoch") == total:
                 # restored from its final checkpoint (the trial ended after Ray's last experiment snapshot, then
                 # the driver died): report that final result again, so the rerun ends COMPLETED, not short
@@ -114,18 +124,26 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
                          "epoch": int(last.get("epoch", 0)), "test_accuracy": 0.0})
 
 
-def _report_epoch(metrics: dict[str, Any], epoch: int, total: int, every: int, trainer: Any, work: str) -> dict[str, Any]:
+def _report_epoch(metrics: dict[str, Any], epoch: int, total: int, every: int, trainer: Any, work: str,
+                  store: TrialState | None) -> dict[str, Any]:
     """One ``tune.report`` per epoch (non-finite floats as NaN), with a checkpoint every ``every`` epochs and at
-    the last one; returns what was reported."""
+    the last one; returns what was reported. With a store, the state goes there first and Ray's checkpoint
+    holds only the report, so what Ray restores never outruns (or outlives) the state."""
     from ray import tune
 
     for k, v in list(metrics.items()):
         if isinstance(v, float) and not math.isfinite(v):
             metrics[k] = float("nan")
     if epoch % every == 0 or epoch == total:
-        trainer.save_checkpoint(work)  # Ray copies the folder to the trial's storage in report()
+        trainer.save_checkpoint(work)
         (Path(work) / LAST_REPORT).write_text(json.dumps(metrics, default=str))
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(work))
+        if store is None:  # Ray copies the folder to the trial's storage in report()
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(work))
+            return metrics
+        store.upload(work)
+        with tempfile.TemporaryDirectory(prefix="spfde-pointer-") as pointer:
+            shutil.copyfile(Path(work) / LAST_REPORT, Path(pointer) / LAST_REPORT)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(pointer))
     else:
         tune.report(metrics)
     return metrics

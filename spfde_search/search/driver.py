@@ -29,7 +29,7 @@ from .results import (
     search_cost,
     write_compute_curve,
 )
-from .runtime import _init_ray, _scheduler, _set_callbacks, _trainable, _trial_dirname
+from .runtime import _init_ray, _scheduler, _set_callbacks, _trainable, _trial_dirname, checkpoint_config
 from .settings import (
     MODES,
     OBJECTIVES,
@@ -152,7 +152,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
                 run_config=tune.RunConfig(
                     name=s.name,
                     storage_path=s.resolved_storage(),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    checkpoint_config=checkpoint_config(),
                     failure_config=tune.FailureConfig(max_failures=MAX_RETRIES, fail_fast=False),
                     verbose=0,
                 ),

@@ -11,7 +11,7 @@ from typing import Any
 from trainables import TrialSetup
 
 from .prepare import Prepared
-from .settings import SearchError, SearchSettings
+from .settings import SearchError, SearchSettings, experiment_uri
 
 
 def _init_ray(settings: SearchSettings, log_to_driver: bool = False) -> bool:
@@ -48,7 +48,9 @@ def _trainable(prep: Prepared) -> Any:
 
     from trainables import spfde_trainable
 
+    s = prep.settings
     setup = TrialSetup(base=prep.base.to_dict(), budget=prep.budget, fallback_flops=prep.dense_flops,
+                       experiment_uri=experiment_uri(s.storage_path, s.name),
                        extra={"eval_epochs": _rungs(prep.settings, prep.base.train.epochs)})
     fn = tune.with_parameters(spfde_trainable, setup=setup)
     res: dict[str, float] = {"cpu": prep.settings.cpus_per_trial}
@@ -78,7 +80,7 @@ def _scheduler(s: SearchSettings, epochs: int, uri: str | None = None) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(
-        metric="test_accuracy", mode="max", time_attr="training_iteration", max_t=max(epochs, 1),
+        metric="test_accuracy", mode="max", time_attr="epoch",  # not Ray's iteration count: see _state.py max_t=max(epochs, 1),
         grace_period=min(s.grace_period, max(epochs, 1)), reduction_factor=s.reduction_factor,
     )
 
@@ -87,10 +89,21 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def checkpoint_config() -> Any:
+    """Ray keeps every checkpoint: each is only a pointer (the epoch's report, a few kB), and a deleted one is
+    what a snapshot that had not reached storage yet could name (trainables/_state.py)."""
+    from ray import tune
+
+    return tune.CheckpointConfig(num_to_keep=None)
+
+
 def _set_callbacks(tuner: Any, callbacks: list[Any]) -> None:
     """Callbacks are attached after the Tuner pickled its state: they need not be picklable and a resumed
-    search gets the caller's fresh ones (MLflow, progress) instead of stale copies."""
+    search gets the caller's fresh ones (MLflow, progress) instead of stale copies. The trials a resumed search
+    starts from now on get today's checkpoint retention (``checkpoint_config``); restored ones keep their own."""
     local = getattr(tuner, "_local_tuner", None)
     if local is None:
         raise SearchError("Ray client mode (ray://) is not supported; run the search on a cluster node")
-    local.get_run_config().callbacks = callbacks
+    run_config = local.get_run_config()
+    run_config.callbacks = callbacks
+    run_config.checkpoint_config = checkpoint_config()

@@ -190,6 +190,108 @@ def test_driver_killed_after_two_trials_then_resume_counts_every_trial_once(tmp_
     check_mlflow_matches_table(tmp_path / "mlflow.db", name, after)
 
 
+RAY_SNAPSHOT = ("experiment_state-", "search_gen_state-", "searcher-state-", "tuner.pkl")
+
+
+def _ray_snapshot(folder: Path) -> dict[str, bytes]:
+    """Ray's experiment snapshot files (not ours: search.json, trials.parquet, state/ are written in step), read
+    twice: {} unless both reads agree and the experiment state parses (Ray's sync to storage is not atomic)."""
+    import time
+
+    def read() -> dict[str, bytes]:
+        out = {}
+        for f in folder.iterdir():
+            if f.is_file() and f.name.startswith(RAY_SNAPSHOT):
+                with contextlib.suppress(FileNotFoundError):
+                    out[f.name] = f.read_bytes()
+        return out
+
+    first = read()
+    time.sleep(0.1)  # not a wait for a condition: the second read of the pair
+    if read() != first:
+        return {}
+    try:
+        for name, data in first.items():
+            if name.startswith("experiment_state-"):
+                json.loads(data)
+    except ValueError:
+        return {}
+    return first
+
+
+def _named_checkpoint(snapshot: dict[str, bytes]) -> int | None:
+    """The newest checkpoint index the snapshot's trials name (checkpoint_00000k holds epoch k+1)."""
+    import re
+
+    found = [int(m) for name, b in snapshot.items() if name.startswith("experiment_state-")
+             for m in re.findall(rb"checkpoint_(\d{6})", b)]
+    return max(found) if found else None
+
+
+def _epochs(folder: Path) -> list[int]:
+    return [int(json.loads(ln)["epoch"]) for rj in folder.glob("trial_*/result.json")
+            for ln in rj.read_text().splitlines() if ln.strip().endswith("}")]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_resume_from_a_snapshot_older_than_the_trials_state(tmp_path):
+    """Ray writes its experiment snapshot, then syncs it to storage in the background; with
+    ``CheckpointConfig(num_to_keep=1)`` it deleted checkpoint n as soon as n+1 registered. A driver SIGKILLed
+    before the sync landed resumed from a snapshot naming a deleted checkpoint: "Could not recover from checkpoint
+    as it does not exist on storage anymore", the trial ERROR on every retry (seen once in CI under load).
+
+    Here the window is made certain: the snapshot is copied while it names checkpoint k (epoch k+1), the driver
+    is killed two epochs later, and the copy is put back before ``--resume``. The trial
+    must complete, resumed from its newest state (trainables/_state.py), not from epoch 0 and not Ray's epoch k."""
+    name = "stale"
+    folder = tmp_path / "runs" / name
+    log = tmp_path / "driver.log"
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0.5"}  # frequent snapshots: one names an early checkpoint
+    driver = start(search_cmd(tmp_path, name, samples=1, epochs=8), log, env=env)
+    copy: dict[str, bytes] = {}
+
+    def stale_enough() -> int | None:
+        assert driver.poll() is None, log.read_text()[-3000:]
+        if not copy:
+            snap = _ray_snapshot(folder) if folder.is_dir() else {}
+            k = _named_checkpoint(snap)
+            if k is not None and max(_epochs(folder), default=0) <= k + 2:
+                copy.update(snap)
+            return None
+        k = _named_checkpoint(copy)
+        assert k is not None
+        done = max(_epochs(folder), default=0)
+        assert done < 8, "the trial finished before the kill: make its epochs longer"
+        return done if done >= k + 3 else None  # epoch k+3 reported: Ray's checkpoint_k is two behind
+
+    try:
+        done = wait_until(stale_enough, 600, "a snapshot naming an early checkpoint, then two more epochs",
+                          detail=lambda: log.read_text()[-3000:])
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=60)
+    finally:
+        kill_group(driver)
+    wait_until(lambda: not group_alive(driver.pid), 180, "the killed search's processes to exit")
+    named = _named_checkpoint(copy)
+    for f in folder.iterdir():  # Ray's snapshot as it was on storage before its last syncs
+        if f.is_file() and f.name.startswith(RAY_SNAPSHOT):
+            f.unlink()
+    for fname, data in copy.items():
+        (folder / fname).write_bytes(data)
+    before = len(_epochs(folder))
+    res = subprocess.run([*SPFDE, "search", "--resume", name, "--storage-path", str(tmp_path / "runs")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=900, start_new_session=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    after = pd.read_parquet(folder / "trials.parquet")
+    assert after["status"].tolist() == ["COMPLETED"], after[["trial_id", "status", "error"]].to_dict("records")
+    assert after["epochs_completed"].tolist() == [8]
+    resumed = _epochs(folder)[before:]
+    assert named is not None and resumed and resumed[0] > named + 2, (named, done, resumed)  # newest state, not Ray's
+    assert resumed == list(range(resumed[0], 9)), resumed
+    check_mlflow_matches_table(tmp_path / "mlflow.db", name, after)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_two_same_name_searches_started_together_one_runs_one_is_refused(tmp_path):
@@ -218,7 +320,8 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint_and_completes(tmp_
     name = "wk"
     folder = tmp_path / "runs" / name
     log = tmp_path / "driver.log"
-    driver = start(search_cmd(tmp_path, name, samples=1, epochs=3), log)
+    # 6 epochs: the kill lands mid-trial even when epochs are quick (with 3, a fast trial sometimes ended first)
+    driver = start(search_cmd(tmp_path, name, samples=1, epochs=6), log)
 
     def worker_pid() -> int | None:
         assert driver.poll() is None, log.read_text()[-3000:]
@@ -236,7 +339,7 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint_and_completes(tmp_
         kill_group(driver)
     assert rc == 0, log.read_text()[-3000:]
     df = pd.read_parquet(folder / "trials.parquet")
-    assert df["status"].tolist() == ["COMPLETED"] and df["epochs_completed"].tolist() == [3], df.to_dict("records")
+    assert df["status"].tolist() == ["COMPLETED"] and df["epochs_completed"].tolist() == [6], df.to_dict("records")
     pids = {json.loads(ln)["pid"] for rj in folder.glob("trial_*/result.json") for ln in rj.read_text().splitlines()
             if ln.strip()}
     assert pid in pids and len(pids) >= 2  # epochs after the kill came from a new worker

@@ -105,3 +105,64 @@ def test_diverging_trial_fails_with_reason_and_search_goes_on(tmp_path, base):
     assert t.loc[0.0123, "ray_status"] == "TERMINATED"  # a terminal result: Ray's worker retries never rerun it
     assert t.loc[0.1, "status"] == "COMPLETED" and bool(t.loc[0.1, "full_budget"])
     assert out.front["trial_id"].tolist() == [t.loc[0.1, "trial_id"]]
+
+
+def _saved(folder, *epochs):
+    from spfde_search import checkpoint
+
+    for e in epochs:
+        checkpoint.save({"epoch": e}, folder)
+    (folder / "last_report.json").write_text(f'{{"epoch": {epochs[-1]}}}')
+
+
+def test_trial_state_round_trip_keeps_latest_and_previous(tmp_path):
+    from spfde_search import checkpoint
+    from trainables._state import TrialState
+
+    work, got = tmp_path / "work", tmp_path / "got"
+    got.mkdir()
+    store = TrialState(str(tmp_path / "search"), "abc123")
+    assert not store.download(got)  # nothing stored yet: the trial starts from epoch 0
+    _saved(work, 1, 2)
+    store.upload(work)
+    assert {p.name for p in (tmp_path / "search" / "state" / "abc123").iterdir()} == {
+        "last_report.json", checkpoint.LATEST, checkpoint.PREVIOUS}
+    assert store.download(got)
+    assert checkpoint.load(got)[0] == {"epoch": 2}
+    (got / checkpoint.LATEST).write_bytes(b"truncated")  # a damaged latest: the previous one still loads
+    with pytest.warns(checkpoint.CheckpointFallbackWarning):
+        assert checkpoint.load(got)[0] == {"epoch": 1}
+
+
+def test_trial_state_upload_killed_midway_leaves_a_loadable_pair(tmp_path, monkeypatch):
+    """Previous is uploaded before latest, each to a temporary name then moved: stopped before the latest's
+    move, the store holds (old latest, new previous), both whole, and no temporary file."""
+    from spfde_search import checkpoint
+    from trainables._state import TrialState
+
+    work, got = tmp_path / "work", tmp_path / "got"
+    got.mkdir()
+    store = TrialState(str(tmp_path / "search"), "t1")
+    _saved(work, 1, 2)
+    store.upload(work)
+    _saved(work, 3)  # local: latest 3, previous 2
+
+    class KilledAtLatest:  # the store's file system, until the latest's move: there the process stops
+        def __init__(self, fs):
+            self.fs = fs
+
+        def __getattr__(self, name):
+            return getattr(self.fs, name)
+
+        def move(self, src: str, dst: str) -> None:
+            if dst.endswith("/" + checkpoint.LATEST):
+                raise KeyboardInterrupt
+            self.fs.move(src, dst)
+
+    monkeypatch.setattr(store, "fs", KilledAtLatest(store.fs))
+    with pytest.raises(KeyboardInterrupt):
+        store.upload(work)
+    monkeypatch.undo()
+    assert store.download(got)
+    assert not any(".tmp-" in p.name for p in (tmp_path / "search" / "state" / "t1").iterdir())
+    assert checkpoint.load(got)[0] == {"epoch": 2}  # one epoch back, never a torn file

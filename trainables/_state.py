@@ -1,0 +1,69 @@
+"""Each trial's trainer state, kept by the trainable under the search's folder: ``state/<trial_id>/``.
+
+Why not in Ray's checkpoint: Ray deletes checkpoint n (``CheckpointConfig(num_to_keep)``) when n+1 registers,
+*before* the experiment snapshot naming n+1 reaches storage (it is written, then synced in the background). A
+driver killed in that window resumes from a snapshot that names a deleted checkpoint, and Ray's restore fails
+("Could not recover from checkpoint as it does not exist on storage anymore") -- the trial errors on every retry.
+So Ray's checkpoint is only a pointer (the last report, a few kB, all kept: ``num_to_keep=None``), and the
+trainer state lives here, where the trainable keeps two (latest and previous, ``spfde_search/checkpoint.py``)
+and resumes from the newest that loads, whichever snapshot Ray restored.
+
+Uploads are one file at a time, each to a temporary name then moved into place, previous before latest: a kill
+at any point leaves a loadable pair. The folder URI is any pyarrow file system the search's storage is on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from spfde_search.checkpoint import LATEST, PREVIOUS
+
+STATE_DIR = "state"
+LAST_REPORT = "last_report.json"  # the metrics reported with the state, beside it
+_ORDER = (PREVIOUS, LATEST, LAST_REPORT)  # upload order: a kill between two leaves a loadable pair
+
+__all__ = ["LAST_REPORT", "STATE_DIR", "TrialState"]
+
+
+class TrialState:
+    """One trial's state folder on the search's storage."""
+
+    def __init__(self, experiment_uri: str, trial_id: str) -> None:
+        from spfde_search.search.settings import _fs  # on use: spfde_search.search imports this package
+
+        self.uri = f"{experiment_uri.rstrip('/')}/{STATE_DIR}/{trial_id}"
+        self.fs, self.path = _fs(self.uri)
+
+    def upload(self, local: str | os.PathLike[str]) -> None:
+        """Copy the local checkpoint folder's files here (those it has, in ``_ORDER``)."""
+        self.fs.create_dir(self.path, recursive=True)
+        for name in _ORDER:
+            src = Path(local) / name
+            if not src.is_file():
+                continue
+            tmp = f"{self.path}/.{name}.tmp-{os.getpid()}"
+            try:
+                with open(src, "rb") as f, self.fs.open_output_stream(tmp) as out:
+                    shutil.copyfileobj(f, out, 1 << 20)
+                self.fs.move(tmp, f"{self.path}/{name}")
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    self.fs.delete_file(tmp)
+                raise
+
+    def download(self, local: str | os.PathLike[str]) -> bool:
+        """Copy the stored files into ``local``; False when this trial has stored nothing yet."""
+        found = False
+        for name in _ORDER:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                if self.fs.get_file_info(f"{self.path}/{name}").type != pafs.FileType.File:
+                    continue
+                with self.fs.open_input_stream(f"{self.path}/{name}") as f, open(Path(local) / name, "wb") as out:
+                    shutil.copyfileobj(f, out, 1 << 20)
+                found = found or name != LAST_REPORT
+        return found
