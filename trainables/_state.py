@@ -60,7 +60,7 @@ class TrialState:
         """Copy the stored files into ``local``; False when this trial has stored nothing yet."""
         found = False
         for name in _ORDER:
-            with contextlib.suppress(FileNotFoundError, OSError):
+            with contextlib.suppress(OSError):  # FileNotFoundError included
                 if self.fs.get_file_info(f"{self.path}/{name}").type != pafs.FileType.File:
                     continue
                 with self.fs.open_input_stream(f"{self.path}/{name}") as f, open(Path(local) / name, "wb") as out:

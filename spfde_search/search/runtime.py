@@ -51,11 +51,11 @@ def _trainable(prep: Prepared) -> Any:
     s = prep.settings
     setup = TrialSetup(base=prep.base.to_dict(), budget=prep.budget, fallback_flops=prep.dense_flops,
                        experiment_uri=experiment_uri(s.storage_path, s.name),
-                       extra={"eval_epochs": _rungs(prep.settings, prep.base.train.epochs)})
+                       extra={"eval_epochs": _rungs(s, prep.base.train.epochs)})
     fn = tune.with_parameters(spfde_trainable, setup=setup)
-    res: dict[str, float] = {"cpu": prep.settings.cpus_per_trial}
-    if prep.settings.gpus_per_trial > 0:
-        res["gpu"] = prep.settings.gpus_per_trial
+    res: dict[str, float] = {"cpu": s.cpus_per_trial}
+    if s.gpus_per_trial > 0:
+        res["gpu"] = s.gpus_per_trial
     return tune.with_resources(fn, res)
 
 
@@ -80,7 +80,9 @@ def _scheduler(s: SearchSettings, epochs: int, uri: str | None = None) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(
-        metric="test_accuracy", mode="max", time_attr="epoch",  # not Ray's iteration count: see _state.py max_t=max(epochs, 1),
+        # epochs, not Ray's iteration count: a trial resumes from its own state, which may be ahead of Ray's
+        # checkpoint (trainables/_state.py)
+        metric="test_accuracy", mode="max", time_attr="epoch", max_t=max(epochs, 1),
         grace_period=min(s.grace_period, max(epochs, 1)), reduction_factor=s.reduction_factor,
     )
 

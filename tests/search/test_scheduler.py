@@ -93,6 +93,23 @@ def test_ray_adapter_stops_and_persists(tmp_path):
     assert cp.loads(cp.dumps(s2)).rungs == [1, 3]  # the Tuner pickles its scheduler into tuner.pkl
 
 
+def test_asha_counts_epochs_and_ends_at_the_runs_last_one(tmp_path):
+    """ASHA's clock is the trainer's epoch, not Ray's iteration count: a trial resumed from its own state
+    (trainables/_state.py) can be epochs ahead of the iterations Ray has counted for it."""
+    from ray.tune.schedulers import TrialScheduler
+
+    from spfde_search.search import SearchSettings
+    from spfde_search.search.runtime import _scheduler
+
+    s = SearchSettings(name="a", space="smoke", early_stopping="asha", grace_period=1, reduction_factor=3,
+                       storage_path=str(tmp_path))
+    asha = _scheduler(s, epochs=4)
+    asha.on_trial_add(None, _Trial("a"))
+    # epoch 4 of 4 is the run's end even where Ray counted only 2 iterations since the restore
+    assert asha.on_trial_result(None, _Trial("a"), {"epoch": 4, "training_iteration": 2, "test_accuracy": 0.5}) \
+        == TrialScheduler.STOP
+
+
 # ---------------------------------------------------------------- the searcher: pruned trials, skipped points
 
 
