@@ -27,6 +27,10 @@ methods can be added in later runs. ``--report`` runs nothing and only regenerat
 Verdict rule, fixed before measuring: ``moasha`` becomes the default for searches of >= 8 epochs iff, with >= 5
 paired seeds, ``tpe+moasha`` has a higher median normalised hypervolume at C* than ``tpe`` AND is higher in at
 least 4 of 5 (80 %) of the paired seeds; otherwise the default stays ``none``.
+
+Search-vs-grid rule, fixed before measuring at the decisive size: with >= 5 paired seeds, Δ = (``tpe`` − ``paper``)
+normalised hypervolume at C*, 95 % t interval over the seeds: "the search beats the paper's grid" iff the interval
+lies above 0, "the grid beats the search" iff it lies below 0, otherwise "not shown"; with fewer seeds, no verdict.
 """
 
 from __future__ import annotations
@@ -410,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
           f"in {elapsed:.0f} s")
     verdict = _verdict(runs)
     print(verdict)
+    if "tpe" in methods and "paper" in methods:
+        print(_grid_verdict(runs))
     pair_md, losses = paired(runs, methods)
     sub = [m for m in methods if m in (a.also_over or [])]
     sub_md: list[str] = []
@@ -442,6 +448,13 @@ def main(argv: list[str] | None = None) -> int:
         method_table(runs, methods, c_star),
         "",
         f"- {verdict}",
+        "",
+        "Search-vs-grid rule (fixed before measuring): with ≥ 5 paired seeds, Δ = `tpe` − `paper` normalised "
+        "hypervolume at C* with its 95% t interval; the search beats the grid iff the interval lies above 0, the grid "
+        "beats the search iff it lies below 0, otherwise not shown.",
+        "",
+        f"- {_grid_verdict(runs)}" if "tpe" in methods and "paper" in methods else "- No search-vs-grid verdict: "
+        "`tpe` and `paper` are not both stored.",
         "",
         "Per seed (normalised hypervolume at C*) and paired differences (seed s of every method shares sampler seed s):",
         "",
@@ -481,6 +494,33 @@ def _verdict(runs: list[dict[str, Any]]) -> str:
     ok = med_ms > med_no and wins >= 0.8 * len(seeds)
     return (f"Verdict: tpe+moasha median normalised HV at C* {med_ms:.3f} vs tpe {med_no:.3f}, higher in {wins} of "
             f"{len(seeds)} paired seeds -> MOASHA {'IS' if ok else 'is NOT'} made the default for searches of ≥ 8 epochs.")
+
+
+def _grid_verdict(runs: list[dict[str, Any]], search: str = "tpe", level: float = 0.95) -> str:
+    """Apply the search-vs-grid rule of the module docstring to the paired seeds of ``search`` and ``paper``."""
+    sv = {int(r["seed"]): float(r["hv_norm"]) for r in runs if r["method"] == search}
+    gv = {int(r["seed"]): float(r["hv_norm"]) for r in runs if r["method"] == "paper"}
+    seeds = sorted(set(sv) & set(gv))
+    if not seeds:
+        return f"No search-vs-grid verdict: no paired seeds of {search} and paper."
+    import math
+
+    import numpy as np
+    from scipy import stats
+
+    d = np.array([sv[s] - gv[s] for s in seeds])
+    wins = int((d > 0).sum())
+    head = f"{search} − paper normalised HV at C*: {d.mean():+.3f}"
+    if d.size < 2:
+        return f"No search-vs-grid verdict: {d.size} paired seed (the rule needs 5); {head}."
+    h = float(stats.t.ppf(0.5 + level / 2, d.size - 1)) * float(d.std(ddof=1)) / math.sqrt(d.size)
+    lo, hi = float(d.mean()) - h, float(d.mean()) + h
+    head += f" ({level:.0%} t [{lo:+.3f}, {hi:+.3f}], higher in {wins} of {d.size} paired seeds)"
+    if d.size < 5:
+        return f"No search-vs-grid verdict yet: {d.size} paired seeds (the rule needs 5); {head}."
+    word = ("the search BEATS the paper's grid" if lo > 0 else "the paper's grid BEATS the search" if hi < 0
+            else "not shown either way (the interval includes 0)")
+    return f"Search-vs-grid verdict: {head} -> {word}."
 
 
 if __name__ == "__main__":

@@ -262,3 +262,20 @@ def test_search_quality_keys_stored_searches_by_delta_tau_without_rekeying_old_o
     a4 = sq.parse_args(["--update-interval", "4"])
     assert sq.settings_key(a4) != old and '"update_interval": 4' in sq.settings_key(a4)
     assert sq.base_config(a4)["train"]["update_interval"] == 4
+
+
+def test_search_quality_grid_verdict_is_paired_and_needs_five_seeds() -> None:
+    sq = _bench_module("search_quality")
+    base = [0.5, 0.6, 0.7, 0.8, 0.9]  # seeds differ a lot; the rule must look at paired differences
+
+    def runs(diffs: list[float]) -> list[dict[str, float | int | str]]:
+        grid = [{"method": "paper", "seed": s, "hv_norm": b} for s, b in enumerate(base)]
+        return grid + [{"method": "tpe", "seed": s, "hv_norm": b + d}
+                       for s, (b, d) in enumerate(zip(base, diffs, strict=True))]
+
+    assert "the search BEATS" in sq._grid_verdict(runs([0.05, 0.04, 0.06, 0.05, 0.05]))
+    assert "grid BEATS the search" in sq._grid_verdict(runs([-0.05, -0.04, -0.06, -0.05, -0.05]))
+    assert "not shown" in sq._grid_verdict(runs([0.05, -0.04, 0.06, -0.05, 0.01]))
+    few = runs([0.05, 0.04, 0.06, 0.05, 0.05])
+    few = [r for r in few if r["seed"] in (0, 1, 2)]
+    assert sq._grid_verdict(few).startswith("No search-vs-grid verdict yet: 3 paired seeds")
