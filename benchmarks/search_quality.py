@@ -118,6 +118,16 @@ def curve(df: Any) -> tuple[Any, Any, Any]:
     return c["spent_train_flops"].to_numpy(float), c["spent_seconds"].to_numpy(float), c["hypervolume"].to_numpy(float)
 
 
+def ended_by(mine: Any, spent: Any, budget: float) -> Any:
+    """Boolean mask (aligned with ``mine``, one search's trials) of the trials that had ended once the search
+    had spent ``budget`` compute: trials count in the order they ended, as in ``curve``."""
+    import numpy as np
+
+    order = mine.sort_values(["finished_at", "trial_id"], na_position="last").index
+    k = int((np.asarray(spent) <= budget * (1 + 1e-12)).sum())
+    return mine.index.isin(order[:k])
+
+
 def at(spent: Any, hv: Any, budget: float) -> float:
     """Hypervolume of a step curve after ``budget`` compute (0 before its first trial ended)."""
     import numpy as np
@@ -194,9 +204,7 @@ def evaluate(searches: Any, trials: Any, methods: list[str]) -> tuple[list[dict[
         ref = seed_hv.get(int(r["seed"]), float("nan"))
         r["hv_norm"] = r["hv_at_c"] / ref if ref and ref > 0 else float("nan")
         mine = trials[(trials["method"] == r["method"]) & (trials["seed"] == r["seed"])]
-        mine = mine.sort_values(["finished_at", "trial_id"], na_position="last").reset_index(drop=True)
-        mine = mine.iloc[: int((spent <= c_star * (1 + 1e-12)).sum())]
-        mine = mine[(mine["status"] == "COMPLETED") & mine["full_budget"].astype(bool)]
+        mine = mine[ended_by(mine, spent, c_star) & (mine["status"] == "COMPLETED") & mine["full_budget"].astype(bool)]
         paper_pts = done[(done["method"] == "paper") & (done["seed"] == r["seed"])]
         fa, fr = mine["test_accuracy"].to_numpy(float), mine["flops_ratio"].to_numpy(float)
         r["paper_points"] = len(paper_pts)
@@ -263,7 +271,6 @@ def paired(runs: list[dict[str, Any]], methods: list[str]) -> tuple[str, list[st
 def plots(runs: list[dict[str, Any]], trials: Any, methods: list[str], c_star: float, out: Path) -> None:
     import numpy as np
 
-    from spfde_search.pareto import non_dominated
 
     fig, ax = C.plt_figure(figsize=(6, 4))
     grid = np.linspace(0, max(r["compute"] for r in runs), 60)
@@ -278,22 +285,82 @@ def plots(runs: list[dict[str, Any]], trials: Any, methods: list[str], c_star: f
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "hypervolume_vs_compute.png", dpi=120)
-    fig, ax = C.plt_figure(figsize=(6, 4))
-    done = trials[(trials["status"] == "COMPLETED") & trials["full_budget"].astype(bool)]
-    for m in methods:
-        d = done[done["method"] == m]
-        if not len(d):
-            continue
-        ax.scatter(d["flops_ratio"], 100 * d["test_accuracy"], s=12, alpha=0.6, label=m)
-        nd = non_dominated(d["test_accuracy"], d["flops_ratio"])
-        f = d[nd].sort_values("flops_ratio")
-        ax.step(f["flops_ratio"], 100 * f["test_accuracy"], where="post", lw=1)
-    ax.set_xscale("log")
-    ax.set_xlabel("training FLOPs / dense (log)")
-    ax.set_ylabel("test accuracy %")
-    ax.legend(fontsize=7)
+    fronts_plot(runs, trials, methods, c_star, out / "fronts.png")
+
+
+def fronts_plot(runs: list[dict[str, Any]], trials: Any, methods: list[str], c_star: float, path: Path) -> None:
+    """One panel a seed: each method's trials (filled if ended by C*, hollow if after; the paper grid as crosses)
+    and its front at C* (the points its hypervolume at C* counts); a last panel with each method's paired Δ
+    normalised hypervolume at C* against the paper grid, seed by seed, with the 95 % t interval of the mean."""
+    import math
+
+    import numpy as np
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+    from scipy import stats
+
+    from spfde_search.pareto import non_dominated
+
+    seeds = sorted({int(r["seed"]) for r in runs})
+    others = [m for m in methods if m != "paper"]
+    summary = "paper" in methods and bool(others)
+    n = len(seeds) + summary
+    ncols = min(3, n)
+    fig, axes = C.plt_figure(math.ceil(n / ncols), ncols, figsize=(4.2 * ncols, 3.4 * math.ceil(n / ncols)),
+                             squeeze=False)
+    color = {m: f"C{i}" for i, m in enumerate(methods)}
+    norm = {(r["method"], int(r["seed"])): float(r["hv_norm"]) for r in runs}
+    for ax, seed in zip(axes.flat, seeds, strict=False):
+        for m in methods:
+            r = next((r for r in runs if r["method"] == m and int(r["seed"]) == seed), None)
+            mine = trials[(trials["method"] == m) & (trials["seed"] == seed)]
+            if r is None or not len(mine):
+                continue
+            ok = (mine["status"] == "COMPLETED").to_numpy() & mine["full_budget"].astype(bool).to_numpy()
+            early = ended_by(mine, r["curve"][0], c_star) & ok
+            late = ~ended_by(mine, r["curve"][0], c_star) & ok
+            mk, sz = ("X", 46) if m == "paper" else ("o", 22)
+            d = mine[early]
+            ax.scatter(d["flops_ratio"], 100 * d["test_accuracy"], marker=mk, s=sz, color=color[m],
+                       label=f"{m}: {norm.get((m, seed), float('nan')):.3f}")
+            if late.any():
+                d2 = mine[late]
+                ax.scatter(d2["flops_ratio"], 100 * d2["test_accuracy"], marker=mk, s=sz, facecolors="none",
+                           edgecolors=color[m], linewidths=0.9)
+            if len(d):
+                f = d[non_dominated(d["test_accuracy"], d["flops_ratio"])].sort_values("flops_ratio")
+                ax.step(f["flops_ratio"], 100 * f["test_accuracy"], where="post", lw=1.1, color=color[m])
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(f"seed {seed} (normalised HV at C* in the legend)", fontsize=8)
+        ax.set_xlabel("training FLOPs / dense (log)", fontsize=8)
+        ax.set_ylabel("test accuracy %", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, loc="lower right", title="hollow: ended after C*", title_fontsize=6)
+    if summary:
+        ax = axes.flat[len(seeds)]
+        for i, m in enumerate(others):
+            both = [s for s in seeds if (m, s) in norm and ("paper", s) in norm]
+            d = np.array([norm[(m, s)] - norm[("paper", s)] for s in both])
+            if not d.size:
+                continue
+            ax.scatter(np.full(d.size, i) + np.linspace(-0.12, 0.12, d.size), d, s=18, color=color[m])
+            for x, s, v in zip(np.full(d.size, i) + np.linspace(-0.12, 0.12, d.size), both, d, strict=True):
+                ax.annotate(str(s), (x, v), fontsize=6, xytext=(3, 0), textcoords="offset points")
+            if d.size >= 2:
+                h = float(stats.t.ppf(0.975, d.size - 1)) * float(d.std(ddof=1)) / math.sqrt(d.size)
+                ax.errorbar([i + 0.3], [d.mean()], yerr=[h], fmt="s", color="k", capsize=4, ms=4)
+        ax.axhline(0, color="k", lw=0.8, ls=":")
+        ax.set_xticks(range(len(others)), [f"{m} − paper" for m in others], fontsize=8)
+        ax.set_xlim(-0.6, len(others) - 0.4)
+        ax.set_ylabel("paired Δ normalised HV at C*", fontsize=8)
+        ax.set_title("per seed (labelled); black: mean, 95 % t interval", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
     fig.tight_layout()
-    fig.savefig(out / "fronts.png", dpi=120)
+    fig.savefig(path, dpi=120)
 
 
 # ---------------------------------------------------------------- running

@@ -279,3 +279,16 @@ def test_search_quality_grid_verdict_is_paired_and_needs_five_seeds() -> None:
     few = runs([0.05, 0.04, 0.06, 0.05, 0.05])
     few = [r for r in few if r["seed"] in (0, 1, 2)]
     assert sq._grid_verdict(few).startswith("No search-vs-grid verdict yet: 3 paired seeds")
+
+
+def test_search_quality_ended_by_counts_trials_in_the_order_they_ended() -> None:
+    import pandas as pd
+
+    sq = _bench_module("search_quality")
+    # listed out of order; they ended b (t=1), c (t=2), a (t=3); compute after each ended trial: 10, 25, 45
+    mine = pd.DataFrame({"trial_id": ["a", "b", "c"], "finished_at": ["t3", "t1", "t2"]}, index=[7, 8, 9])
+    spent = [10.0, 25.0, 45.0]
+    assert sq.ended_by(mine, spent, 9.0).tolist() == [False, False, False]
+    assert sq.ended_by(mine, spent, 25.0).tolist() == [False, True, True]  # a budget equal to the spend counts it
+    assert sq.ended_by(mine, spent, 44.9).tolist() == [False, True, True]
+    assert sq.ended_by(mine, spent, 1e9).tolist() == [True, True, True]
