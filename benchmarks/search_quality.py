@@ -337,7 +337,7 @@ def fronts_plot(runs: list[dict[str, Any]], trials: Any, methods: list[str], c_s
         ax.set_xlabel("training FLOPs / dense (log)", fontsize=8)
         ax.set_ylabel("test accuracy %", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7, loc="lower right", title="hollow: ended after C*", title_fontsize=6)
+        ax.legend(fontsize=7, loc="best", title="hollow: ended after C*", title_fontsize=6)
     if summary:
         ax = axes.flat[len(seeds)]
         for i, m in enumerate(others):
