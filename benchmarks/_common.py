@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import math
 import os
 import platform
 import shlex
@@ -192,6 +193,14 @@ def spread(values: Iterable[float]) -> Spread:
     q1, med, q3 = np.percentile(v, [25, 50, 75])
     std = float(v.std(ddof=1)) if v.size > 1 else 0.0
     return Spread(int(v.size), float(med), float(q1), float(q3), float(v.min()), float(v.max()), float(v.mean()), std)
+
+
+def t_halfwidth(d: Any, level: float = 0.95) -> float:
+    """Half-width of the ``level`` t interval of the mean of ``d`` (n >= 2): one formula for every paired verdict."""
+    from scipy import stats
+
+    d = np.asarray(d, dtype=float)
+    return float(stats.t.ppf(0.5 + level / 2, d.size - 1)) * float(d.std(ddof=1)) / math.sqrt(d.size)
 
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -660,7 +660,6 @@ class Paired:
 def paired(a: Stat, b: Stat, level: float = 0.95) -> Paired:
     """a − b over the seeds both have, in points."""
     import numpy as np
-    from scipy import stats
 
     seeds = sorted(set(a.seeds) & set(b.seeds))
     d = np.array([a.seeds[s] - b.seeds[s] for s in seeds])
@@ -670,7 +669,7 @@ def paired(a: Stat, b: Stat, level: float = 0.95) -> Paired:
     if d.size == 1:
         return Paired(1, float(d[0]), nan, nan, nan, nan, nan, level)
     se = float(d.std(ddof=1) / math.sqrt(d.size))
-    h = float(stats.t.ppf(0.5 + level / 2, d.size - 1)) * se
+    h = C.t_halfwidth(d, level)
     rng = np.random.default_rng(0)
     boots = d[rng.integers(0, d.size, size=(10_000, d.size))].mean(axis=1)
     return Paired(int(d.size), float(d.mean()), se, float(d.mean() - h), float(d.mean() + h),

@@ -271,7 +271,6 @@ def paired(runs: list[dict[str, Any]], methods: list[str]) -> tuple[str, list[st
 def plots(runs: list[dict[str, Any]], trials: Any, methods: list[str], c_star: float, out: Path) -> None:
     import numpy as np
 
-
     fig, ax = C.plt_figure(figsize=(6, 4))
     grid = np.linspace(0, max(r["compute"] for r in runs), 60)
     for m in methods:
@@ -296,7 +295,6 @@ def fronts_plot(runs: list[dict[str, Any]], trials: Any, methods: list[str], c_s
 
     import numpy as np
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
-    from scipy import stats
 
     from spfde_search.pareto import non_dominated
 
@@ -316,8 +314,8 @@ def fronts_plot(runs: list[dict[str, Any]], trials: Any, methods: list[str], c_s
             if r is None or not len(mine):
                 continue
             ok = (mine["status"] == "COMPLETED").to_numpy() & mine["full_budget"].astype(bool).to_numpy()
-            early = ended_by(mine, r["curve"][0], c_star) & ok
-            late = ~ended_by(mine, r["curve"][0], c_star) & ok
+            by_c = ended_by(mine, r["curve"][0], c_star)
+            early, late = by_c & ok, ~by_c & ok
             mk, sz = ("X", 46) if m == "paper" else ("o", 22)
             d = mine[early]
             ax.scatter(d["flops_ratio"], 100 * d["test_accuracy"], marker=mk, s=sz, color=color[m],
@@ -345,12 +343,12 @@ def fronts_plot(runs: list[dict[str, Any]], trials: Any, methods: list[str], c_s
             d = np.array([norm[(m, s)] - norm[("paper", s)] for s in both])
             if not d.size:
                 continue
-            ax.scatter(np.full(d.size, i) + np.linspace(-0.12, 0.12, d.size), d, s=18, color=color[m])
-            for x, s, v in zip(np.full(d.size, i) + np.linspace(-0.12, 0.12, d.size), both, d, strict=True):
+            xs = i + np.linspace(-0.12, 0.12, d.size)
+            ax.scatter(xs, d, s=18, color=color[m])
+            for x, s, v in zip(xs, both, d, strict=True):
                 ax.annotate(str(s), (x, v), fontsize=6, xytext=(3, 0), textcoords="offset points")
             if d.size >= 2:
-                h = float(stats.t.ppf(0.975, d.size - 1)) * float(d.std(ddof=1)) / math.sqrt(d.size)
-                ax.errorbar([i + 0.3], [d.mean()], yerr=[h], fmt="s", color="k", capsize=4, ms=4)
+                ax.errorbar([i + 0.3], [d.mean()], yerr=[C.t_halfwidth(d)], fmt="s", color="k", capsize=4, ms=4)
         ax.axhline(0, color="k", lw=0.8, ls=":")
         ax.set_xticks(range(len(others)), [f"{m} − paper" for m in others], fontsize=8)
         ax.set_xlim(-0.6, len(others) - 0.4)
@@ -570,17 +568,14 @@ def _grid_verdict(runs: list[dict[str, Any]], search: str = "tpe", level: float 
     seeds = sorted(set(sv) & set(gv))
     if not seeds:
         return f"No search-vs-grid verdict: no paired seeds of {search} and paper."
-    import math
-
     import numpy as np
-    from scipy import stats
 
     d = np.array([sv[s] - gv[s] for s in seeds])
     wins = int((d > 0).sum())
     head = f"{search} − paper normalised HV at C*: {d.mean():+.3f}"
     if d.size < 2:
         return f"No search-vs-grid verdict: {d.size} paired seed (the rule needs 5); {head}."
-    h = float(stats.t.ppf(0.5 + level / 2, d.size - 1)) * float(d.std(ddof=1)) / math.sqrt(d.size)
+    h = C.t_halfwidth(d, level)
     lo, hi = float(d.mean()) - h, float(d.mean()) + h
     head += f" ({level:.0%} t [{lo:+.3f}, {hi:+.3f}], higher in {wins} of {d.size} paired seeds)"
     if d.size < 5:
