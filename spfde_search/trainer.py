@@ -164,13 +164,11 @@ class Trainer:
         ep = self.plan.epochs[e]
         gen = seeded_generator(self.cfg.seed, "dst", e)
         for s in ep.freeze_prunes:  # exact target before (staying) frozen
-            self.masker.update_layer(s.name, s.drop, s.grow, gen, self.optimizer, None, s.regrow_dropped)
+            self.masker.update_layer(s.name, s.drop, s.grow, gen, self.optimizer)
         dense_grads = self._rigl_dense_grads(e, ep.frozen_prefix) if ep.rigl_pass else {}
         grown = 0
         for s in ep.dst_steps:
-            _, g = self.masker.update_layer(
-                s.name, s.drop, s.grow, gen, self.optimizer, dense_grads.get(s.name), s.regrow_dropped
-            )
+            _, g = self.masker.update_layer(s.name, s.drop, s.grow, gen, self.optimizer, dense_grads.get(s.name))
             grown += g
         events = 0
         if ep.sieve_step and self.sieve is not None:

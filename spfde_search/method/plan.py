@@ -21,13 +21,12 @@ __all__ = ["LayerStep", "EpochPlan", "RunPlan", "build_run_plan", "may_update"]
 
 @dataclass(frozen=True)
 class LayerStep:
-    """One layer's mask change at a boundary: drop ``drop`` active weights, then grow ``grow`` (among the
-    zeros after the prune if ``regrow_dropped``, as MEST; else among those empty before it, as RigL/SET)."""
+    """One layer's mask change at a boundary: drop ``drop`` active weights, then grow ``grow`` among all the
+    zeros after the drop (``Masker.update_layer``)."""
 
     name: str
     drop: int
     grow: int
-    regrow_dropped: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,9 +129,9 @@ def build_run_plan(
         if update:
             for n in names:
                 if may_update(freeze, unit[n], e, prefix):
-                    drop, grow, regrow = dst.layer_step(e, targets[n], counts[n], numel[n])
+                    drop, grow = dst.layer_step(e, targets[n], counts[n], numel[n])
                     if drop or grow:
-                        steps.append(LayerStep(n, drop, grow, regrow))
+                        steps.append(LayerStep(n, drop, grow))
                         counts[n] += grow - drop
         elif dst.dynamic and e > 0 and e % dtau == 0:
             steps.extend(_prunes(counts, targets, names))

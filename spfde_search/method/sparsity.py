@@ -1,8 +1,9 @@
 """Unstructured weight masks and dynamic sparse training (SPFDE.md §2).
 
 A DST algorithm is a drop score plus a grow score (as in RigL's code); one generic, checked update does the
-top-k bookkeeping for all of them: dropped and grown sets are disjoint, counts land exactly on the planned
-value, grown weights start at 0 and their momentum is reset. *How much* is held at each update (target,
+top-k bookkeeping for all of them: growth draws from every position that is zero after the drop (a weight just
+dropped may come back, as in RigL's and MEST's code), grown weights are disjoint from the kept ones, counts land
+exactly on the planned value, grown weights start at 0 and their momentum is reset. *How much* is held at each update (target,
 MEST's soft-bound extra, drop fraction schedule) is the pure :class:`DSTPlan`, shared with the FLOPs predictor.
 """
 
@@ -139,11 +140,12 @@ class DSTPlan:
         return ALGORITHMS.get(self.algorithm).dynamic
 
     def is_update(self, b: int) -> bool:
-        """Every interval before ``update_end``. MEST also updates at b = 0, as its loop does (``epoch %
-        sp_mask_update_freq == 0`` in prune_utils/retrain.py), so its soft-bound extra is held from the start;
-        RigL and SET start from the random mask, as in RigL's code."""
-        first = 0 if self.algorithm == "mest" else 1
-        return self.dynamic and first <= b < self.epochs and b % self.interval == 0 and b < self.update_end * self.epochs
+        """Every interval before ``update_end``, from b = 0 on. MEST's loop updates at epoch 0 (``epoch %
+        sp_mask_update_freq == 0`` in prune_utils/retrain.py), so its soft-bound extra is held from the start; so
+        do RigL and SET: RigL's code starts ``last_mask_update_step`` at -frequency "to enable early mask updates"
+        and updates when ``last + frequency <= step`` and ``step >= begin_step`` (default 0), which holds at step 0
+        (google-research/rigl, rigl/sparse_optimizers_base.py lines 164-171 and 216-226)."""
+        return self.dynamic and 0 <= b < self.epochs and b % self.interval == 0 and b < self.update_end * self.epochs
 
     def extra_density(self, b: int) -> float:
         """MEST EM&S soft memory bound: extra density held after the update at boundary b."""
@@ -161,28 +163,27 @@ class DSTPlan:
     def held_after_update(self, b: int, n_target: int, numel: int) -> int:
         return n_target + min(round(self.extra_density(b) * numel), numel - n_target)
 
-    def drop_count(self, b: int, n_target: int, n_current: int, numel: int) -> int:
-        """k: target weights swapped out (SET/RigL, and MEST's plain EM). Bounded so regrowth fits in the
-        positions empty before the update."""
-        n_extra = self.held_after_update(b, n_target, numel) - n_target
-        k = round(self.drop_fraction_at(b) * n_target)
-        return max(0, min(k, numel - n_current - n_extra, n_target))
+    def drop_count(self, b: int, n_target: int) -> int:
+        """k: target weights swapped out (SET/RigL, and MEST's plain EM). Regrowth draws from every zero after
+        the drop, so k needs no bound beyond the target itself."""
+        return max(0, min(round(self.drop_fraction_at(b) * n_target), n_target))
 
-    def layer_step(self, b: int, n_target: int, n_current: int, numel: int) -> tuple[int, int, bool]:
-        """(drop, grow, regrow_dropped) of one layer's update at boundary b.
+    def layer_step(self, b: int, n_target: int, n_current: int, numel: int) -> tuple[int, int]:
+        """(drop, grow) of one layer's update at boundary b; growth draws from every position that is zero after
+        the drop, for every algorithm.
 
         MEST (EM&S, as prune_utils/retrain.py: prune to the lower bound, then ``weight_growing`` to the upper
         bound among the zeros of the *pruned* weights): prune down to the target, grow up to target + extra, so
-        the extra is the mutation and a just-dropped weight may come back. With an empty soft bound (MEST's plain
-        EM) the lower bound is the target minus ``drop_fraction`` of it. SET/RigL: swap k = drop_fraction x
-        target; grown weights come from the positions empty *before* the update (RigL's disjoint sets)."""
+        the extra is the mutation. With an empty soft bound (MEST's plain EM) the lower bound is the target minus
+        ``drop_fraction`` of it. SET/RigL: swap k = drop_fraction x target (RigL's ``_get_update_op``,
+        rigl/sparse_optimizers_base.py lines 276-343: keep the top n_keep, grow n_prune among all the rest)."""
         upper = self.held_after_update(b, n_target, numel)
         if self.algorithm == "mest":
             lower = n_target - (0 if self.soft_bound else min(round(self.drop_fraction * n_target), n_target))
             drop = max(0, n_current - lower)
-            return drop, upper - (n_current - drop), True
-        k = self.drop_count(b, n_target, n_current, numel)
-        return n_current - (n_target - k), upper - (n_target - k), False
+            return drop, upper - (n_current - drop)
+        k = self.drop_count(b, n_target)
+        return n_current - (n_target - k), upper - (n_target - k)
 
 
 # ---------------------------------------------------------------- algorithms: drop + grow scores
@@ -295,13 +296,17 @@ class Masker:
         gen: torch.Generator,
         optimizer: torch.optim.Optimizer | None,
         dense_grad: torch.Tensor | None = None,
-        regrow_dropped: bool = False,
     ) -> tuple[int, int]:
         """The one generic prune-and-grow step: drop the n_drop lowest drop scores among active weights, then
-        grow the n_grow highest grow scores among the empty positions (after the prune if ``regrow_dropped``,
-        as MEST; else those empty *before* the update, as RigL). Scores are only compared within the
-        candidate set, so non-finite scores (a huge ``grad_lambda``) cannot pick a wrong position. Writes go
-        through boolean masks (``masked_fill_``), so any memory format (channels-last included) works."""
+        grow the n_grow highest grow scores among *all* positions that are zero after the drop, just-dropped
+        ones included. That is RigL's pool (rigl/sparse_optimizers_base.py lines 305-321: grow scores of the
+        kept weights are lifted below every other, then the top n_prune of the rest grow; the assert is on
+        kept vs grown), sparsimony's (``grow_mask`` after ``prune_mask`` in sparsimony/dst/rigl.py) and
+        MEST's (``weight_growing`` among the zeros of the pruned weights). Every grown weight starts at 0 with
+        its momentum reset, a regrown just-dropped one too (sparsimony's ``new_mask != mask`` after the
+        prune; RigL's ``reinit_when_same=True``, lines 328-333, whose default would keep the old value). Scores are only
+        compared within the candidate set, so non-finite scores (a huge ``grad_lambda``) cannot pick a wrong
+        position. Writes go through boolean masks (``masked_fill_``), so any memory format works."""
         w = self.weight(name)
         old = self.masks[name]
         flat_old = old.reshape(-1)
@@ -316,15 +321,16 @@ class Masker:
             drop_idx = active[torch.topk(s, n_drop, largest=False).indices]
             new[drop_idx] = False
         if n_grow:
-            cand = (~new if regrow_dropped else ~flat_old).nonzero().squeeze(1)
+            cand = (~new).nonzero().squeeze(1)
             if cand.numel() < n_grow:
                 raise RuntimeError(f"{name}: cannot grow {n_grow} weights, only {cand.numel()} are empty")
             g = self.algo.grow(w, dense_grad, gen).reshape(-1).to(flat_old.device)[cand]
             grow_idx = cand[torch.topk(g, n_grow, largest=True).indices]
             new[grow_idx] = True
-        # the checks RigL's update makes: grown weights were empty, counts exact
-        if not regrow_dropped:
-            assert not bool(flat_old[grow_idx].any()), "grown weights must have been empty"
+        # the checks RigL's update makes: grown and kept sets disjoint, counts exact
+        kept = flat_old.clone()
+        kept[drop_idx] = False
+        assert not bool(kept[grow_idx].any()), "grown weights must have been zero after the drop"
         assert int(new.sum()) == active.numel() - n_drop + n_grow, "mask count drifted"
         changed = torch.zeros_like(flat_old)
         changed[drop_idx] = True

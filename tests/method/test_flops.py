@@ -165,11 +165,11 @@ def test_rigl_dense_gradient_is_counted() -> None:
     f, numel, _ = layer_flops()
     set_ = predict(synthetic(**{"sparsity.algorithm": "set"}))
     rigl = predict(synthetic(**{"sparsity.algorithm": "rigl"}))
-    # 2 updates (before epochs 1, 2), each one batch of 64 with forward F d, activation gradient F d and a
-    # dense weight gradient F per layer
+    # 3 updates (before epochs 0, 1, 2: RigL's code updates at step 0), each one batch of 64 with forward F d,
+    # activation gradient F d and a dense weight gradient F per layer
     per_sample = sum(2 * (f[n] * (numel[n] if n in DENSE else round(0.1 * numel[n])) // numel[n]) + f[n] for n in f)
-    assert rigl.train_flops - set_.train_flops == 2 * 64 * per_sample
-    assert rigl.cumulative[0] == set_.cumulative[0]  # no update before epoch 0
+    assert rigl.train_flops - set_.train_flops == 3 * 64 * per_sample
+    assert rigl.cumulative[0] - set_.cumulative[0] == 64 * per_sample  # the dense-gradient pass at epoch 0
 
 
 def test_explicit_freezing_saving() -> None:
