@@ -196,6 +196,10 @@ class FreezingConfig(_Section):
 
 class SievingConfig(_Section):
     fraction: float = Field(0.0, ge=0, lt=1, description="y: fraction of the training set held out in the removed queue (0 = off)")
+    window: int | None = Field(
+        None, ge=0, le=10_000,
+        description="W: epochs whose forgetting events rank the samples, a sliding window (None or 0 = max(delta tau, 3), ours)",
+    )
 
     @property
     def enabled(self) -> bool:

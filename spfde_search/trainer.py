@@ -26,7 +26,7 @@ from .data import DataBundle, load_data
 from .device import resolve_device, resolve_execution
 from .method.flops import FlopsPrediction, build_profile, per_sample_cost, plan_all, predict, rigl_pass_cost
 from .method.plan import EpochPlan
-from .method.sieving import CircularSieve, ForgettingTracker
+from .method.sieving import CircularSieve, ForgettingTracker, forgetting_window
 from .method.sparsity import ALGORITHMS, Masker
 from .models import create_model
 
@@ -61,7 +61,8 @@ class EpochMetrics:
     epoch_seconds: float
     wall_seconds: float  # cumulative training + evaluation time
     regrown_fraction: float = 0.0  # weights grown at this epoch's boundary / weights of the sparse layers
-    forgetting_events: int = 0  # events of the sieving interval closed at this epoch's boundary (0: no sieve step)
+    forgetting_events: int = 0  # events in the window that ranked this boundary's sieve step (0: no sieve step)
+    moved_with_events: int = 0  # samples moved out at this boundary that had >= 1 forgetting event in the window
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,7 +127,8 @@ class Trainer:
             if cfg.sieving.enabled
             else None
         )
-        self.tracker = ForgettingTracker(n, device=self.device)
+        window = forgetting_window(cfg.sieving.window, cfg.train.update_interval)
+        self.tracker = ForgettingTracker(n, window, device=self.device)
         self.epoch = 0
         self.train_flops = 0
         self.wall_seconds = 0.0
@@ -158,9 +160,10 @@ class Trainer:
                     p.grad = None
                     self.optimizer.state.pop(p, None)
 
-    def _epoch_start(self, e: int) -> tuple[EpochPlan, int, int]:
-        """Execute epoch e's plan (see ``method/plan.py``); returns it with the weights grown and the forgetting
-        events of the closed sieving interval. What the masks hold afterwards must equal the plan."""
+    def _epoch_start(self, e: int) -> tuple[EpochPlan, int, dict[str, int]]:
+        """Execute epoch e's plan (see ``method/plan.py``); returns it with the weights grown and the sieve step's
+        statistics (forgetting events in the window, moved-out samples that had one). What the masks hold
+        afterwards must equal the plan. The forgetting window then slides to epoch e."""
         ep = self.plan.epochs[e]
         gen = seeded_generator(self.cfg.seed, "dst", e)
         for s in ep.freeze_prunes:  # exact target before (staying) frozen
@@ -170,11 +173,12 @@ class Trainer:
         for s in ep.dst_steps:
             _, g = self.masker.update_layer(s.name, s.drop, s.grow, gen, self.optimizer, dense_grads.get(s.name))
             grown += g
-        events = 0
+        sieved = {"forgetting_events": 0, "moved_with_events": 0}
         if ep.sieve_step and self.sieve is not None:
-            events = int(self.tracker.total())
-            self.sieve.step(self.tracker, seeded_generator(self.cfg.seed, "sieve", e))
-            self.tracker.reset()
+            sieved["forgetting_events"] = int(self.tracker.total())
+            step = self.sieve.step(self.tracker, seeded_generator(self.cfg.seed, "sieve", e))
+            sieved["moved_with_events"] = int(step["moved_with_events"])
+        self.tracker.next_epoch()
         self.masker.apply()
         counts = self.counts()
         if counts != dict(ep.counts) or grown != ep.grown:
@@ -183,7 +187,7 @@ class Trainer:
                 f"epoch {e}: the masks hold a different density than the epoch plan (layers {bad}, "
                 f"grown {grown} vs planned {ep.grown})"
             )
-        return ep, grown, events
+        return ep, grown, sieved
 
     def _rigl_dense_grads(self, e: int, prefix: int) -> dict[str, torch.Tensor]:
         """RigL grows by the dense gradient of one batch; its cost is counted (SPFDE.md §5). Frozen units run
@@ -232,7 +236,7 @@ class Trainer:
         while self.epoch < T:
             e = self.epoch
             t0 = time.perf_counter()
-            ep, grown, events = self._epoch_start(e)
+            ep, grown, sieved = self._epoch_start(e)
             prefix = ep.frozen_prefix
             self._set_frozen(prefix)
             self.model.train()
@@ -296,7 +300,8 @@ class Trainer:
                 epoch_seconds=dt,
                 wall_seconds=self.wall_seconds,
                 regrown_fraction=grown / self.plan.sparse_numel if self.plan.sparse_numel else 0.0,
-                forgetting_events=events,
+                forgetting_events=sieved["forgetting_events"],
+                moved_with_events=sieved["moved_with_events"],
             )
             self.history.append(m)
             yield m
@@ -345,8 +350,9 @@ class Trainer:
             "wall_seconds": self.wall_seconds,
             "device": str(self.device),
             "config": self.cfg.to_dict(),
-            # per epoch: epoch, density, regrown_fraction, forgetting_events, frozen_units, partial_size, lr,
-            # test_accuracy (None where not evaluated), train_flops, ... (EpochMetrics; `spfde train --json`)
+            # per epoch: epoch, density, regrown_fraction, forgetting_events, moved_with_events, frozen_units,
+            # partial_size, lr, test_accuracy (None where not evaluated), train_flops, ... (EpochMetrics;
+            # `spfde train --json`)
             "history": [m.as_dict() for m in self.history],
         }
 

@@ -64,6 +64,15 @@ def test_integer_range_message() -> None:
     assert "train.epochs" in msg and "an integer in [1, 10000]" in msg
 
 
+def test_sieving_window_is_validated() -> None:
+    """SPFDE.md §4: the forgetting window W is a config option (None or 0 = max(delta tau, 3))."""
+    assert Config.parse({}).sieving.window is None
+    assert Config.parse({"sieving": {"window": 4}}).sieving.window == 4
+    for bad in (-1, 10_001, "three"):
+        msg = error_of({"sieving": {"window": bad}})
+        assert "sieving.window" in msg and "an integer in [0, 10000] or null" in msg
+
+
 def test_unknown_top_level_key_lists_sections() -> None:
     msg = error_of({"foo": {"bar": 1}})
     assert "foo: unknown key" in msg

@@ -256,8 +256,8 @@ def test_mest_history_regrown_and_density(trainer_cfg: Callable[..., Config]) ->
     s = tr.fit()
     h = s["history"]
     assert [m["epoch"] for m in h] == list(range(1, 17))
-    for key in ("density", "regrown_fraction", "forgetting_events", "frozen_units", "partial_size", "lr",
-                "test_accuracy", "train_flops"):
+    for key in ("density", "regrown_fraction", "forgetting_events", "moved_with_events", "frozen_units",
+                "partial_size", "lr", "test_accuracy", "train_flops"):
         assert all(key in m for m in h), key
     regrown = [m["regrown_fraction"] for m in h]
     assert all(r == pytest.approx(0.02, abs=0.001) for r in regrown[:9])
@@ -282,10 +282,15 @@ def test_sieving_at_dtau_1_sees_forgetting(trainer_cfg: Callable[..., Config]) -
     """Issue 9: at dtau = 1 the counts used to reset before any sample could be compared with an earlier
     presentation, so every sample had 0 events and sieving was random. Now the last correctness survives."""
     tr = Trainer(trainer_cfg({"train.epochs": 6, "sieving.fraction": 0.2}))
+    assert tr.tracker.window == 3  # issue 22: W = max(dtau, 3), so an update at every epoch sees 3 presentations
     ms = list(tr.epochs())
-    assert ms[0].forgetting_events == 0  # no sieve step before epoch 0
+    assert ms[0].forgetting_events == 0 and ms[0].moved_with_events == 0  # no sieve step before epoch 0
     assert sum(m.forgetting_events for m in ms[2:]) > 0
     assert all(m.forgetting_events >= 0 for m in ms)
+    # per update, how many of the samples moved out had an event in the window (at most all of them)
+    moved = round(0.2 * ms[0].partial_size)
+    assert all(0 <= m.moved_with_events <= moved for m in ms)
+    assert Trainer(trainer_cfg({"sieving.fraction": 0.2, "sieving.window": 1})).tracker.window == 1
 
 
 class HostReads:

@@ -5,10 +5,12 @@ easy once may be forgotten later, so removed samples go round a FIFO queue and c
 sample is therefore used at least once, and the partial set (hence the per-epoch FLOPs) keeps a constant
 size, which is what lets the FLOPs predictor count sieving from the config alone.
 
-Difficulty is the number of forgetting events (correct -> wrong between consecutive presentations) within
-the current interval, read from the training forward pass, so it costs no extra FLOPs. The last correctness
-of each sample survives the interval reset, so an interval's first presentation is compared with the
-previous interval's last. Pure torch: no model code here.
+Difficulty is the number of forgetting events (correct -> wrong between consecutive presentations) over a
+sliding window of the last W epochs (``sieving.window``, default W = max(Δτ, 3), SPFDE.md §4), read from the
+training forward pass, so it costs no extra FLOPs. Each sample's last correctness is kept across epochs, so the
+first presentation in the window is compared with the one before it. With W = Δτ this is the paper's
+per-interval count; at Δτ = 1 a one-epoch window would hold one comparison per sample and the ranking would be
+exactly "wrong at the last pass". Pure torch: no model code here.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["CircularSieve", "ForgettingTracker", "moved_count", "partial_size", "removed_count"]
+__all__ = ["CircularSieve", "ForgettingTracker", "forgetting_window", "moved_count", "partial_size", "removed_count"]
 
 
 def removed_count(num_samples: int, fraction: float) -> int:
@@ -43,30 +45,41 @@ def moved_count(partial: int, fraction: float, queue: int) -> int:
     return min(max(round(fraction * partial), 1), queue)
 
 
+def forgetting_window(window: int | None, interval: int) -> int:
+    """W, the epochs whose forgetting events rank the samples: ``sieving.window`` if set (> 0), else max(Δτ, 3)
+    (SPFDE.md §4, ours): an update at every epoch still sees 3 presentations per sample."""
+    return window if window else max(interval, 3)
+
+
 def _check_fraction(fraction: float) -> None:
     if not 0 <= fraction < 1:
         raise ValueError(f"sieving fraction must be in [0, 1), got fraction={fraction}")
 
 
 class ForgettingTracker:
-    """Per-sample forgetting events within the current interval (Toneva et al.'s count, per interval).
+    """Per-sample forgetting events over a sliding window of the last ``window`` epochs (Toneva et al.'s count).
 
-    ``update`` is called with each training batch's sample ids and per-sample correctness. Ids within one
-    call are assumed distinct (one presentation per sample per batch, as ``DataBundle.train_batches`` gives).
-    State lives on `device` (default CPU) so a GPU trainer can keep it there without a sync per batch.
+    ``update`` is called with each training batch's sample ids and per-sample correctness; ``next_epoch`` at
+    the start of every epoch slides the window (the oldest epoch's events and "correct" flags drop out). Ids
+    within one call are assumed distinct (one presentation per sample per batch, as ``DataBundle.train_batches``
+    gives). Each sample's last correctness is never dropped, so its first presentation of an epoch is compared
+    with its previous one. State lives on `device` (default CPU) so a GPU trainer can keep it there without a
+    sync per batch: one ring slot of events and one of "correct at least once" per epoch of the window.
     """
 
-    def __init__(self, num_samples: int, device: torch.device | str | None = None) -> None:
+    def __init__(self, num_samples: int, window: int = 1, device: torch.device | str | None = None) -> None:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got num_samples={num_samples}")
+        if window < 1:
+            raise ValueError(f"window must be >= 1 epoch, got window={window}")
         self.num_samples = num_samples
+        self.window = window
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self._counts = torch.zeros(num_samples, dtype=torch.long, device=self.device)
+        self._slot = 0  # ring slot of the current epoch
+        self._events = torch.zeros(window, num_samples, dtype=torch.int32, device=self.device)
+        self._correct = torch.zeros(window, num_samples, dtype=torch.bool, device=self.device)
         self._seen = torch.zeros(num_samples, dtype=torch.bool, device=self.device)  # presented before
-        self._prev = torch.zeros(
-            num_samples, dtype=torch.bool, device=self.device
-        )  # correct at last presentation
-        self._ever = torch.zeros(num_samples, dtype=torch.bool, device=self.device)
+        self._prev = torch.zeros(num_samples, dtype=torch.bool, device=self.device)  # correct at last presentation
 
     def update(self, idx: Tensor, correct: Tensor) -> None:
         """Record one presentation of each sample in `idx`; correct→wrong since its last one is an event."""
@@ -75,46 +88,51 @@ class ForgettingTracker:
         if idx.shape != correct.shape:
             raise ValueError(f"idx and correct differ in length: {idx.numel()} vs {correct.numel()}")
         forgot = self._seen[idx] & self._prev[idx] & ~correct
-        self._counts.index_add_(0, idx, forgot.long())
+        self._events[self._slot].index_add_(0, idx, forgot.int())
         self._prev[idx] = correct
         self._seen[idx] = True
-        self._ever[idx] |= correct
+        self._correct[self._slot, idx] |= correct
+
+    def next_epoch(self) -> None:
+        """Slide the window by one epoch: the oldest epoch's slot is cleared and becomes the current one."""
+        self._slot = (self._slot + 1) % self.window
+        self._events[self._slot].zero_()
+        self._correct[self._slot].zero_()
 
     def counts(self) -> Tensor:
-        """Forgetting events per sample in this interval (long, on the tracker's device)."""
-        return self._counts.clone()
+        """Forgetting events per sample in the window (long, on the tracker's device)."""
+        return self._events.sum(0, dtype=torch.long)
 
     def ever_correct(self) -> Tensor:
-        """Whether each sample was classified correctly at least once in this interval."""
-        return self._ever.clone()
-
-    def reset(self) -> None:
-        """Start a new interval: counts and "ever correct" restart, but each sample's last correctness is kept,
-        so its first presentation of the new interval is compared with its last one of the previous interval
-        (SPFDE.md §4, ours): without that, Δτ = 1 gives every sample 0 events and sieving becomes random."""
-        self._counts.zero_()
-        self._ever.zero_()
+        """Whether each sample was classified correctly at least once in the window."""
+        return self._correct.any(0)
 
     def total(self) -> Tensor:
-        """Forgetting events of this interval summed over all samples (a 0-d tensor on the tracker's device)."""
-        return self._counts.sum()
+        """Forgetting events in the window summed over all samples (a 0-d tensor on the tracker's device)."""
+        return self._events.sum(dtype=torch.long)
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "num_samples": self.num_samples,
-            "counts": self._counts.cpu().clone(),
+            "window": self.window,
+            "slot": self._slot,
+            "events": self._events.cpu().clone(),
+            "correct": self._correct.cpu().clone(),
             "seen": self._seen.cpu().clone(),
             "prev": self._prev.cpu().clone(),
-            "ever": self._ever.cpu().clone(),
         }
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
-        if int(d["num_samples"]) != self.num_samples:
-            raise ValueError(f"state is for {d['num_samples']} samples, this tracker has {self.num_samples}")
-        self._counts = d["counts"].to(device=self.device, dtype=torch.long).clone()
+        if int(d["num_samples"]) != self.num_samples or int(d.get("window", 0)) != self.window:
+            raise ValueError(
+                f"state is for {d['num_samples']} samples and window {d.get('window')}; this tracker has "
+                f"{self.num_samples} samples and window {self.window}"
+            )
+        self._slot = int(d["slot"])
+        self._events = d["events"].to(device=self.device, dtype=torch.int32).clone()
+        self._correct = d["correct"].to(device=self.device, dtype=torch.bool).clone()
         self._seen = d["seen"].to(device=self.device, dtype=torch.bool).clone()
         self._prev = d["prev"].to(device=self.device, dtype=torch.bool).clone()
-        self._ever = d["ever"].to(device=self.device, dtype=torch.bool).clone()
 
 
 class CircularSieve:
@@ -122,8 +140,9 @@ class CircularSieve:
 
     Start: a random round(y·N) samples form the queue (in random order); the rest is the partial set.
     ``step`` (every Δτ epochs): the m easiest partial samples go to the queue's tail (easiest first) and
-    m samples come from its head, so |partial| is constant. Easiest = fewest forgetting events; samples
-    never classified correctly in the interval count as hardest (ours); ties are broken at random (ours).
+    m samples come from its head, so |partial| is constant. Easiest = fewest forgetting events in the
+    tracker's window; samples never classified correctly in it count as hardest (ours); ties are broken at
+    random (ours).
     Once every initially removed sample has come back once, the queue is shuffled after each step.
     All randomness comes from the generators passed in; the state is CPU tensors.
     """
@@ -149,7 +168,9 @@ class CircularSieve:
         return not bool(self._pending.any())
 
     def step(self, tracker: ForgettingTracker, generator: torch.Generator) -> dict[str, Any]:
-        """One sieving update from this interval's forgetting counts; the caller resets the tracker after."""
+        """One sieving update from the forgetting counts of the tracker's window. The result says how many
+        samples moved and how many of those leaving had at least one event in the window
+        (``moved_with_events``: 0 means the ranking among them came from ties and "never correct" alone)."""
         if tracker.num_samples != self.num_samples:
             raise ValueError(f"tracker has {tracker.num_samples} samples, sieve has {self.num_samples}")
         m = moved_count(self.partial.numel(), self.fraction, self.queue.numel())
@@ -157,6 +178,7 @@ class CircularSieve:
             return {
                 "moved_out": 0,
                 "moved_in": 0,
+                "moved_with_events": 0,
                 "all_returned": self.all_returned,
                 "partial_size": self.partial.numel(),
             }
@@ -167,6 +189,7 @@ class CircularSieve:
         tie = torch.randperm(self.partial.numel(), generator=generator)  # random order, then a stable sort
         order = tie[torch.sort(score[tie], stable=True).indices]
         out_pos = order[:m]
+        with_events = int((counts[out_pos] > 0).sum())
         outgoing = self.partial[out_pos]
         incoming = self.queue[:m]
         keep = torch.ones(self.partial.numel(), dtype=torch.bool)
@@ -178,7 +201,13 @@ class CircularSieve:
         returned = self.all_returned
         if returned:
             self.queue = self.queue[torch.randperm(self.queue.numel(), generator=generator)]
-        return {"moved_out": m, "moved_in": m, "all_returned": returned, "partial_size": self.partial.numel()}
+        return {
+            "moved_out": m,
+            "moved_in": m,
+            "moved_with_events": with_events,
+            "all_returned": returned,
+            "partial_size": self.partial.numel(),
+        }
 
     def used_at_least_once(self) -> Tensor:
         """Bool per sample: has been in the partial set at some point."""

@@ -10,6 +10,7 @@ import torch
 from spfde_search.method.sieving import (
     CircularSieve,
     ForgettingTracker,
+    forgetting_window,
     moved_count,
     partial_size,
     removed_count,
@@ -66,30 +67,88 @@ def test_forgetting_counts_golden() -> None:
     assert t.ever_correct().tolist() == [True, True, False, True, False]
 
 
-def test_reset_keeps_last_correctness_across_the_interval() -> None:
-    """SPFDE.md §4: counts restart, but the first presentation of an interval is compared with the last one of
-    the previous interval; otherwise at dtau = 1 no sample could ever have an event."""
+def test_one_epoch_window_keeps_last_correctness() -> None:
+    """SPFDE.md §4: the window slides, but the first presentation of an epoch is compared with the previous one."""
     t = ForgettingTracker(3)
     present(t, {0: [True, False], 1: [True], 2: [False]})
     assert t.counts().tolist() == [1, 0, 0] and int(t.total()) == 1
-    t.reset()
+    t.next_epoch()
     assert t.counts().tolist() == [0, 0, 0] and int(t.total()) == 0
     assert t.ever_correct().tolist() == [False, False, False]
-    # sample 1 was correct at its last presentation before the reset: wrong now is an event of the new interval;
+    # sample 1 was correct at its last presentation: wrong now is an event of the new epoch;
     # sample 0 was wrong last and sample 2 never correct: no event
     present(t, {0: [False], 1: [False], 2: [False]})
     assert t.counts().tolist() == [0, 1, 0]
 
 
-def test_one_presentation_per_interval_still_counts() -> None:
-    """dtau = 1: one presentation per interval; alternating correctness gives an event at every other reset."""
+def test_one_presentation_per_epoch_still_counts() -> None:
+    """dtau = 1, one-epoch window: alternating correctness gives an event at every other epoch."""
     t = ForgettingTracker(1)
     got = []
     for ok in [True, False, True, False]:
         present(t, {0: [ok]})
         got.append(int(t.total()))
-        t.reset()
+        t.next_epoch()
     assert got == [0, 1, 0, 1]
+
+
+def epochs(t: ForgettingTracker, history: dict[int, list[bool]]) -> None:
+    """One presentation per sample per epoch (dtau = 1), the window sliding between epochs."""
+    for k in range(max(len(h) for h in history.values())):
+        if k:
+            t.next_epoch()
+        present(t, {i: [h[k]] for i, h in history.items() if k < len(h)})
+
+
+def test_window_of_three_epochs_golden() -> None:
+    """Events over the last 3 epochs: sample 0 correct, wrong, correct has 1 event; sample 1 correct x3 has 0;
+    sample 2 wrong x3 was never correct in the window. Later epochs drop the first ones from the window."""
+    t = ForgettingTracker(3, window=3)
+    epochs(t, {0: [True, False, True], 1: [True, True, True], 2: [False, False, False]})
+    assert t.counts().tolist() == [1, 0, 0]
+    assert t.ever_correct().tolist() == [True, True, False]
+    t.next_epoch()
+    present(t, {0: [True], 1: [False], 2: [True]})  # window = epochs 1..3: 0's event (epoch 1) still in
+    assert t.counts().tolist() == [1, 1, 0]
+    t.next_epoch()
+    present(t, {0: [True], 1: [True], 2: [True]})  # window = epochs 2..4: 0's event dropped out
+    assert t.counts().tolist() == [0, 1, 0] and int(t.total()) == 1
+
+
+def test_window_default_and_dtau_1_ranking() -> None:
+    """Issue 22: at dtau = 1 a one-epoch window ranks by "wrong at the last pass" only, so a sample that
+    was correct, wrong, correct ties with one correct x3. The default window W = max(dtau, 3) tells them
+    apart: the steady sample leaves first, every seed."""
+    assert forgetting_window(None, 1) == forgetting_window(0, 1) == 3
+    assert forgetting_window(None, 5) == 5 and forgetting_window(2, 5) == 2
+    history = {0: [True, False, True], 1: [True, True, True], 2: [False, False, False]}
+    for seed in range(10):
+        s = sieve_with(4, 0.25, partial=[0, 1, 2], queue=[3])  # m = round(0.75) = 1
+        t = ForgettingTracker(4, window=forgetting_window(None, 1))
+        epochs(t, history)
+        stats = s.step(t, torch.Generator().manual_seed(seed))
+        assert s.queue.tolist() == [1] and stats["moved_with_events"] == 0
+    # the old rule (one-epoch window): samples 0 and 1 tie, so the seed decides
+    left = set()
+    for seed in range(10):
+        s = sieve_with(4, 0.25, partial=[0, 1, 2], queue=[3])
+        t = ForgettingTracker(4, window=1)
+        epochs(t, history)
+        s.step(t, torch.Generator().manual_seed(seed))
+        left.add(s.queue.tolist()[0])
+    assert left == {0, 1}
+
+
+def test_moved_with_events_counts_leavers_with_an_event() -> None:
+    s = sieve_with(10, 0.3, partial=[0, 1, 2, 3, 4, 5, 6], queue=[9, 8, 7])
+    t = ForgettingTracker(10)
+    events(t, {0: 3, 1: 0, 2: 1, 3: 2, 4: 5, 5: 4})  # m = 2: 1 (0 events) and 2 (1 event) leave
+    assert s.step(t, torch.Generator().manual_seed(0))["moved_with_events"] == 1
+
+
+def test_window_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="window"):
+        ForgettingTracker(3, window=0)
 
 
 def test_tracker_batches_in_any_order_and_mismatch() -> None:
@@ -102,15 +161,23 @@ def test_tracker_batches_in_any_order_and_mismatch() -> None:
 
 
 def test_tracker_state_dict_round_trip() -> None:
-    a = ForgettingTracker(3)
+    """The window's ring of epochs and its position come back exactly (plain tensors and ints: weights_only)."""
+    a = ForgettingTracker(3, window=2)
     present(a, {0: [True], 1: [True, False], 2: [False]})
-    b = ForgettingTracker(3)
+    a.next_epoch()
+    present(a, {0: [True]})
+    b = ForgettingTracker(3, window=2)
     b.load_state_dict(a.state_dict())
     for t in (a, b):
         present(t, {0: [False], 2: [True, False]})
-    assert a.counts().tolist() == b.counts().tolist() == [1, 1, 1]
+        assert t.counts().tolist() == [1, 1, 1]
+        t.next_epoch()  # epoch 0 (sample 1's event) leaves the window
+        assert t.counts().tolist() == [1, 0, 1]
+    assert all(isinstance(v, (int, torch.Tensor)) for v in a.state_dict().values())
     with pytest.raises(ValueError, match="samples"):
-        ForgettingTracker(4).load_state_dict(a.state_dict())
+        ForgettingTracker(4, window=2).load_state_dict(a.state_dict())
+    with pytest.raises(ValueError, match="window"):
+        ForgettingTracker(3, window=3).load_state_dict(a.state_dict())
 
 
 # ---------------------------------------------------------------- sizes
@@ -147,11 +214,11 @@ def test_fifo_golden() -> None:
     events(t, {0: 3, 1: 0, 2: 1, 3: 2, 4: 5, 5: 4})  # 6 never correct
     stats = s.step(t, torch.Generator().manual_seed(0))
     # m = round(0.3 * 7) = 2: easiest are 1 (0 events) then 2 (1 event); 9 and 8 come from the head
-    assert stats == {"moved_out": 2, "moved_in": 2, "all_returned": False, "partial_size": 7}
+    assert stats == {"moved_out": 2, "moved_in": 2, "moved_with_events": 1, "all_returned": False, "partial_size": 7}
     assert s.partial.tolist() == [0, 3, 4, 5, 6, 8, 9]
     assert s.queue.tolist() == [7, 1, 2]  # exact FIFO order: not shuffled yet
 
-    t.reset()
+    t.next_epoch()
     events(t, {0: 0, 3: 1, 4: 2, 5: 3, 6: 4, 8: 5, 9: 6})
     stats = s.step(t, torch.Generator().manual_seed(0))
     # easiest 0 and 3 out; 7 (the last initially removed) and 1 in -> all returned -> queue shuffled
@@ -213,7 +280,7 @@ def test_partial_size_constant_and_everyone_used() -> None:
     for k in range(steps):
         present(t, {i: [bool((i + k) % 2), bool(i % 3)] for i in s.partial.tolist()})
         stats = s.step(t, g)
-        t.reset()
+        t.next_epoch()
         assert s.partial.numel() == 70 and s.queue.numel() == 30
         assert sorted(torch.cat([s.partial, s.queue]).tolist()) == list(range(n))
         assert stats["moved_out"] == stats["moved_in"] == 21
