@@ -144,7 +144,8 @@ def _start_epoch_choices(T: int) -> list[int | None]:
     return [None, *[p for p in picks if p < T]]
 
 
-SCHEMES = ["single_shot", "single_shot_resume", "periodic", "delayed_periodic"]
+SCHEMES = ["single_shot", "single_shot_resume", "periodic", "delayed_periodic"]  # four distinct schedules
+SINGLE_SHOT = ("single_shot", "single_shot_resume")  # the schemes an explicit start epoch applies to
 FRACTION_STEP = 0.05  # grid of freezing.saving_fraction in the joint space (0 = freezing off)
 
 
@@ -164,9 +165,12 @@ class JointSpace:
     units) x scheme x LR schedule.
 
     Branches: ``freezing.start_epoch`` None -> ``freezing.saving_fraction`` f of the largest saving this
-    point's schedule can reach (0 = freezing off), resolved to ``freezing.target_flops_reduction``; an epoch ->
-    an explicit schedule with ``freezing.units`` of the freezable units. ``freezing.scheme`` is sampled before
-    the target is resolved (the reachable saving depends on it), only when freezing is asked for;
+    point's schedule can reach (0 = freezing off), resolved to ``freezing.target_flops_reduction``, with
+    ``freezing.scheme`` sampled among all four schemes before the target is resolved (the reachable saving
+    depends on it), only when freezing is asked for; an epoch -> an explicit single-shot schedule with
+    ``freezing.units`` of the freezable units and the base config's single-shot scheme (``single_shot`` unless
+    the base says ``single_shot_resume``): periodic schemes fix their own pattern start, so an explicit start
+    would give one schedule two names, and Optuna needs one choice list per parameter name.
     ``freezing.lr_schedule`` only when freezing is on."""
 
     def __init__(self, base: Config, max_sparsity: float = 0.98, max_sieve: float = 0.5) -> None:
@@ -185,6 +189,7 @@ class JointSpace:
             self.resolver.max_saving({**shortest, "freezing.scheme": sc}) > 0 for sc in SCHEMES
         )
         self.lr_schedules = _lr_schedules()
+        self.explicit_scheme = None if base.freezing.scheme in SINGLE_SHOT else "single_shot"
 
     def __call__(self, trial: Any) -> dict[str, Any] | None:
         trial.suggest_categorical("sparsity.algorithm", ["mest", "rigl", "set", "static"])
@@ -208,7 +213,8 @@ class JointSpace:
             freezing = True
             if self.units > 1:
                 trial.suggest_int("freezing.units", 1, self.units)
-            trial.suggest_categorical("freezing.scheme", SCHEMES)
+            if self.explicit_scheme is not None:
+                out["freezing.scheme"] = self.explicit_scheme
         if freezing and len(self.lr_schedules) > 1:
             trial.suggest_categorical("freezing.lr_schedule", self.lr_schedules)
         return out or None

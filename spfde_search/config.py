@@ -174,7 +174,9 @@ class FreezingConfig(_Section):
     min_start_epoch: int | None = Field(None, ge=0, description="earliest T_frz the solver may pick (default: delta tau)")
     resume_epochs: int | None = Field(None, ge=1, description="single_shot_resume: t, epochs unfrozen at the end (default delta tau)")
     resume_lr: float = Field(0.001, gt=0, description="single_shot_resume: learning rate of the final unfrozen epochs")
-    delay_fraction: float = Field(0.5, ge=0, lt=1, description="delayed_periodic: fully active for at least this fraction")
+    delay_fraction: float = Field(
+        0.5, gt=0, lt=1, description="delayed_periodic: every unit fully active for this fraction (periodic: none)"
+    )
     lr_schedule: Literal["per_unit", "global"] = Field(
         "per_unit", description="per_unit: each unit's cosine ends at its freeze epoch (paper); global: one cosine to T"
     )
@@ -187,6 +189,12 @@ class FreezingConfig(_Section):
             )
         if self.units is not None and self.start_epoch is None:
             raise ValueError("freezing.units needs freezing.start_epoch")
+        if self.start_epoch is not None and self.scheme in ("periodic", "delayed_periodic"):
+            raise ValueError(
+                f"freezing.start_epoch does not apply to freezing.scheme={self.scheme!r}: periodic runs its pattern "
+                "from epoch 0 and delayed_periodic after freezing.delay_fraction of training; set "
+                "freezing.target_flops_reduction instead"
+            )
         return self
 
     @property

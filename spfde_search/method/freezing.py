@@ -14,13 +14,28 @@ from dataclasses import dataclass
 from ..config import ConfigError, FreezingConfig
 
 __all__ = [
+    "PERIODIC_SCHEMES",
     "FreezingTargetError",
+    "periodic_start",
     "freezable_unit_count",
     "solve_start_closed_form",
     "FreezePlan",
     "plan_freezing",
     "cosine_lr",
 ]
+
+
+PERIODIC_SCHEMES = ("periodic", "delayed_periodic")
+
+
+def periodic_start(scheme: str, delay_fraction: float, epochs: int, interval: int) -> int:
+    """First epoch of the periodic pattern (SPFDE.md §3): ``periodic`` runs it from epoch 0, so every unit is
+    updated at every stage of training (the paper's appendix); ``delayed_periodic`` keeps every unit fully active
+    for the first ``delay_fraction`` of training, rounded up to a multiple of Δτ (at least Δτ, since
+    ``delay_fraction`` > 0). The two starts never coincide, so no schedule has both names."""
+    if scheme == "periodic":
+        return 0
+    return max(interval, math.ceil(delay_fraction * epochs / interval) * interval)
 
 
 class FreezingTargetError(ConfigError):
@@ -100,7 +115,8 @@ class FreezePlan:
                 if fe is not None and epoch >= fe:
                     n = k + 1
             return n
-        # periodic: front group trains 1 epoch in 4, middle group 1 in 2, the rest always
+        # periodic schemes, from the pattern's start: the front half of the frozen units trains 1 epoch in 4,
+        # the back half 1 in 2, the rest always
         if epoch < self.start_epoch:
             return 0
         j = epoch - self.start_epoch
@@ -147,7 +163,8 @@ def plan_freezing(
     candidates handles units that would freeze at or after T and the other schemes). The saving of a candidate
     is ``saving_fn(plan)`` when given (the predictor passes its exact simulation, which also counts MEST's
     soft-bound extra density that freezing removes), else ``plan.saving(bp_per_epoch)`` at target densities.
-    Impossible x -> ConfigError naming the maximum."""
+    Periodic schemes have a fixed pattern start (:func:`periodic_start`); x picks the fewest freezable units (front
+    to back) whose pattern meets it. Impossible x -> ConfigError naming the maximum."""
     t_resume = (cfg.resume_epochs or interval) if cfg.scheme == "single_shot_resume" else 0
 
     def make(start: int | None, units: int) -> FreezePlan:
@@ -159,6 +176,8 @@ def plan_freezing(
         raise ConfigError(
             f"freezing.freeze_fraction={cfg.freeze_fraction:g} covers no whole unit of this model; raise it"
         )
+    if cfg.start_epoch is not None and cfg.scheme in PERIODIC_SCHEMES:  # also refused by FreezingConfig
+        raise ConfigError(f"freezing.start_epoch does not apply to freezing.scheme={cfg.scheme!r}")
     if cfg.start_epoch is not None:
         units = cfg.units if cfg.units is not None else freezable
         if units > freezable:
@@ -167,26 +186,30 @@ def plan_freezing(
             raise ConfigError(f"freezing.start_epoch={cfg.start_epoch} must be below train.epochs={epochs}")
         return make(cfg.start_epoch, units)
     x = cfg.target_flops_reduction
-    min_start = cfg.min_start_epoch if cfg.min_start_epoch is not None else interval
-    if cfg.scheme == "delayed_periodic":
-        min_start = max(min_start, math.ceil(cfg.delay_fraction * epochs / interval) * interval)
-    candidates = list(range(0, epochs, interval))
-    candidates = [s for s in candidates if s >= min_start]
     need = x * f_train_no_freeze
     best: FreezePlan | None = None
     max_saving = 0.0
-    for s in candidates:
-        p = make(s, freezable)
+    if cfg.scheme in PERIODIC_SCHEMES:
+        start = periodic_start(cfg.scheme, cfg.delay_fraction, epochs, interval)
+        where = f"a pattern from epoch {start}"
+        plans = [make(start, k) for k in range(1, freezable + 1)] if start < epochs else []
+    else:
+        min_start = cfg.min_start_epoch if cfg.min_start_epoch is not None else interval
+        where = f"earliest start epoch {min_start}"
+        plans = [make(s, freezable) for s in range(0, epochs, interval) if s >= min_start]
+    for p in plans:
         sv = saving_fn(p) if saving_fn is not None else p.saving(bp_per_epoch)
         max_saving = max(max_saving, sv)
         if sv >= need * (1 - 1e-12):
-            best = p  # later candidates overwrite: the latest start that meets the target
+            best = p  # single-shot: the latest start that meets the target; periodic: the fewest units
+            if cfg.scheme in PERIODIC_SCHEMES:
+                break
     if best is None:
         mx = max_saving / f_train_no_freeze if f_train_no_freeze else 0.0
         raise FreezingTargetError(
             f"freezing.target_flops_reduction={x:g} is impossible for this schedule: freezing can save at most "
             f"{mx:.4f} ({mx:.2%}) of training FLOPs with scheme {cfg.scheme!r}, freeze_fraction "
-            f"{cfg.freeze_fraction:.3g} and earliest start epoch {min_start}; use a target <= {math.floor(mx * 1000) / 1000:g}",
+            f"{cfg.freeze_fraction:.3g} and {where}; use a target <= {math.floor(mx * 1000) / 1000:g}",
             mx,
         )
     return best

@@ -206,7 +206,7 @@ RUNS = [
     *[{"sparsity.algorithm": a, "train.channels_last": "on"} for a in ("mest", "rigl", "set", "static")],
     {"freezing.lr_schedule": "global", "freezing.target_flops_reduction": 0.1},
     {"freezing.scheme": "single_shot_resume", "freezing.start_epoch": 1, "freezing.resume_epochs": 1},
-    {"freezing.scheme": "periodic", "freezing.start_epoch": 1},
+    {"freezing.scheme": "periodic", "freezing.target_flops_reduction": 0.1},
     {"freezing.scheme": "delayed_periodic", "freezing.target_flops_reduction": 0.05, "train.epochs": 6},
     {"sparsity.distribution": "erk", "sparsity.algorithm": "rigl"},
 ]

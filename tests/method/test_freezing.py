@@ -16,6 +16,7 @@ from spfde_search.method.freezing import (
     FreezePlan,
     cosine_lr,
     freezable_unit_count,
+    periodic_start,
     plan_freezing,
     solve_start_closed_form,
 )
@@ -189,18 +190,50 @@ def test_periodic_prefixes(scheme: str) -> None:
     assert sum(p < 3 for p in sched) == len(sched) // 2  # unit 2 trains 1 epoch in 2
 
 
-def test_delayed_periodic_waits() -> None:
+def test_periodic_runs_from_epoch_0_and_delayed_waits() -> None:
+    """Issue 22: delayed_periodic was periodic with a later start, so the two names gave one schedule. Now
+    periodic runs its pattern from epoch 0 (the paper: every unit updated at every stage of training) and
+    delayed_periodic keeps every unit active for delay_fraction of training first; x picks the fewest units."""
     bp = [1.0, 1.0, 1.0, 1.0]  # 4 freezable units, 1 FLOP each per epoch; T = 12, dtau = 2, F = 100
-    # periodic prefixes are 0, 4, 2, 4 per cycle (front = 2 units): a full cycle saves 0 + 4 + 2 + 4 = 10
-    # start 4: epochs 4..11 = two cycles = 20 -> x = 0.2 is met from start 4 (and not from 6: 14)
+    # periodic over k units from epoch 0: per 4-epoch cycle prefixes 0, k, front, k with front = (k + 1) // 2,
+    # so 3 cycles save 3 (2k + front): k = 1: 9, k = 2: 15, k = 3: 24, k = 4: 30
     p = plan_freezing(cfg(target_flops_reduction=0.2, scheme="periodic"), 12, 2, 5, 4, bp, 100.0)
-    assert p.start_epoch == 4
-    # delayed: earliest start = ceil(0.5 x 12 / 2) x 2 = 6, which saves 0+4+2+4+0+4 = 14 -> at most 0.14
-    with pytest.raises(ConfigError, match=r"0\.1400.*earliest start epoch 6"):
+    assert (p.start_epoch, p.frozen_units) == (0, 3)  # 24 >= 20 > 15
+    assert p.schedule() == [0, 3, 2, 3] * 3
+    with pytest.raises(ConfigError, match=r"0\.3000.*pattern from epoch 0"):
+        plan_freezing(cfg(target_flops_reduction=0.31, scheme="periodic"), 12, 2, 5, 4, bp, 100.0)
+    # delayed: pattern from ceil(0.5 x 12 / 2) x 2 = 6; epochs 6..11 save 0 + k + front + k + 0 + k:
+    # k = 1: 4, k = 2: 7, k = 3: 11, k = 4: 14 -> at most 0.14
+    with pytest.raises(ConfigError, match=r"0\.1400.*pattern from epoch 6"):
         plan_freezing(cfg(target_flops_reduction=0.2, scheme="delayed_periodic"), 12, 2, 5, 4, bp, 100.0)
     d = plan_freezing(cfg(target_flops_reduction=0.1, scheme="delayed_periodic"), 12, 2, 5, 4, bp, 100.0)
-    # need 10: start 8 saves 0 + 4 + 2 + 4 = 10, start 10 saves 4
-    assert d.start_epoch == 8
+    assert (d.start_epoch, d.frozen_units) == (6, 3)
+    assert d.schedule() == [0] * 7 + [3, 2, 3, 0, 3]
+
+
+@pytest.mark.parametrize("epochs", [2, 5, 12, 40])
+@pytest.mark.parametrize("interval", [1, 2, 5])
+@pytest.mark.parametrize("delay", [0.01, 0.5, 0.9])
+def test_periodic_and_delayed_periodic_never_share_a_schedule(epochs: int, interval: int, delay: float) -> None:
+    """No schedule has two names: periodic freezes in epoch 1, delayed_periodic never before epoch Δτ + 1."""
+    for units in range(1, 5):
+        per = FreezePlan("periodic", epochs, interval, 5, 4, 0, units).schedule()
+        start = periodic_start("delayed_periodic", delay, epochs, interval)
+        assert start >= 1 and periodic_start("periodic", delay, epochs, interval) == 0
+        dly = FreezePlan("delayed_periodic", epochs, interval, 5, 4, start, units).schedule()
+        assert per[1] == units and dly[: start + 1] == [0] * min(start + 1, epochs) and per != dly
+
+
+def test_periodic_schemes_refuse_an_explicit_start_and_a_zero_delay() -> None:
+    for scheme in ("periodic", "delayed_periodic"):
+        with pytest.raises(ValueError, match="freezing.start_epoch does not apply"):
+            cfg(start_epoch=2, scheme=scheme)
+    msg = ""
+    try:
+        Config.parse({"freezing": {"delay_fraction": 0}})
+    except ConfigError as e:
+        msg = str(e)
+    assert "freezing.delay_fraction" in msg and "(0, 1)" in msg
 
 
 def test_single_shot_resume_default_t_is_dtau() -> None:

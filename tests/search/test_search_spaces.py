@@ -63,9 +63,23 @@ def test_joint_branches(base):
         enabled = p.get("freezing.start_epoch") is not None or p.get("freezing.target_flops_reduction", 0) > 0
         seen_target += p.get("freezing.target_flops_reduction", 0) > 0
         assert ("freezing.lr_schedule" in p) == enabled
-        if enabled:
+        if p.get("freezing.target_flops_reduction", 0) > 0:
             assert "freezing.scheme" in p
     assert seen_target > 5
+
+
+def test_joint_never_offers_two_names_for_one_schedule(base):
+    """Issue 22: an explicit start epoch with delayed_periodic was periodic under another name. Explicit
+    schedules are single-shot now; every sampled point's config is valid and each periodic scheme keeps its
+    own pattern start."""
+    space = resolve_space("joint", base)
+    periodic = 0
+    for t in sample_random(space.fn, 80, seed=3):
+        cfg = trial_config(base, t.params)
+        if cfg.freezing.start_epoch is not None:
+            assert cfg.freezing.scheme in ("single_shot", "single_shot_resume")
+        periodic += cfg.freezing.scheme in ("periodic", "delayed_periodic") and cfg.freezing.enabled
+    assert periodic > 0  # still offered, through a FLOPs target
 
 
 def test_joint_runs_in_optuna_study(base):
