@@ -26,7 +26,7 @@ from .data import DataBundle, load_data
 from .device import resolve_device, resolve_execution
 from .method.flops import FlopsPrediction, build_profile, per_sample_cost, plan_all, predict, rigl_pass_cost
 from .method.plan import EpochPlan
-from .method.sieving import CircularSieve, ForgettingTracker, forgetting_window
+from .method.sieving import CircularSieve, ForgettingTracker
 from .method.sparsity import ALGORITHMS, Masker
 from .models import create_model
 
@@ -127,8 +127,7 @@ class Trainer:
             if cfg.sieving.enabled
             else None
         )
-        window = forgetting_window(cfg.sieving.window, cfg.train.update_interval)
-        self.tracker = ForgettingTracker(n, window, device=self.device)
+        self.tracker = ForgettingTracker(n, self.plan.forgetting_window, device=self.device)
         self.epoch = 0
         self.train_flops = 0
         self.wall_seconds = 0.0

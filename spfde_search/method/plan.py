@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..config import Config
 from .freezing import FreezePlan, cosine_lr
+from .sieving import forgetting_window
 from .sparsity import ALGORITHMS, DSTPlan, LayerRef
 
 __all__ = ["LayerStep", "EpochPlan", "RunPlan", "build_run_plan", "may_update"]
@@ -59,6 +60,7 @@ class RunPlan:
     resume_start: int | None  # single_shot_resume: from this epoch on, everything trains at resume_lr
     resume_lr: float
     unit_freeze_epochs: tuple[int | None, ...] = ()  # per freezable unit: epoch it freezes for good (None: never)
+    forgetting_window: int = 1  # W: epochs of forgetting events that rank the samples at a sieve step
 
     @property
     def sparse_numel(self) -> int:
@@ -162,4 +164,5 @@ def build_run_plan(
         resume_start=t_total - freeze.resume_epochs if resume else None,
         resume_lr=freeze.resume_lr,
         unit_freeze_epochs=tuple(freeze.unit_freeze_epoch(k) for k in range(freeze.freezable)),
+        forgetting_window=forgetting_window(cfg.sieving.window, dtau),
     )
