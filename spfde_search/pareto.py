@@ -103,10 +103,16 @@ def hypervolume(acc: ArrayLike, ratio: ArrayLike, ref: tuple[float, float] = (0.
 def knee_point(acc: ArrayLike, flops: ArrayLike) -> int | None:
     """Index (into the inputs) of the front's knee, or None if no point is valid.
 
-    Both axes are normalised to [0, 1] over the front; the knee is the front point farthest from the straight
-    line joining the front's two extremes (cheapest and most accurate). With fewer than three distinct front
-    points, or a flat front, it is the point closest to the utopia corner (best accuracy, lowest flops).
-    Ties go to the cheaper point.
+    Kneedle's rule (Satopää, Albrecht, Irwin, Raghavan, "Finding a 'Kneedle' in a Haystack: Detecting Knee Points
+    in System Behavior", ICDCS Workshops 2011; as in kneed's ``knee_locator.py`` lines 185-199, steps 2-4, for a
+    concave increasing curve): both axes are normalised to [0, 1] over the front (FLOPs linearly, as given), so
+    the chord joining the cheapest and the most accurate point runs from (0, 0) to (1, 1), and the knee is the
+    point with the largest ``accuracy - flops`` there: the one farthest *above* the chord, the best accuracy
+    bought per FLOP relative to the front's own trade-off. A point below the chord is never the knee, however far
+    from it (it buys less accuracy than the straight line between the extremes). We take the global maximum with
+    no sensitivity threshold: a front has a handful of points, not a sampled curve. With no point above the
+    chord (fewer than three distinct points, a straight or convex front), it is the point closest to the utopia
+    corner (best accuracy, lowest flops). Ties go to the cheaper point.
     """
     a, c = _pair(acc, flops)
     idx = front_indices(a, c)
@@ -116,17 +122,10 @@ def knee_point(acc: ArrayLike, flops: ArrayLike) -> int | None:
     span_a, span_c = fa.max() - fa.min(), fc.max() - fc.min()
     na = (fa - fa.min()) / span_a if span_a > 0 else np.zeros_like(fa)
     nc = (fc - fc.min()) / span_c if span_c > 0 else np.zeros_like(fc)
-    # cheapest-first order: idx[0] is the cheapest, idx[-1] the most accurate
-    dist = np.zeros(idx.size)
-    if idx.size >= 3 and span_a > 0 and span_c > 0:
-        p0 = np.array([nc[0], na[0]])
-        p1 = np.array([nc[-1], na[-1]])
-        d = p1 - p0
-        norm = float(np.hypot(d[0], d[1]))
-        pts = np.stack([nc, na], axis=1) - p0
-        dist = np.abs(d[0] * pts[:, 1] - d[1] * pts[:, 0]) / norm
-    if dist.max() > 1e-12:
-        return int(idx[int(np.argmax(dist))])
+    # cheapest-first order: idx[0] is the cheapest at (0, 0), idx[-1] the most accurate at (1, 1)
+    above = na - nc if span_a > 0 and span_c > 0 else np.zeros(idx.size)
+    if above.max() > 1e-12:
+        return int(idx[int(np.argmax(above))])
     utopia = np.hypot(nc - 0.0, na - 1.0)
     return int(idx[int(np.argmin(utopia))])
 

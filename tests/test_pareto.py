@@ -79,6 +79,25 @@ def test_knee_golden():
     assert math.isfinite(hypervolume([0.0, 0.5, 1.0], [0.0, 0.5, 1.0]))
 
 
+def test_knee_is_the_point_farthest_above_the_chord():
+    """Kneedle's rule, not the largest absolute distance: a point far *below* the chord joining the cheapest and
+    the most accurate point is a poor trade-off and never the knee (issue 24: the knee was 0.6275 at 0.092x
+    dense while 0.6985 at 0.096x was on the front)."""
+    ratio = [0.05, 0.092, 0.096, 0.20, 0.25]
+    acc = [0.62, 0.6275, 0.6985, 0.80, 0.92]
+    # normalised (flops, acc): (0, 0), (0.21, 0.025) far below, (0.23, 0.26) just above, (0.75, 0.60) below, (1, 1)
+    assert knee_point(acc, ratio) == 2
+    # the same front in absolute FLOPs (linear normalisation: the scale does not matter) and in shuffled order
+    dense = 3.1e12
+    assert knee_point(acc, [r * dense for r in ratio]) == 2
+    order = [4, 0, 3, 2, 1]
+    assert knee_point([acc[i] for i in order], [ratio[i] for i in order]) == order.index(2)
+    # two points above: the farther one wins, however close the other is to the cheap end
+    assert knee_point([0.0, 0.30, 0.70, 1.0], [0.0, 0.10, 0.40, 1.0]) == 2  # 0.20 above vs 0.30 above
+    # no point above the chord (a convex front): closest to the utopia corner, not the farthest below
+    assert knee_point([0.0, 0.3, 0.5, 1.0], [0.0, 0.6, 0.9, 1.0]) == 1
+
+
 # ---------------------------------------------------------------- MOASHA ranking
 
 
