@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
 from spfde_search.config import Config
 
@@ -113,7 +113,10 @@ def resolve_space(name: str, base: Config, text: str | None = None) -> ResolvedS
     raise SpaceError(f"unknown search space {name!r}; built-in spaces: {', '.join(SPACES.names())}, or a YAML file path")
 
 
-def _contains(dist: BaseDistribution, value: Any) -> bool:
+def _contains(dist: BaseDistribution, value: Any, on_grid: bool = True) -> bool:
+    """Whether ``dist`` can hold ``value``; ``on_grid=False`` asks only for the range (a float off its step)."""
+    if not on_grid and isinstance(dist, FloatDistribution) and isinstance(value, (int, float)):
+        return bool(dist.low <= value <= dist.high)
     try:
         return bool(dist._contains(dist.to_internal_repr(value)))
     except Exception:
@@ -124,9 +127,10 @@ def initial_points(kind: str, space: ResolvedSpace, base: Config, limit: int | N
     """Starting points for the sampler, restricted to the parameters the space suggests and to values its
     distributions contain; duplicates after restriction are dropped. ``kind``: 'paper'.
 
-    In a space that samples ``freezing.saving_fraction``, a point's freezing target becomes the nearest step
-    of that fraction for the point's own schedule (so it resolves to within half a step of the paper's target);
-    a point whose schedule cannot reach its target is dropped."""
+    In a space that samples ``freezing.saving_fraction``, a point's freezing target becomes the exact fraction
+    of what the point's own schedule can reach that resolves to the paper's target (off the sampler's grid on
+    purpose: the paper's 20% stays 20%, not 20.2%); a point whose schedule cannot reach its target is dropped,
+    and a point without freezing drops the freezing scheme and LR schedule (the space asks for neither)."""
     if kind not in INITIAL_POINT_SETS:
         raise SpaceError(f"unknown initial point set {kind!r}; valid: {', '.join(INITIAL_POINT_SETS)}")
     out: list[dict[str, Any]] = []
@@ -135,14 +139,15 @@ def initial_points(kind: str, space: ResolvedSpace, base: Config, limit: int | N
     resolver = _Resolver(base) if aux is not None else None
     for point in paper_points(base):
         if aux is not None and "freezing.target_flops_reduction" not in space.distributions:
-            f = saving_fraction_for(base, point, getattr(aux, "step", None) or 0.05, resolver)
+            f = saving_fraction_for(base, point, resolver=resolver)
             if f is None:
                 continue  # this schedule cannot reach the paper's target
             point = {**point, "freezing.saving_fraction": f}
             if f == 0:
                 point.pop("freezing.scheme", None)
+                point.pop("freezing.lr_schedule", None)
         kept = {k: v for k, v in point.items() if k in space.distributions}
-        if not kept or not all(_contains(space.distributions[k], v) for k, v in kept.items()):
+        if not kept or not all(_contains(space.distributions[k], v, on_grid=k not in AUXILIARY) for k, v in kept.items()):
             continue  # the space cannot express this point (say a freezing target beyond what T epochs allow)
         key = tuple(sorted((k, repr(v)) for k, v in kept.items()))
         if key in seen:

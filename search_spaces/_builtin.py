@@ -42,8 +42,9 @@ _HEADLINE = [(0.9, 0.0, 0.0), (0.9, 0.2, 0.2), (0.9, 0.25, 0.25), (0.95, 0.0, 0.
 
 
 def paper_points(base: Config) -> list[dict[str, Any]]:
-    """The paper's hand-picked points as full dotted overrides (MEST, single-shot freezing, base delta tau),
-    headline points first. Spaces keep the keys they suggest (see ``initial_points``)."""
+    """The paper's hand-picked points as full dotted overrides (MEST, single-shot freezing with the paper's
+    per-unit LR schedule, base delta tau), headline points first. Spaces keep the keys they suggest (see
+    ``initial_points``)."""
     grid = [(s, x, y) for s in PAPER_SPARSITY for x in PAPER_FREEZE for y in PAPER_SIEVE]
     ordered = _HEADLINE + [p for p in grid if p not in _HEADLINE]
     out = []
@@ -58,6 +59,7 @@ def paper_points(base: Config) -> list[dict[str, Any]]:
         }
         if x > 0:
             p["freezing.scheme"] = "single_shot"
+            p["freezing.lr_schedule"] = "per_unit"  # the paper's (SPFDE.md section 3); `global` is ours
         out.append(p)
     return out
 
@@ -266,17 +268,27 @@ class SmokeSpace:
 
 
 def saving_fraction_for(
-    base: Config, point: Mapping[str, Any], step: float = FRACTION_STEP, resolver: _Resolver | None = None
+    base: Config, point: Mapping[str, Any], step: float | None = None, resolver: _Resolver | None = None
 ) -> float | None:
-    """The ``freezing.saving_fraction`` (on a ``step`` grid, nearest) that expresses ``point``'s freezing target
-    in this base config's spaces; None if the point's schedule cannot reach that target."""
+    """The ``freezing.saving_fraction`` that expresses ``point``'s freezing target in this base config's spaces;
+    None if the point's schedule cannot reach that target. Without ``step`` it is exact: the fraction resolves
+    (``resolve_saving_fraction``) to the point's target itself, so an enqueued paper point trains the paper's
+    20%, not the nearest grid step's 20.2%; with ``step``, the nearest fraction on that grid."""
     x = float(point.get("freezing.target_flops_reduction", 0.0) or 0.0)
     if x <= 0:
         return 0.0
     mx = (resolver or _Resolver(base)).max_saving(config_params(point))
     if x > mx or mx <= 0:
         return None
-    return round(round(x / mx / step) * step, 10)
+    if step is not None:
+        return round(round(x / mx / step) * step, 10)
+    f = min(1.0, x / mx)
+    for _ in range(8):  # x / mx * mx can miss x by an ulp; resolving rounds to 6 decimals, so this rarely moves
+        got = resolve_saving_fraction(f, mx)
+        if got == x:
+            break
+        f = math.nextafter(f, math.inf if got < x else -math.inf)
+    return f
 
 
 register_space(

@@ -114,6 +114,9 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     import warnings
 
     warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took")
+    # --initial paper enqueues the exact saving fraction that resolves to the paper's target, off the sampler's
+    # grid on purpose (search_spaces.initial_points); Optuna notes each such fixed value
+    warnings.filterwarnings("ignore", message="Fixed parameter freezing.saving_fraction with value")
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import optuna
 import pytest
@@ -17,6 +18,7 @@ from search_spaces import (
     max_freezing_saving,
     paper_points,
     resolve_space,
+    run_space,
     sample_random,
     trial_config,
 )
@@ -115,6 +117,36 @@ def test_paper_grid_and_points(base):
     p20 = next(p for p in pts if p["freezing.saving_fraction"] > 0)
     t = sample_random(joint.fn, 1, fixed=p20)[0]
     assert abs(t.params["freezing.target_flops_reduction"] - 0.2) <= 0.025 * max_freezing_saving(trial_config(long, t.params))
+
+
+def test_paper_points_enqueued_in_the_joint_space_train_the_papers_targets_and_lr_schedule():
+    """--initial paper in the joint space: each enqueued point, run by a real Optuna study as the search runs it,
+    resolves to exactly one of the paper's (sparsity, x, y) points (not x = 0.2021 from the nearest grid step)
+    with the paper's per-unit LR schedule (not one the sampler picks)."""
+    long = load_config(None, {**BASE, "train.epochs": 40, "train.update_interval": 2})
+    joint = resolve_space("joint", long)
+    pts = initial_points("paper", joint, long)
+    paper = {(p["sparsity.ratio"], p["freezing.target_flops_reduction"], p["sieving.fraction"]) for p in paper_points(long)}
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    resolved = []
+    for p in pts:
+        study.enqueue_trial(p)
+        t = study.ask()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna notes the exact fraction is off the sampler's 5% grid
+            params = run_space(joint.fn, t)
+        study.tell(t, [0.5, 1.0])
+        x = params.get("freezing.target_flops_reduction", 0.0)
+        resolved.append((params["sparsity.ratio"], x, params["sieving.fraction"]))
+        assert resolved[-1] in paper, params
+        assert params["sparsity.algorithm"] == "mest" and params["freezing.start_epoch"] is None
+        if x > 0:
+            assert params["freezing.lr_schedule"] == "per_unit" and params["freezing.scheme"] == "single_shot"
+        else:
+            assert "freezing.lr_schedule" not in params and "freezing.scheme" not in params
+    assert len(set(resolved)) == len(resolved)  # one trial per paper point
+    # the headline points, freezing included, are all there (this schedule reaches 25%)
+    assert {(0.9, 0.0, 0.0), (0.9, 0.2, 0.2), (0.9, 0.25, 0.25), (0.9, 0.1, 0.1)} <= set(resolved)
 
 
 def test_registry_lists_and_rejects(base):
