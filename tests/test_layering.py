@@ -5,6 +5,12 @@ including imports inside functions) and at run time (what importing the core act
   or MLflow (STYLE.md);
 - ``spfde_search/search/`` reaches the MLflow adapter only through the ``spfde_search.tracking`` package's public
   names, never its modules;
+- no module of ``spfde_search``, ``search_spaces`` or ``trainables`` imports a private name (``_x``) or a private
+  module from outside its own package (``trainables`` once reached into ``spfde_search.search.settings._fs``: the
+  storage helpers now live in the public ``spfde_search.storage``, below both);
+- no import cycles among those modules, counting imports inside functions and the packages above each imported
+  module (Python runs their ``__init__`` first): ``tracking/sync.py`` and ``tracking/tracker.py`` once imported
+  each other, and ``trainables`` -> ``spfde_search.search`` -> ``trainables`` was dodged with a lazy import;
 - no module of the package grows past ~500 lines (a split is due before then).
 """
 
@@ -19,6 +25,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "spfde_search"
 HEAVY = {"ray", "optuna", "mlflow"}
+OURS = ("spfde_search", "search_spaces", "trainables")
 
 
 def heavy_modules_after(code: str, roots: tuple[str, ...]) -> str:
@@ -56,6 +63,107 @@ def imports(path: Path, root: Path = PKG.parent) -> list[tuple[str, list[str], i
     return out
 
 
+def our_modules(root: Path = PKG.parent, packages: tuple[str, ...] = OURS) -> dict[str, Path]:
+    """Dotted name -> file of every module of our packages under ``root``."""
+    return {module_name(p, root): p for d in packages for p in sorted((root / d).rglob("*.py"))}
+
+
+def _package_of(mod: str, mods: dict[str, Path]) -> str:
+    return mod if mods[mod].name == "__init__.py" else mod.rpartition(".")[0]
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.endswith("__")
+
+
+def _longest_known(target: str, mods: dict[str, Path]) -> str | None:
+    parts = target.split(".")
+    while parts and ".".join(parts) not in mods:
+        parts.pop()
+    return ".".join(parts) or None
+
+
+def loaded_by(target: str, names: list[str], mods: dict[str, Path]) -> set[str]:
+    """Our modules an import statement loads: the imported module (or the submodules named), and every package
+    above them, whose ``__init__`` Python runs first."""
+    base = _longest_known(target, mods)
+    if base is None:
+        return set()
+    subs = {f"{base}.{n}" for n in names if f"{base}.{n}" in mods}
+    hit = subs | ({base} if not names or len(subs) < len(names) else set())
+    out: set[str] = set()
+    for m in hit:
+        parts = m.split(".")
+        out |= {".".join(parts[:k]) for k in range(1, len(parts) + 1)} & set(mods)
+    return out
+
+
+def import_graph(root: Path = PKG.parent, packages: tuple[str, ...] = OURS) -> dict[str, set[str]]:
+    """Module -> our modules it imports (anywhere in the file). A module's own enclosing packages are left out:
+    they are already being imported when it runs (a package's ``__init__`` importing its submodules is normal)."""
+    mods = our_modules(root, packages)
+    graph: dict[str, set[str]] = {}
+    for mod, path in mods.items():
+        parts = mod.split(".")
+        own = {".".join(parts[:k]) for k in range(1, len(parts) + 1)}
+        graph[mod] = set()
+        for target, names, _ in imports(path, root):
+            graph[mod] |= loaded_by(target, names, mods) - own
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(out)
+
+
+def private_cross_package_imports(root: Path = PKG.parent, packages: tuple[str, ...] = OURS) -> list[str]:
+    """``file:line imports ...`` for every private name or private module imported from another package."""
+    mods = our_modules(root, packages)
+    bad = []
+    for mod, path in mods.items():
+        for target, names, ln in imports(path, root):
+            base = _longest_known(target, mods)
+            if base is None or _package_of(base, mods) == _package_of(mod, mods):
+                continue
+            where = f"{path.relative_to(root)}:{ln}"
+            if any(_is_private(p) for p in target.split(".")):
+                bad.append(f"{where} imports from the private module {target}")
+            elif private := [n for n in names if _is_private(n)]:
+                bad.append(f"{where} imports {', '.join(private)} from {target}")
+    return bad
+
+
 def pure_files() -> list[Path]:
     core = sorted((PKG / "method").rglob("*.py")) + sorted((PKG / "data").rglob("*.py"))
     return core + [PKG / "trainer.py", PKG / "config.py"]
@@ -68,6 +176,40 @@ def test_the_checker_sees_relative_lazy_and_aliased_imports(tmp_path: Path) -> N
     f.write_text("def f():\n    from ..tracking.store import Store\n    import ray.tune as t\n    return Store, t\n")
     got = {(m, tuple(n)) for m, n, _ in imports(f, tmp_path)}
     assert ("spfde_search.tracking.store", ("Store",)) in got and ("ray.tune", ()) in got
+
+
+def test_the_cycle_and_privacy_checks_catch_what_they_are_for(tmp_path: Path) -> None:
+    """A lazy two-module cycle, a cycle through a package's ``__init__``, and a private reach across packages."""
+    files = {
+        "spfde_search/__init__.py": "",
+        "spfde_search/tracking/__init__.py": "from .tracker import Tracker\n",
+        "spfde_search/tracking/tracker.py": "class Tracker:\n    def sync(self):\n        from .sync import f\n",
+        "spfde_search/tracking/sync.py": "def f():\n    from .tracker import Tracker\n    return Tracker\n",
+        "spfde_search/search/__init__.py": "from trainables import t\n",
+        "spfde_search/search/settings.py": "def _fs():\n    pass\n",
+        "trainables/__init__.py": "from ._state import t\n",
+        "trainables/_state.py": "def t():\n    from spfde_search.search.settings import _fs\n",
+        "search_spaces/__init__.py": "from ._base import _probe\n",
+        "search_spaces/_base.py": "def _probe():\n    pass\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    cycles = import_cycles(import_graph(tmp_path))
+    assert ["spfde_search.tracking.sync", "spfde_search.tracking.tracker"] in cycles
+    assert any({"trainables._state", "spfde_search.search"} <= set(c) for c in cycles)  # via search/__init__
+    bad = private_cross_package_imports(tmp_path)
+    assert bad == ["trainables/_state.py:2 imports _fs from spfde_search.search.settings"]  # its own package: fine
+
+
+def test_no_private_imports_across_packages() -> None:
+    bad = private_cross_package_imports()
+    assert not bad, "import the public name (re-export it, or move the helper below both):\n" + "\n".join(bad)
+
+
+def test_no_import_cycles() -> None:
+    cycles = import_cycles(import_graph())
+    assert not cycles, f"modules that import each other (directly, lazily or through a package): {cycles}"
 
 
 @pytest.mark.parametrize("path", pure_files(), ids=lambda p: str(p.relative_to(PKG)))

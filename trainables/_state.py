@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from spfde_search.checkpoint import LATEST, PREVIOUS
+from spfde_search.storage import filesystem
 
 STATE_DIR = "state"
 LAST_REPORT = "last_report.json"  # the metrics reported with the state, beside it
@@ -34,10 +35,8 @@ class TrialState:
     """One trial's state folder on the search's storage."""
 
     def __init__(self, experiment_uri: str, trial_id: str) -> None:
-        from spfde_search.search.settings import _fs  # on use: spfde_search.search imports this package
-
         self.uri = f"{experiment_uri.rstrip('/')}/{STATE_DIR}/{trial_id}"
-        self.fs, self.path = _fs(self.uri)
+        self.fs, self.path = filesystem(self.uri)
 
     def upload(self, local: str | os.PathLike[str]) -> None:
         """Copy the local checkpoint folder's files here (those it has, in ``_ORDER``)."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..storage import exists, read_bytes, write_bytes
 from .callbacks import _make_table_callback
 from .lock import search_lock
 from .optuna_search import SKIPPED_JSON, _search_cls, make_sampler
@@ -36,9 +37,6 @@ from .settings import (
     SEARCH_JSON,
     SearchError,
     SearchSettings,
-    _exists,
-    _read_bytes,
-    _write_bytes,
     experiment_uri,
 )
 
@@ -101,12 +99,12 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     s = prep.settings
     uri = experiment_uri(s.storage_path, s.name)
     meta_uri = f"{uri}/{SEARCH_JSON}"
-    old_meta: dict[str, Any] = json.loads(_read_bytes(meta_uri)) if resume and _exists(meta_uri) else {}
+    old_meta: dict[str, Any] = json.loads(read_bytes(meta_uri)) if resume and exists(meta_uri) else {}
     meta = _search_json(prep, "running")
     if old_meta:
         meta["created"] = old_meta.get("created", meta["created"])
         meta["resumed"] = [*old_meta.get("resumed", []), _now()]
-    _write_bytes(meta_uri, json.dumps(meta, indent=2, default=str).encode())
+    write_bytes(meta_uri, json.dumps(meta, indent=2, default=str).encode())
 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment snapshots often: little lost on a crash
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Ray's own tables off (verbose=0): we print progress
@@ -176,7 +174,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     hv = front_hypervolume(front)
     counts = table["status"].value_counts().to_dict()
     cost = search_cost(table, time.perf_counter() - t_start, old_meta.get("cost"))
-    skipped = json.loads(_read_bytes(f"{uri}/{SKIPPED_JSON}")) if _exists(f"{uri}/{SKIPPED_JSON}") else {}
+    skipped = json.loads(read_bytes(f"{uri}/{SKIPPED_JSON}")) if exists(f"{uri}/{SKIPPED_JSON}") else {}
     # Ctrl-C between two trials leaves no trial unfinished: the search is short of num_samples with no reason
     interrupted = interrupted or (len(table) < s.num_samples and not skipped.get("stop_reason"))
     cost["infeasible_skipped"] = int(skipped.get("count", 0))
@@ -187,7 +185,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     meta.update({"status": "interrupted" if interrupted else "finished", "finished": _now(), "counts": counts, "front_size": len(front),
                  "hypervolume": hv, "front_trial_ids": front["trial_id"].tolist(), "cost": cost,
                  "stop_reason": skipped.get("stop_reason", "")})
-    _write_bytes(meta_uri, json.dumps(meta, indent=2, default=str).encode())
+    write_bytes(meta_uri, json.dumps(meta, indent=2, default=str).encode())
     if on_results is not None:
         try:
             on_results(table)
@@ -252,7 +250,7 @@ def run_search(
     s = prep.settings
     uri = experiment_uri(s.storage_path, s.name)
     with search_lock(uri, s.name):
-        if not resume and (_exists(f"{uri}/tuner.pkl") or _exists(f"{uri}/{SEARCH_JSON}")):
+        if not resume and (exists(f"{uri}/tuner.pkl") or exists(f"{uri}/{SEARCH_JSON}")):
             raise SearchError(f"a search named {s.name!r} already exists at {uri}; continue it with --resume "
                               f"{s.name} or choose another --name")
         return _run(prep, resume, callbacks, on_results, console, verbose)

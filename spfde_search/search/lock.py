@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .settings import SearchError, _exists, _is_uri, _read_bytes, _write_bytes
+from ..storage import exists, filesystem, is_uri, read_bytes, write_bytes
+from .settings import SearchError
 
 LOCK_FILE = ".lock"
 
@@ -51,7 +52,7 @@ def _busy(name: str, holder: dict[str, Any], extra: str = "") -> SearchError:
 @contextlib.contextmanager
 def search_lock(uri: str, name: str) -> Iterator[None]:
     """Hold the lock of the search folder ``uri`` for the block; SearchError if another driver holds it."""
-    if _is_uri(uri):
+    if is_uri(uri):
         with _uri_lock(uri, name):
             yield
         return
@@ -80,9 +81,9 @@ def search_lock(uri: str, name: str) -> Iterator[None]:
 def _uri_lock(uri: str, name: str) -> Iterator[None]:
     lock = f"{uri}/{LOCK_FILE}"
     me = _holder()
-    if _exists(lock):
+    if exists(lock):
         try:
-            holder = json.loads(_read_bytes(lock))
+            holder = json.loads(read_bytes(lock))
         except (OSError, ValueError):
             holder = {}
         same_host = holder.get("host") == me["host"]
@@ -92,12 +93,10 @@ def _uri_lock(uri: str, name: str) -> Iterator[None]:
             pass
         else:
             raise _busy(name, holder, f"; if no search runs there any more, delete {lock}")
-    _write_bytes(lock, json.dumps(me).encode())
+    write_bytes(lock, json.dumps(me).encode())
     try:
         yield
     finally:
         with contextlib.suppress(Exception):
-            from .settings import _fs
-
-            fs, path = _fs(lock)
+            fs, path = filesystem(lock)
             fs.delete_file(path)

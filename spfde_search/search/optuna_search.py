@@ -69,7 +69,7 @@ def _optuna_search_class() -> type:
     from search_spaces import config_params
     from trainables import assess
 
-    from .settings import _write_bytes
+    from ..storage import write_bytes
 
     class SpfdeOptunaSearch(OptunaSearch):
         """OptunaSearch with three changes:
@@ -105,7 +105,7 @@ def _optuna_search_class() -> type:
             if self.state_uri:
                 try:
                     doc = {"count": len(self.skipped), "stop_reason": self.stop_reason, "points": self.skipped}
-                    _write_bytes(self.state_uri, json.dumps(doc, default=str).encode())
+                    write_bytes(self.state_uri, json.dumps(doc, default=str).encode())
                 except Exception as e:
                     log.warning("could not write %s: %s", self.state_uri, e)
 

@@ -10,23 +10,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from search_spaces import (
+    ProbeTrial,
     ResolvedSpace,
     SpaceError,
     enumerate_corners,
+    grid_values,
     initial_points,
     resolve_space,
+    run_space,
     sample_random,
 )
-from search_spaces._base import ProbeTrial, grid_values, run_space
 from trainables import Assessment, Budget, BudgetError, assess
 
 from ..config import Config, ConfigError
+from ..storage import exists
 from .results import _fmt_params
 from .settings import (
     SEARCH_JSON,
     SearchError,
     SearchSettings,
-    _exists,
     check_name,
     check_storage,
     experiment_uri,
@@ -150,7 +152,7 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> Prepared:
     if settings.sampler == "gp" and space.grid is not None:
         pass  # any sampler can run a grid space; auto picks the grid sampler
     uri = experiment_uri(settings.storage_path, settings.name)
-    if not resume and (_exists(f"{uri}/tuner.pkl") or _exists(f"{uri}/{SEARCH_JSON}")):
+    if not resume and (exists(f"{uri}/tuner.pkl") or exists(f"{uri}/{SEARCH_JSON}")):
         raise SearchError(
             f"a search named {settings.name!r} already exists at {uri}; continue it with --resume {settings.name} "
             "or choose another --name"

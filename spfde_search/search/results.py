@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 
 from ..config import Config, ConfigError, apply_overrides
 from ..pareto import front_indices, hypervolume, knee_point
-from .settings import DEFAULT_STORAGE, TRIALS_PARQUET, SearchError, _exists, _fs, _write_bytes, experiment_uri
+from ..storage import exists, filesystem, write_bytes
+from .settings import DEFAULT_STORAGE, TRIALS_PARQUET, SearchError, experiment_uri
 
 TRIAL_COLUMNS = [
     "trial_id", "status", "full_budget", "epochs_completed", "test_accuracy", "train_flops",
@@ -184,15 +185,15 @@ def rows_to_arrow(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
 def write_parquet(table: pa.Table, uri: str) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    _write_bytes(uri, sink.getvalue().to_pybytes())
+    write_bytes(uri, sink.getvalue().to_pybytes())
 
 
 def load_trials(name_or_path: str, storage_path: str = DEFAULT_STORAGE) -> pd.DataFrame:
     """``trials.parquet`` of a search (by name under the storage path, or a folder/URI/file path)."""
     cands = [name_or_path, f"{name_or_path}/{TRIALS_PARQUET}", f"{experiment_uri(storage_path, name_or_path)}/{TRIALS_PARQUET}"]
     for c in cands:
-        if c.endswith(".parquet") and _exists(c):
-            fs, path = _fs(c)
+        if c.endswith(".parquet") and exists(c):
+            fs, path = filesystem(c)
             return pq.read_table(path, filesystem=fs).to_pandas()
     raise SearchError(f"no {TRIALS_PARQUET} found for {name_or_path!r}")
 
@@ -250,7 +251,7 @@ def compute_curve(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_compute_curve(table: pd.DataFrame, uri: str) -> None:
-    _write_bytes(uri, compute_curve(table).to_csv(index=False).encode())
+    write_bytes(uri, compute_curve(table).to_csv(index=False).encode())
 
 
 def front_table(front: pd.DataFrame, title: str = "Pareto front", base: Mapping[str, Any] | None = None) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 
 from spfde_search.pareto import moasha_continues
 
-from .settings import _exists, _read_bytes, _write_bytes
+from ..storage import exists, read_bytes, write_bytes
 
 __all__ = ["RUNGS_JSON", "rung_epochs", "RungBook", "make_moasha"]
 
@@ -107,9 +107,9 @@ def make_moasha(epochs: int, grace_period: int, reduction_factor: int, state_uri
         def book(self) -> RungBook:
             if self._book is None:
                 self._book = RungBook(self.rungs, self.eta)
-                if self.state_uri and _exists(self.state_uri):
+                if self.state_uri and exists(self.state_uri):
                     try:
-                        self._book = RungBook.from_json(json.loads(_read_bytes(self.state_uri)))
+                        self._book = RungBook.from_json(json.loads(read_bytes(self.state_uri)))
                     except Exception as e:  # a torn file: start the rungs afresh rather than fail the search
                         log.warning("could not read %s (%s); MOASHA rungs start afresh", self.state_uri, e)
             return self._book
@@ -129,7 +129,7 @@ def make_moasha(epochs: int, grace_period: int, reduction_factor: int, state_uri
                 return TrialScheduler.CONTINUE
             if self.state_uri:
                 try:
-                    _write_bytes(self.state_uri, json.dumps(self.book.to_json()).encode())
+                    write_bytes(self.state_uri, json.dumps(self.book.to_json()).encode())
                 except Exception as e:
                     log.warning("could not write %s: %s", self.state_uri, e)
             return TrialScheduler.CONTINUE if go else TrialScheduler.STOP

@@ -1,5 +1,6 @@
 """Search settings and where a search lives: ``SearchSettings`` (kept in ``search.json`` for ``--resume``),
-storage paths/URIs (a local folder or any pyarrow file system URI), atomic small-file writes, ``load_settings``."""
+the search's folder under the storage path (``spfde_search.storage``: a local folder or any pyarrow URI),
+``load_settings``."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict, Field
+
+from ..storage import exists, is_uri, join, read_bytes, resolve_storage
 
 DEFAULT_STORAGE = "runs/search"
 SAMPLERS = ("auto", "tpe", "nsga2", "gp", "random")
@@ -57,7 +59,7 @@ class SearchSettings(BaseModel):
     tracking: dict[str, Any] | None = None
 
     def resolved_storage(self) -> str:
-        return _resolve_storage(self.storage_path)
+        return resolve_storage(self.storage_path)
 
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -74,7 +76,7 @@ def check_name(name: str) -> str:
 
 def check_storage(path: str) -> None:
     """A local ``--storage-path`` must be a folder or creatable as one: not a file, nor under a file."""
-    if _is_uri(path):
+    if is_uri(path):
         return
     p = Path(path).expanduser().absolute()
     for q in (p, *p.parents):
@@ -87,54 +89,16 @@ def check_storage(path: str) -> None:
             return
 
 
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def _resolve_storage(path: str) -> str:
-    if _is_uri(path):
-        return path.rstrip("/")
-    return str(Path(path).expanduser().resolve())
-
-
 def experiment_uri(storage_path: str, name: str) -> str:
-    s = _resolve_storage(storage_path)
-    return f"{s}/{name}" if _is_uri(s) else str(Path(s) / name)
-
-
-def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
-    if _is_uri(uri):
-        fs, path = pafs.FileSystem.from_uri(uri)
-        return fs, path
-    return pafs.LocalFileSystem(), uri
-
-
-def _exists(uri: str) -> bool:
-    fs, path = _fs(uri)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
-
-
-def _write_bytes(uri: str, data: bytes) -> None:
-    fs, path = _fs(uri)
-    parent = path.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
-    fs.move(tmp, path)  # atomic on local disks: readers never see a half-written file
-
-
-def _read_bytes(uri: str) -> bytes:
-    fs, path = _fs(uri)
-    with fs.open_input_stream(path) as f:
-        return f.read()
+    """The search's folder: ``<storage path>/<name>`` (a URI or an absolute local path)."""
+    return join(storage_path, name)
 
 
 def load_settings(name: str, storage_path: str = DEFAULT_STORAGE) -> SearchSettings:
     check_name(name)
     check_storage(storage_path)
     uri = f"{experiment_uri(storage_path, name)}/{SEARCH_JSON}"
-    if not _exists(uri):
-        raise SearchError(f"no search named {name!r} under {_resolve_storage(storage_path)} (missing {SEARCH_JSON})")
-    meta = json.loads(_read_bytes(uri))
+    if not exists(uri):
+        raise SearchError(f"no search named {name!r} under {resolve_storage(storage_path)} (missing {SEARCH_JSON})")
+    meta = json.loads(read_bytes(uri))
     return SearchSettings.model_validate(meta["settings"])

@@ -11,9 +11,10 @@ from typing import Any
 import pandas as pd
 
 from .artifacts import FrontierPublisher
+from .frontier import frontier_flags
 from .records import TrialRecord
 from .runs import RunWriter
-from .store import Store
+from .store import Store, TrackingUnavailable
 
 
 class Tracker:
@@ -87,7 +88,23 @@ class Tracker:
         return self.frontier.trials_table(records, flags)
 
     def sync(self, records: Sequence[TrialRecord], meta: Mapping[str, Any] | None, *, close: bool) -> dict[str, Any]:
-        """Write every record, then the frontier; raise TrackingUnavailable if anything failed."""
-        from .sync import sync_records
-
-        return sync_records(self, records, meta, close=close)
+        """Write every record, then the frontier; raise TrackingUnavailable if anything failed (``spfde sync``
+        and the live callback's catch-up both come here; ``sync.py`` only loads a search folder and calls it)."""
+        self.store.no_backoff()
+        ok: list[bool] = []
+        front_ok = False
+        if self.start(meta):  # stop at the first failing call: a dead server costs one bounded attempt, not N
+            for r in records:
+                ok.append(self.upsert_trial(r))
+                if not ok[-1]:
+                    break
+            else:
+                front_ok = self.update_frontier(records)
+        if self.failures:
+            raise TrackingUnavailable(
+                f"cannot write to MLflow at {self.uri} ({self.store.last_error or 'call failed'}); nothing was "
+                f"lost: start the server (or pass --tracking-uri), then run `spfde sync {self.search}` again")
+        if close and all(r.terminal for r in records):
+            self.finish("FINISHED")
+        return {"trials": len(records), "synced": sum(ok), "frontier": sum(frontier_flags(records).values()),
+                "parent_run_id": self.parent_run_id, "experiment_id": self.experiment_id, "ok": front_ok}
