@@ -6,11 +6,19 @@
 
 Both use ``train.threads=1``: on the shared 2-core machine, two torch threads under contention made a 1 s run
 take 11 s (measured); one thread per test process keeps the suite's time predictable.
+
+``checkout_left_alone`` (session, autouse) fails the run if the suite leaves anything new or changed in the
+checkout, ignored files included: a test that ran the CLI from the repository root once wrote the user's own
+``./mlflow.db``, so ``spfde pareto`` showed a test search as the latest. Tests use their ``tmp_path``, and every
+test runs in a fresh temporary working folder (``cwd_in_a_temporary_folder``), so a command that writes to
+its defaults (``./mlflow.db``, ``./exported``) writes there, for in-process CLI calls and child processes alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +27,8 @@ import pytest
 from spfde_search.config import DEFAULT_FASHION_MNIST_ROOT, Config, apply_overrides
 
 REPO = Path(__file__).resolve().parents[1]
+# what running Python and the linters leaves in a checkout by design (all git-ignored)
+_CACHES = {".venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 
 TRAINER_SYNTHETIC: dict[str, Any] = {
     "seed": 0,
@@ -94,3 +104,66 @@ def write_idx_fmnist(root: Path, n_train: int = 20, n_test: int = 10, labels: di
 def trainer_idx_fmnist() -> Callable[..., Path]:
     """Factory ``make(root, n_train=20, n_test=10, labels=None)`` of tiny gzipped Fashion-MNIST folders."""
     return write_idx_fmnist
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int]:
+    """(files, total bytes, newest mtime) of a file or a whole folder, caches skipped: a test that writes into an
+    already present ``mlflow.db`` or ``runs/`` changes it even though the path itself is not new."""
+    if not path.is_dir():
+        st = path.lstat() if path.exists() or path.is_symlink() else None
+        return (1, st.st_size, st.st_mtime_ns) if st else (0, 0, 0)
+    files, size, newest = 0, 0, path.stat().st_mtime_ns
+    for root, dirs, names in os.walk(path):
+        dirs[:] = [d for d in dirs if d not in _CACHES and not d.endswith(".egg-info")]
+        for d in dirs:
+            newest = max(newest, (Path(root) / d).lstat().st_mtime_ns)
+        for n in names:
+            st = (Path(root) / n).lstat()
+            files, size, newest = files + 1, size + st.st_size, max(newest, st.st_mtime_ns)
+    return files, size, newest
+
+
+def checkout_state(repo: Path) -> dict[str, tuple[str, tuple[int, int, int]]] | None:
+    """Every untracked or ignored path ``git status --porcelain --ignored`` lists, caches aside, with its
+    fingerprint; None outside a git checkout (an unpacked sdist has nothing to guard). Tracked files are left
+    out: a person edits them while the suite runs, and a test that rewrote one would show in ``git diff``."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--ignored", "-z"], cwd=repo, capture_output=True,
+                             text=True, check=True, timeout=120).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    entries, state = iter(out.split("\0")), {}
+    for entry in entries:
+        if not entry:
+            continue
+        code, path = entry[:2], entry[3:]
+        if code[0] in "RC":  # a rename or copy: its source path follows as the next field
+            next(entries, None)
+        if code not in ("??", "!!"):
+            continue
+        parts = Path(path.rstrip("/")).parts
+        if any(p in _CACHES or p.endswith(".egg-info") for p in parts):
+            continue
+        state[path] = (code, _fingerprint(repo / path))
+    return state
+
+
+@pytest.fixture(autouse=True)
+def cwd_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test starts in its own empty folder, apart from its ``tmp_path`` (which some tests list)."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_left_alone() -> Iterator[None]:
+    """After the whole session, the checkout holds nothing new and nothing changed (``git status --ignored``)."""
+    before = checkout_state(REPO)
+    yield
+    after = checkout_state(REPO) if before is not None else None
+    if before is None or after is None:
+        return
+    touched = sorted(p for p, v in after.items() if before.get(p) != v)
+    assert not touched, (f"the test session wrote into the checkout {REPO}: {touched}; tests must write only "
+                         "under their tmp_path (cwd=tmp_path, --storage-path and --tracking-uri into it)")

@@ -19,7 +19,8 @@ import pytest
 from spfde_search.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts"
+# screenshots to look at: outside the checkout (tests leave it alone), kept after the run
+ARTIFACTS = Path(os.environ.get("SPFDE_TEST_ARTIFACTS") or Path(tempfile.gettempdir()) / "spfde-test-artifacts")
 SPFDE = [sys.executable, "-c", "from spfde_search.cli import main; main()"]
 
 

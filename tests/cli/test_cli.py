@@ -156,10 +156,10 @@ def _get(url: str, host: str) -> int:
 
 @pytest.mark.mlflow
 @pytest.mark.slow
-def test_ui_on_all_interfaces_warns_and_restricts_host_headers(synced_store):
+def test_ui_on_all_interfaces_warns_and_restricts_host_headers(synced_store, tmp_path):
     port = support.free_port()
     proc = subprocess.Popen([*support.SPFDE, "ui", "--tracking-uri", synced_store["uri"], "--host", "0.0.0.0",
-                             "--port", str(port)], cwd=support.REPO, stdout=subprocess.PIPE,
+                             "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         lines, deadline = [], time.monotonic() + 150

@@ -89,8 +89,9 @@ def test_two_node_cluster_search(tmp_path):
                "--set", "data.name=synthetic", "--set", "data.synthetic_train=1024", "--set", "train.epochs=2",
                "--set", "train.update_interval=1", "--num-samples", "4", "--max-concurrent", "2",
                "--cpus-per-trial", "1", "--sampler", "random", "--seed", "2",
-               "--storage-path", str(tmp_path / "results"), "--name", "cluster"]
-        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+               "--storage-path", str(tmp_path / "results"), "--name", "cluster",
+               "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+        res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         assert "Pareto front of cluster" in res.stdout
     finally:

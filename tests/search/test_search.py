@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,7 +13,6 @@ from typer.testing import CliRunner
 
 from spfde_search.search import TRIAL_COLUMNS, SearchSettings, pareto_front, run_search
 
-ROOT = Path(__file__).resolve().parents[2]
 SYNTH = ["--set", "data.name=synthetic", "--set", "train.epochs=2", "--set", "train.update_interval=1"]
 FMNIST = ["--set", "data.name=fashion_mnist", "--set", "data.train_subset=1000", "--set", "data.test_subset=500",
           "--set", "model.name=resnet8", "--set", "train.epochs=2", "--set", "train.batch_size=128",
@@ -88,8 +86,9 @@ def test_end_to_end_fashion_mnist(tmp_path):
     """The real CLI in a subprocess, embedded Ray, real Fashion-MNIST, ASHA, a budget and the paper's points."""
     cmd = [sys.executable, "-m", "spfde_search.cli", "search", "--space", "smoke", *FMNIST, "--num-samples", "4",
            "--max-concurrent", "2", "--sampler", "tpe", "--seed", "3", "--initial", "paper", "--flops-budget", "0.5",
-           "--early-stopping", "asha", "--storage-path", str(tmp_path), "--name", "e2e"]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+           "--early-stopping", "asha", "--storage-path", str(tmp_path), "--name", "e2e",
+           "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "COLUMNS": "200"})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "Pareto front of e2e" in res.stdout and "test acc" in res.stdout and "ratio to dense" in res.stdout

@@ -25,7 +25,6 @@ from waiting import group_alive, wait_until
 
 from spfde_search.pareto import hypervolume
 
-ROOT = Path(__file__).resolve().parents[2]
 SPFDE = [sys.executable, "-m", "spfde_search.cli"]
 SPACE = ("sparsity.ratio: {type: float, low: 0.5, high: 0.95}\n"
          "sieving.fraction: {type: float, low: 0.0, high: 0.3, step: 0.1}\n")
@@ -56,7 +55,7 @@ def table(path: Path) -> pd.DataFrame | None:
 
 def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     with open(log, "w") as f:  # the child keeps its own descriptor
-        return subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        return subprocess.Popen(cmd, cwd=log.parent, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -106,7 +105,7 @@ def check_mlflow_matches_table(db: Path, name: str, df: pd.DataFrame) -> None:
 
 
 def run_cli(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([*SPFDE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*SPFDE, *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "/tmp/abs", "..", "sp ace"])
@@ -181,7 +180,7 @@ def test_driver_killed_after_two_trials_then_resume_counts_every_trial_once(tmp_
         df = table(parquet)
         assert df is not None and "INTERRUPTED" in set(df["status"]) and "EARLY_STOPPED" not in set(df["status"])
     wait_until(lambda: not group_alive(driver.pid), 180, "the stopped search's processes to exit")
-    res = subprocess.run([*SPFDE, "search", "--resume", name, "--storage-path", str(tmp_path / "runs")], cwd=ROOT,
+    res = subprocess.run([*SPFDE, "search", "--resume", name, "--storage-path", str(tmp_path / "runs")], cwd=tmp_path,
                          capture_output=True, text=True, timeout=900, start_new_session=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     after = pd.read_parquet(parquet)
@@ -280,7 +279,7 @@ def test_resume_from_a_snapshot_older_than_the_trials_state(tmp_path):
     for fname, data in copy.items():
         (folder / fname).write_bytes(data)
     before = len(_epochs(folder))
-    res = subprocess.run([*SPFDE, "search", "--resume", name, "--storage-path", str(tmp_path / "runs")], cwd=ROOT,
+    res = subprocess.run([*SPFDE, "search", "--resume", name, "--storage-path", str(tmp_path / "runs")], cwd=tmp_path,
                          capture_output=True, text=True, timeout=900, start_new_session=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     after = pd.read_parquet(folder / "trials.parquet")
@@ -355,7 +354,7 @@ def test_an_embedded_search_beside_a_stale_cluster_file_starts_its_own_ray(tmp_p
         (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}\n")  # a head long gone
         env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
         env.pop("RAY_ADDRESS", None)
-        r = subprocess.run(search_cmd(tmp_path, "st", samples=1, epochs=1), cwd=ROOT, capture_output=True, text=True,
+        r = subprocess.run(search_cmd(tmp_path, "st", samples=1, epochs=1), cwd=tmp_path, capture_output=True, text=True,
                            timeout=900, env=env, start_new_session=True)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         df = pd.read_parquet(tmp_path / "runs" / "st" / "trials.parquet")

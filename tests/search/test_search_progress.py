@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -21,7 +20,6 @@ from rich.console import Console
 
 from spfde_search.search.progress import _Progress, quiet_library_noise
 
-ROOT = Path(__file__).resolve().parents[2]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 
 
@@ -88,7 +86,7 @@ def test_terminal_output_while_trials_run_shows_counts_and_elapsed(tmp_path):
            "--name", "pty", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     leader, follower = pty.openpty()
     env = {**os.environ, "COLUMNS": "200", "LINES": "50", "TERM": "xterm"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=follower, stdout=follower, stderr=follower, env=env,
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdin=follower, stdout=follower, stderr=follower, env=env,
                             start_new_session=True)
     os.close(follower)
     raw = b""

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 from waiting import group_alive, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"COMPLETED", "EARLY_STOPPED", "FAILED", "INFEASIBLE"}
 
 
@@ -32,11 +31,12 @@ def test_sigkill_then_resume_accounts_for_every_trial_once(tmp_path):
                      "sieving.fraction: {type: float, low: 0.0, high: 0.3, step: 0.1}\n")
     args = ["--space", str(space), "--set", "data.name=synthetic", "--set", "data.synthetic_train=768",
             "--set", "train.epochs=3", "--set", "train.update_interval=1", "--num-samples", "3",
-            "--max-concurrent", "1", "--cpus-per-trial", "2", "--sampler", "random", "--seed", "5"]
+            "--max-concurrent", "1", "--cpus-per-trial", "2", "--sampler", "random", "--seed", "5",
+            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     base_cmd = [sys.executable, "-m", "spfde_search.cli", "search", "--storage-path", str(tmp_path)]
     parquet = tmp_path / "r1" / "trials.parquet"
     log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 - closed in the finally below
-    driver = subprocess.Popen([*base_cmd, *args, "--name", "r1"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    driver = subprocess.Popen([*base_cmd, *args, "--name", "r1"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)  # own process group: Ray's processes die with it below
     def killable() -> pd.DataFrame | None:
         df = _table(parquet)
@@ -59,7 +59,7 @@ def test_sigkill_then_resume_accounts_for_every_trial_once(tmp_path):
         log.close()
     # the resumed search starts a fresh embedded Ray only once every process of the killed one has exited
     wait_until(lambda: not group_alive(driver.pid), 120, "the killed search's processes to exit")
-    res = subprocess.run([*base_cmd, "--resume", "r1"], cwd=ROOT, capture_output=True, text=True, timeout=360,
+    res = subprocess.run([*base_cmd, "--resume", "r1"], cwd=tmp_path, capture_output=True, text=True, timeout=360,
                          start_new_session=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "Pareto front of r1" in res.stdout

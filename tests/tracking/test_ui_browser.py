@@ -1,6 +1,6 @@
 """``spfde ui`` in headless Chromium: the printed experiment URL opens the trial runs table (MLflow 3's
 model-training view, not the GenAI overview), the parent run lists its trials, and ``pareto_front.html``
-renders inside MLflow's artifact viewer. Screenshots go to ``test-artifacts/`` (look at them).
+renders inside MLflow's artifact viewer. Screenshots go to ``$SPFDE_TEST_ARTIFACTS`` (default ``/tmp/spfde-test-artifacts/``; look at them).
 
 Chromium is driven over its DevTools pipe (``--remote-debugging-pipe``: JSON messages on fds 3/4), so a test can
 wait on a condition in the page, click, and capture a screenshot without a websocket library or a fixed sleep.
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_tracking_support import ARTIFACTS, REPO, SPFDE, free_port, make_records, stop_group
+from test_tracking_support import ARTIFACTS, SPFDE, free_port, make_records, stop_group
 
 from spfde_search.tracking import Tracker
 
@@ -209,7 +209,7 @@ def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
                   "base_config": recs[0].config, "flops_budget_absolute": 4e11, "dense_train_flops": 1e12},
            close=True)
     port = free_port()
-    proc = subprocess.Popen([*SPFDE, "ui", "--tracking-uri", uri, "--port", str(port)], cwd=REPO,
+    proc = subprocess.Popen([*SPFDE, "ui", "--tracking-uri", uri, "--port", str(port)], cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         urls: dict[str, str] = {}
