@@ -207,6 +207,23 @@ def test_no_private_imports_across_packages() -> None:
     assert not bad, "import the public name (re-export it, or move the helper below both):\n" + "\n".join(bad)
 
 
+# distribution name -> import name, where they differ
+_IMPORT_NAME = {"pyyaml": "yaml"}
+
+
+def test_every_declared_dependency_is_imported() -> None:
+    """pyproject.toml's dependencies are all used by our packages (plotly once sat there unused: the frontier's
+    HTML page is hand-written, 70 KB instead of plotly's 4.6 MB)."""
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    deps = tomllib.loads((PKG.parent / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in deps}
+    used = {m.split(".")[0] for p in our_modules().values() for m, _, _ in imports(p)}
+    unused = sorted(n for n in names if _IMPORT_NAME.get(n, n.replace("-", "_")) not in used)
+    assert not unused, f"declared in pyproject.toml but imported nowhere: {unused}"
+
+
 def test_no_import_cycles() -> None:
     cycles = import_cycles(import_graph())
     assert not cycles, f"modules that import each other (directly, lazily or through a package): {cycles}"
