@@ -47,6 +47,7 @@ __all__ = [
     "trial_config",
     "AUXILIARY",
     "config_params",
+    "tidy_number",
 ]
 
 
@@ -59,9 +60,19 @@ AUXILIARY: dict[str, str] = {
 }
 
 
+def tidy_number(value: Any) -> Any:
+    """A float as a person would write it: 12 significant digits, so Optuna's ``low + k * step`` arithmetic
+    (0.30000000000000004 for 0.3) never reaches a config; other values unchanged."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.12g}")
+    return value
+
+
 def config_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameters that are config fields: ``params`` without the auxiliary ones."""
-    return {k: v for k, v in params.items() if k not in AUXILIARY}
+    """The parameters that are config fields: ``params`` without the auxiliary ones, floats tidied
+    (``tidy_number``). Every sampled point passes here on its way into a trial's config, so the trial runs with
+    the tidy value and its exported YAML, which is that config, says ``0.3``."""
+    return {k: tidy_number(v) for k, v in params.items() if k not in AUXILIARY}
 
 
 class SpaceError(ValueError):

@@ -149,6 +149,27 @@ def test_paper_points_enqueued_in_the_joint_space_train_the_papers_targets_and_l
     assert {(0.9, 0.0, 0.0), (0.9, 0.2, 0.2), (0.9, 0.25, 0.25), (0.9, 0.1, 0.1)} <= set(resolved)
 
 
+def test_sampled_floats_reach_the_config_and_its_yaml_as_a_person_writes_them(base):
+    """Optuna's stepped floats are ``low + k * step`` (0.30000000000000004); the trial's config, and so its
+    exported YAML, holds 0.3."""
+    import re
+
+    from spfde_search.config import config_to_yaml
+
+    space = resolve_space("joint", base)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    raw_ugly = 0
+    for _ in range(40):
+        t = study.ask()
+        params = run_space(space.fn, t)
+        study.tell(t, [0.5, 1.0])
+        raw_ugly += any(isinstance(v, float) and len(repr(v)) > 16 for v in t.params.values())
+        assert repr(params["sieving.fraction"]) == repr(round(params["sieving.fraction"], 3))  # a 0.025 grid
+        text = config_to_yaml(trial_config(base, params))
+        assert not re.search(r"\.\d*(0{9}|9{9})\d", text), text
+    assert raw_ugly  # the sampler did produce floats like 0.30000000000000004 (else this test shows nothing)
+
+
 def test_registry_lists_and_rejects(base):
     assert {"joint", "paper", "smoke"} <= set(SPACES.names())
     with pytest.raises(SpaceError, match="unknown search space 'nope'.*joint"):
