@@ -277,6 +277,7 @@ def frontier_figure(trials: pd.DataFrame, title: str | None = None, *, flops_bud
     df = plot_table(trials)
     fig = Figure(figsize=(8, 5.5), dpi=120)
     ax = fig.add_subplot()
+    labels: list[tuple[str, float, float, str, bool]] = []  # text, x, y, gid, below: placed once the limits are known
     full = df["full_budget"].fillna(False).astype(bool) if "full_budget" in df.columns else True
     stopped = df["status"].isin(_STOPPED) | ~full
     other = df[stopped]
@@ -293,8 +294,7 @@ def frontier_figure(trials: pd.DataFrame, title: str | None = None, *, flops_bud
         ax.scatter(front["flops_ratio"], front["test_accuracy"], s=60, c="tab:red", edgecolors="black",
                    zorder=3, label=f"Pareto frontier ({len(front)})", gid="frontier")
         for (x, y), ids in front.groupby(["flops_ratio", "test_accuracy"], sort=False)["trial_id"]:
-            ax.annotate(", ".join(map(str, ids)), (x, y), textcoords="offset points", xytext=(-4, 7), fontsize=8,
-                        ha="right", gid="trial-label")  # identical points share one label
+            labels.append((", ".join(map(str, ids)), x, y, "trial-label", False))  # identical points: one label
     knee = df[df["knee"]]
     if len(knee):
         ax.scatter(knee["flops_ratio"], knee["test_accuracy"], s=220, marker="D", facecolors="none",
@@ -305,8 +305,7 @@ def frontier_figure(trials: pd.DataFrame, title: str | None = None, *, flops_bud
         ax.scatter(paper["flops_ratio"], paper["test_accuracy"], s=160, marker="*", c="gold",
                    edgecolors="black", zorder=4, label="paper's hand-picked points", gid="paper")
         for _, r in paper.iterrows():
-            ax.annotate(r["paper_point"], (r["flops_ratio"], r["test_accuracy"]), textcoords="offset points",
-                        xytext=(6, -10), fontsize=8)
+            labels.append((r["paper_point"], r["flops_ratio"], r["test_accuracy"], "paper-label", True))
     bad = _infeasible(trials)
     if len(bad):  # no accuracy: drawn on the bottom edge at the FLOPs they would have cost
         ax.scatter(bad["flops_ratio"], [0.03] * len(bad), transform=blended_transform_factory(ax.transData,
@@ -315,6 +314,7 @@ def frontier_figure(trials: pd.DataFrame, title: str | None = None, *, flops_bud
     if flops_budget is not None and math.isfinite(flops_budget) and flops_budget > 0:
         ax.axvline(flops_budget, ls="--", c="tab:orange", lw=1.2,
                    label=f"FLOPs budget ({flops_budget:.3g}x dense)", gid="budget")
+    _place_labels(ax, labels)
     ax.set_xlabel("training FLOPs (fraction of dense training)")
     ax.set_ylabel("test accuracy")
     head = _title(trials, title)
@@ -327,6 +327,22 @@ def frontier_figure(trials: pd.DataFrame, title: str | None = None, *, flops_bud
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _place_labels(ax: Any, labels: list[tuple[str, float, float, str, bool]]) -> None:
+    """Point labels that stay inside the axes, clear of the tick labels: towards the middle of the plot from
+    their point (right of points in the left half, left of those in the right half; below points near the top,
+    and below when ``below`` unless near the bottom)."""
+    ax.autoscale_view()
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    for text, x, y, gid, below in labels:
+        fx = (x - x0) / (x1 - x0) if x1 > x0 else 0.5
+        fy = (y - y0) / (y1 - y0) if y1 > y0 else 0.5
+        left = fx < 0.5
+        down = fy > 0.8 or (below and fy > 0.2)
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(6 if left else -6, -9 if down else 7),
+                    ha="left" if left else "right", va="top" if down else "bottom", fontsize=8, gid=gid,
+                    annotation_clip=True)
 
 
 def frontier_png(trials: pd.DataFrame, path: str | Path, title: str | None = None, *,

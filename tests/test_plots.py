@@ -93,6 +93,28 @@ def test_figure_marks_knee_frontier_ids_budget_stopped_and_infeasible():
     assert "knee: trial t0" in legend and any("infeasible" in s for s in legend)
 
 
+def test_point_labels_stay_inside_the_axes_clear_of_the_tick_labels():
+    """A long id on the cheapest frontier point and the most accurate point at the top edge: their labels are
+    drawn inside the axes (once, the cheapest point's label ran left over the y tick labels)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    df = _table()
+    df = df[df["pareto"] | (df["trial_id"] == "t2")].copy()
+    df.loc[df["trial_id"] == "t1", "trial_id"] = "trial-000001"  # the cheapest frontier point, leftmost
+    fig = frontier_figure(df, title="test")
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    ax = fig.axes[0]
+    box = ax.get_window_extent(renderer)
+    ticks = [t.get_window_extent(renderer) for t in [*ax.get_xticklabels(), *ax.get_yticklabels()] if t.get_text()]
+    labels = _artist(ax, "trial-label")
+    assert sorted(t.get_text() for t in labels) == ["t0", "t3, t4", "trial-000001"]
+    for t in labels:
+        b = t.get_window_extent(renderer)
+        assert box.x0 <= b.x0 and b.x1 <= box.x1 and box.y0 <= b.y0 and b.y1 <= box.y1, (t.get_text(), b, box)
+        assert not any(b.overlaps(k) for k in ticks), t.get_text()
+
+
 def test_no_budget_line_without_a_budget_and_no_knee_without_a_front():
     ax = frontier_figure(_table()).axes[0]
     assert not _artist(ax, "budget") and _artist(ax, "knee")
