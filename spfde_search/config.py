@@ -388,6 +388,8 @@ def format_validation_error(e: ValidationError) -> str:
         except KeyError:
             pass
         lines.append(f"{shown or 'config'}: {msg}{hint}")
+    if len(lines) == 1:  # one problem, one line (the CLI's ``error:`` line)
+        return f"invalid config: {lines[0]}"
     return "invalid config:\n  " + "\n  ".join(lines)
 
 

@@ -44,9 +44,10 @@ def quickstart_config(overrides: dict[str, Any], quiet: bool = False) -> Config:
     if overrides.get("data.name", "fashion_mnist") != "fashion_mnist":
         base["data"] = {}
         note += "; its Fashion-MNIST subset sizes are dropped for data.name=" + str(overrides["data.name"])
+    cfg = Config.parse(apply_overrides(base, overrides))  # bad input: the error line alone, no note before it
     if not quiet:
         typer.echo(note, err=True)
-    return Config.parse(apply_overrides(base, overrides))
+    return cfg
 
 
 def human(n: float) -> str:

@@ -129,10 +129,21 @@ def test_truncated_latest_checkpoint_resumes_from_previous(tmp_path: Path, two_e
 
 def test_lr_nan() -> None:
     line = one_error(cli("train", sets=[*TINY, "train.lr=nan"]))
-    assert line == "error: invalid config:"  # the problems follow, one indented line each
+    assert line.startswith("error: invalid config: train.lr: must be a finite number, got nan")  # one problem, one line
     r = cli("flops", sets=[*TINY, "train.lr=nan"])
     one_error(r)
     assert "train.lr: must be a finite number, got nan" in r.stderr and "less than or equal" not in r.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "flops", "search"])
+def test_one_bad_value_is_one_line_and_nothing_else(command: str, tmp_path: Path) -> None:
+    """The quickstart config with a ratio of 1.5: the whole output is the error line (no note before it, no
+    problem list after it)."""
+    extra = ["--storage-path", str(tmp_path), "--tracking-uri", "none"] if command == "search" else []
+    r = cli(command, *extra, sets=["sparsity.ratio=1.5"])
+    line = one_error(r)
+    assert (r.stdout + r.stderr).strip().splitlines() == [line]
+    assert line.startswith("error: invalid config: sparsity.ratio: ") and "[0, 1)" in line
 
 
 def test_list_field_message() -> None:
