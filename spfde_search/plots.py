@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pandas/matplotlib load lazily: ``format_flops`` serves ``sp
 __all__ = [
     "PAPER_POINTS", "CHANCE_MARGIN", "paper_point_label", "format_flops", "display_params", "format_params",
     "chance_accuracy", "chance_warning", "knee_trial", "answer_table", "plot_table", "frontier_figure",
-    "frontier_png", "frontier_html",
+    "frontier_png", "frontier_html", "brief",
 ]
 
 # The paper's hand-picked points (SPFDE.md §6; the headline points of search_spaces' `paper` set), as the
@@ -58,6 +58,30 @@ _STOPPED = ("EARLY_STOPPED", "STOPPED", "INTERRUPTED")
 
 
 # ---------------------------------------------------------------- wording shared by every view
+
+
+def brief(text: Any, limit: int = 300) -> str:
+    """The first line of ``text`` in about ``limit`` characters, cut between words, keeping its start and its end
+    ("... [Errno 111] Connection refused')"), where an error's cause usually is: a warning cut at a fixed width
+    lost that end and ended mid-word. A single word longer than the budget is the only thing ever split."""
+    lines = str(text).strip().splitlines()
+    line = lines[0].strip() if lines else ""
+    if len(line) <= limit:
+        return line
+    words = line.split()
+    head_room, tail_room = limit * 2 // 3, limit - limit * 2 // 3 - 3
+    head: list[str] = []
+    for w in words:
+        if len(" ".join([*head, w])) > head_room:
+            break
+        head.append(w)
+    tail: list[str] = []
+    for w in reversed(words[len(head):]):
+        if len(" ".join([w, *tail])) > tail_room:
+            break
+        tail.insert(0, w)
+    start = " ".join(head) if head else line[:head_room]
+    return f"{start} … {' '.join(tail)}".rstrip()
 
 
 def format_flops(n: Any) -> str:

@@ -10,6 +10,7 @@ from test_tracking_support import make_config, make_records
 
 from spfde_search.plots import (
     PAPER_POINTS,
+    brief,
     chance_accuracy,
     chance_warning,
     display_params,
@@ -173,3 +174,14 @@ def test_formats():
     base = make_config(**{"sieving.fraction": 0.0})
     assert display_params(params, base) == {"sparsity.ratio": 0.912345}
     assert format_params('{"sparsity.ratio": 0.912345, "freezing.start_epoch": null}') == "sparsity.ratio=0.9123"
+
+
+def test_brief_cuts_between_words_and_keeps_both_ends():
+    assert brief("short message\nsecond line") == "short message"
+    assert brief("") == ""
+    text = " ".join(f"word{i:03d}" for i in range(100))  # 799 characters
+    out = brief(text, 80)
+    assert len(out) <= 80 and out.startswith("word000 word001") and out.endswith("word098 word099")
+    head, tail = out.split(" … ")
+    assert all(w in text.split() for w in [*head.split(), *tail.split()])  # whole words only
+    assert brief("x" * 500, 90).startswith("x" * 60) and len(brief("x" * 500, 90)) <= 90  # one huge word: cut

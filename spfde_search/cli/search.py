@@ -67,7 +67,7 @@ def search(
     from rich.console import Console
 
     from ..config import ConfigError, load_config, parse_overrides
-    from ..plots import chance_accuracy, chance_warning, format_flops
+    from ..plots import brief, chance_accuracy, chance_warning, format_flops
     from ..search import (
         DEFAULT_STORAGE,
         SearchError,
@@ -192,7 +192,7 @@ def search(
     if len(out.table) and not out.table["status"].isin(["COMPLETED", "EARLY_STOPPED"]).any() \
             and (out.table["status"] == "FAILED").any():
         first = out.table[out.table["status"] == "FAILED"]["error"].iloc[0]
-        _fail(f"every trial failed (first: {str(first)[:300]}); see `spfde pareto {s.name} --all` and the trial "
+        _fail(f"every trial failed (first: {brief(first)}); see `spfde pareto {s.name} --all` and the trial "
               f"folders under {out.path}", code=1)
 
 

@@ -98,7 +98,7 @@ class _Progress:
             )
 
     def finished(self, table: pd.DataFrame, trial_id: str) -> None:
-        from ..plots import format_flops, format_params
+        from ..plots import brief, format_flops, format_params
 
         self.running.discard(str(trial_id))
         self.done_this_run += 1
@@ -113,7 +113,7 @@ class _Progress:
             detail = (f"acc {row['test_accuracy']:.4f}  {format_flops(row['train_flops'])} "
                       f"({row['flops_ratio']:.3f}x dense)  {row['epochs_completed']} ep  {row['wall_seconds']:.1f}s")
         else:
-            detail = str(row["error"])[:240]
+            detail = brief(row["error"], 240)
         params = format_params(json.loads(row["params"]))
         self._print(f"[{done}/{self.total}] {trial_id} [{color}]{st}[/{color}]  {detail}"
                     + (f"\n      {params}" if params else ""))

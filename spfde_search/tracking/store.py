@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from spfde_search.config import Config
+from spfde_search.plots import brief
 
 log = logging.getLogger("spfde_search.tracking")
 
@@ -160,7 +161,7 @@ class Store:
             out = fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - tracking must never stop the search
             self.failures += 1
-            self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            self.last_error = f"{type(e).__name__}: {brief(e)}"
             wait = self._backoff
             if self.quiet:
                 return None
@@ -169,7 +170,7 @@ class Store:
             self._backoff = min(wait * 2, 300.0)
             log.warning("MLflow tracking at %s failed while %s (%s: %s); the search goes on and its own results "
                         "keep everything; next try in %.0f s (or run `spfde sync %s` later)",
-                        self.uri, what, type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "",
+                        self.uri, what, type(e).__name__, brief(e),
                         wait, self.search)
             return None
         self._backoff = self.retry_after

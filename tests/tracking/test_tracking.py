@@ -235,3 +235,31 @@ def test_per_trial_constants_are_not_epoch_metrics():
                          "predicted_train_flops": 2e9, "dense_train_flops": 1e10, "run_train_flops": 3e9})
     assert "dense_train_flops" not in ep and "run_train_flops" not in ep
     assert ep["train_flops"] == 2e9 and ep["predicted_train_flops"] == 2e9  # cumulative: a real curve
+
+
+REFUSED = ("API request to endpoint /api/2.0/mlflow/runs/search failed with exception HTTPConnectionPool("
+           "host='tracking.example.internal', port=5000): Max retries exceeded with url: /api/2.0/mlflow/runs/"
+           "search?max_results=1000&order_by=attributes.start_time+DESC (Caused by NewConnectionError('<urllib3."
+           "connection.HTTPConnection object at 0x7f3a2c1d5e50>: Failed to establish a new connection: [Errno 111] "
+           "Connection refused'))\nTraceback lines that follow are not shown")
+
+
+def test_a_failed_tracking_call_warns_in_whole_words_with_its_cause(tmp_path, caplog):
+    """The warning shortens a long error between words and keeps its end, where the cause is (once it was cut
+    at 300 characters, mid-word, and 'Connection refused' was lost)."""
+    from spfde_search.tracking.store import Store
+
+    assert len(REFUSED.splitlines()[0]) > 300
+    store = Store(f"sqlite:///{tmp_path / 'm.db'}", "exp", "s1")
+
+    def refused() -> None:
+        raise ConnectionError(REFUSED)
+
+    with caplog.at_level(logging.WARNING, logger="spfde_search.tracking"):
+        assert store.guard("searching runs", refused) is None
+    msg = caplog.records[-1].getMessage()
+    shown = msg.split("(ConnectionError: ", 1)[1].split("); the search goes on", 1)[0]
+    assert shown.endswith("Connection refused'))") and "…" in shown and len(shown) <= 300
+    words = REFUSED.splitlines()[0].split()
+    assert all(w in words for w in shown.replace(" … ", " ").split())  # whole words only, none cut
+    assert store.last_error == f"ConnectionError: {shown}" and "Traceback" not in msg
