@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..storage import exists, is_uri, join, read_bytes, resolve_storage
+from ..storage import exists, is_uri, join, read_bytes, resolve_storage, write_bytes
 
 DEFAULT_STORAGE = "runs/search"
 SAMPLERS = ("auto", "tpe", "nsga2", "gp", "random")
@@ -87,6 +87,11 @@ def check_storage(path: str) -> None:
             if not os.access(q, os.W_OK | os.X_OK):
                 raise SearchError(f"--storage-path {path}: {q} is not writable; give a folder you can write to")
             return
+
+
+# A search started before ``spfde_search.storage`` existed pickled this name in its searcher (tuner.pkl, a class
+# built in a closure, so pickled by value with its free names): kept so ``--resume`` of such a search still loads.
+_write_bytes = write_bytes
 
 
 def experiment_uri(storage_path: str, name: str) -> str:
