@@ -1,9 +1,12 @@
 """Training-FLOPs accounting (SPFDE.md §5), predicted from the config alone.
 
 Convention: FLOPs = 2 x multiply-accumulates of conv and linear layers (as ``torch.utils.flop_counter``).
-Per sample and layer: forward F*d; backward 2*F*d if the layer's unit is active, 0 if frozen; d is the density
-actually held (MEST's soft-bound extra included). RigL's mask update costs one extra pass on one batch with a
-dense weight gradient (RigL paper §4: f_S forward, f_S activation gradient, f_D weight gradient).
+Per sample and layer, what autograd computes (:func:`layer_cost`, the one place of this rule): forward F*d; if the
+layer's unit is active, the weight gradient F*d, plus the input gradient F*d only where the layer's input needs a
+gradient (not for a layer reading the input of the first active unit: the image, or the frozen prefix's output,
+computed under ``no_grad``); nothing more if frozen. d is the density actually held (MEST's soft-bound extra
+included). RigL's mask update costs one extra pass on one batch whose weight gradient is dense (RigL paper §4: f_S
+forward, f_S activation gradient, f_D weight gradient), under the same input-gradient rule.
 Samples per epoch = the partial set. The model is built uninitialised on the CPU and run once on one zero image:
 no data files.
 """
@@ -32,6 +35,7 @@ __all__ = [
     "profile_model",
     "FlopsPrediction",
     "predict",
+    "layer_cost",
     "per_sample_cost",
     "rigl_pass_cost",
     "build_profile",
@@ -52,6 +56,10 @@ class ModelProfile:
     total_depth: int
     act_numel: list[int]  # per unit (head last): activation elements per sample (conv/bn/linear outputs)
     other_params: list[int]  # per unit (head last): parameters outside conv/linear weights (BN affine, biases)
+    # layers whose input is their unit's input through parameter-free ops only (the stem conv, a block's first
+    # conv and shortcut conv, the classifier after pooling): in the first active unit autograd computes no
+    # input gradient for them
+    reads_unit_input: frozenset[str] = frozenset()
 
     @property
     def dense_forward(self) -> int:
@@ -69,37 +77,56 @@ def layer_forward_flops(module: nn.Module, out_shape: torch.Size) -> int:
 
 
 def profile_model(model: UnitModel, input_shape: tuple[int, int, int], layers: list[LayerRef]) -> ModelProfile:
-    """One forward pass with hooks reads every layer's output shape (on meta tensors if the model is on meta)."""
+    """One forward pass with hooks reads every layer's output shape (on meta tensors if the model is on meta).
+
+    The pass runs with autograd on and every unit's input detached (as the first active unit's input is in
+    training), so a layer whose input then needs no gradient is one that reads its unit's input directly."""
     device = next(model.parameters()).device
     parts = [*model.units, model.head]
     unit_of = {m: i for i, p in enumerate(parts) for m in p.modules()}
     names = {m: n for n, m in model.named_modules()}
     fwd: dict[str, int] = {}
     acts = [0] * len(parts)
+    reads_input: set[str] = set()
 
     def hook(mod: nn.Module, inp: Any, out: torch.Tensor) -> None:
         acts[unit_of[mod]] += math.prod(out.shape[1:])
         if isinstance(mod, (nn.Conv2d, nn.Linear)):
             fwd[names[mod]] = layer_forward_flops(mod, out.shape)
+            if not inp[0].requires_grad:
+                reads_input.add(names[mod])
+
+    def detach_input(mod: nn.Module, inp: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (inp[0].detach(), *inp[1:])
 
     hooks = [
         m.register_forward_hook(hook)
         for m in model.modules()
         if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))
     ]
+    hooks += [p.register_forward_pre_hook(detach_input) for p in parts]
+    params = list(model.parameters())
+    saved_grad = [p.requires_grad for p in params]
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.enable_grad():
+            for p in params:
+                p.requires_grad_(True)
             model(torch.zeros((1, *input_shape), device=device))
     finally:
         for h in hooks:
             h.remove()
+        for p, rg in zip(params, saved_grad, strict=True):
+            p.requires_grad_(rg)
         model.train(was_training)
     weight_ids = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     other = [sum(p.numel() for p in part.parameters() if id(p) not in weight_ids) for part in parts]
     depths = [depth_layers(u) for u in model.units]
-    return ModelProfile(layers, fwd, len(model.units), depths, sum(depths) + depth_layers(model.head), acts, other)
+    return ModelProfile(
+        layers, fwd, len(model.units), depths, sum(depths) + depth_layers(model.head), acts, other,
+        frozenset(reads_input),
+    )
 
 
 @contextlib.contextmanager
@@ -134,22 +161,29 @@ def held_forward(profile: ModelProfile, r: LayerRef, counts: Mapping[str, int]) 
     return f * counts[r.name] // r.numel if r.name in counts else f
 
 
+def layer_cost(
+    profile: ModelProfile, r: LayerRef, counts: Mapping[str, int], frozen_prefix: int, dense_weight_grad: bool = False
+) -> int:
+    """Training FLOPs of one layer for one sample, as autograd computes them (SPFDE.md §5): forward F*d; if the
+    layer is active, its weight gradient (F*d, or F for RigL's dense-gradient pass) and its input gradient F*d
+    unless the input needs none (a layer reading the first active unit's input: image or frozen prefix output);
+    0 backward if frozen. Golden-tested against FlopCounterMode over a real forward + backward."""
+    fwd = held_forward(profile, r, counts)
+    if r.unit < frozen_prefix:
+        return fwd
+    weight_grad = profile.fwd[r.name] if dense_weight_grad else fwd
+    input_grad = 0 if r.unit == frozen_prefix and r.name in profile.reads_unit_input else fwd
+    return fwd + weight_grad + input_grad
+
+
 def per_sample_cost(profile: ModelProfile, counts: Mapping[str, int], frozen_prefix: int) -> int:
-    """Training FLOPs of one sample: forward F*d everywhere, backward 2*F*d in units past the frozen prefix."""
-    total = 0
-    for r in profile.layers:
-        fwd = held_forward(profile, r, counts)
-        total += fwd if r.unit < frozen_prefix else 3 * fwd
-    return total
+    """Training FLOPs of one sample over all layers (:func:`layer_cost`)."""
+    return sum(layer_cost(profile, r, counts, frozen_prefix) for r in profile.layers)
 
 
 def rigl_pass_cost(profile: ModelProfile, counts: Mapping[str, int], frozen_prefix: int) -> int:
-    """One sample of RigL's dense-gradient pass: forward F*d, and for active layers F*d + F (dense weight grad)."""
-    total = 0
-    for r in profile.layers:
-        fwd = held_forward(profile, r, counts)
-        total += fwd if r.unit < frozen_prefix else 2 * fwd + profile.fwd[r.name]
-    return total
+    """One sample of RigL's dense-gradient pass: :func:`layer_cost` with a dense weight gradient."""
+    return sum(layer_cost(profile, r, counts, frozen_prefix, dense_weight_grad=True) for r in profile.layers)
 
 
 @dataclass
@@ -267,10 +301,12 @@ def plan_all(cfg: Config, profile: ModelProfile, spec: DatasetSpec) -> Plans:
     if not cfg.freezing.enabled:
         return Plans(targets, off, run_for(off), samples)
     no_freeze = simulate(profile, run_for(off), samples, cfg.train.batch_size)
-    bp = []
-    for u in range(k):
-        per_sample = sum(2 * held_forward(profile, r, targets) for r in profile.layers if r.unit == u)
-        bp.append(float(per_sample * samples))
+    # Bp_k: what freezing unit k saves per epoch at target densities (its backward, and the input gradients
+    # of the next unit's layers that read its output), so sum_{k<p} Bp_k is the saving of a frozen prefix p
+    bp = [
+        float((per_sample_cost(profile, targets, u) - per_sample_cost(profile, targets, u + 1)) * samples)
+        for u in range(k)
+    ]
 
     def exact_saving(p: FreezePlan) -> float:
         return float(no_freeze.train_flops - simulate(profile, run_for(p), samples, cfg.train.batch_size).train_flops)
@@ -291,7 +327,7 @@ def predict(cfg: Config, spec: DatasetSpec | None = None) -> FlopsPrediction:
     off_run = build_run_plan(cfg, profile.layers, targets, off)
     sieve_only = simulate(profile, off_run, samples, b)
     sparse_only = simulate(profile, off_run, n, b)
-    dense = 3 * profile.dense_forward * n * t
+    dense = per_sample_cost(profile, {}, 0) * n * t  # every layer dense and active, on the full set
     saved = {
         "sparsity": dense - sparse_only.train_flops,
         "sieving": sparse_only.train_flops - sieve_only.train_flops,

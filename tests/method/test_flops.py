@@ -1,7 +1,9 @@
 """Training-FLOPs accounting (SPFDE.md §5).
 
 - dense per-layer forward FLOPs match ``torch.utils.flop_counter.FlopCounterMode`` exactly, layer by layer;
-- the prediction from the config alone is hand-checked on simple schedules;
+- the prediction from the config alone is hand-checked on simple schedules (backward as autograd computes it:
+  no input gradient for a layer reading the first active unit's input; tests/method/test_flops_autograd.py checks
+  the rule against FlopCounterMode over real forward + backward passes);
 - the trainer's measured count equals the prediction exactly, per epoch, for every algorithm and scheme.
 """
 
@@ -71,8 +73,9 @@ def test_dense_forward_matches_flop_counter(model: str, width: int, data: str) -
 
 
 def test_paper_model_dense_training_flops(tmp_path: Path) -> None:
-    """The must-show number: ResNet-32 (2x wide) on CIFAR-100, 160 epochs, dense = 3 x forward x 50,000 x 160,
-    from the config alone (data.root points at an empty folder: no CIFAR files are read)."""
+    """The must-show number: ResNet-32 (2x wide) on CIFAR-100, 160 epochs, dense = (3 x forward - the stem conv's
+    input gradient, which autograd never computes) x 50,000 x 160, from the config alone (data.root points at an
+    empty folder: no CIFAR files are read)."""
     cfg = Config.parse(
         {
             "model": {"name": "resnet32", "width": 2},
@@ -80,11 +83,11 @@ def test_paper_model_dense_training_flops(tmp_path: Path) -> None:
             "train": {"epochs": 160, "batch_size": 64, "update_interval": 5},
         }
     )
-    fwd, _ = counted("resnet32", 2, 3, 32, 100)
+    fwd, per_module = counted("resnet32", 2, 3, 32, 100)
     assert 0.53e9 < fwd < 0.57e9  # the paper's ~0.55 GFLOPs per 32x32 image
     p = predict(cfg)
     assert p.dense_forward_per_sample == fwd
-    assert p.dense_train_flops == 3 * fwd * 50_000 * 160
+    assert p.dense_train_flops == (3 * fwd - per_module["stem.0"]) * 50_000 * 160
     assert list(tmp_path.iterdir()) == []
 
 
@@ -112,6 +115,10 @@ def layer_flops() -> tuple[dict[str, int], dict[str, int], int]:
 
 
 DENSE = {"stem.0", "blocks.1.shortcut.0", "blocks.2.shortcut.0", "head.fc"}
+# layers reading their unit's input (ResNet-8: the stem conv reads the image; a block's conv1 and shortcut conv read
+# the block input; the classifier reads the pooled last block): no input gradient in the first active unit
+READS_UNIT_INPUT = {"stem.0", "blocks.0.conv1", "blocks.1.conv1", "blocks.1.shortcut.0", "blocks.2.conv1",
+                    "blocks.2.shortcut.0", "head.fc"}
 
 
 def sparse_forward(f: dict[str, int], numel: dict[str, int], extra: float = 0.0) -> int:
@@ -127,28 +134,30 @@ def sparse_forward(f: dict[str, int], numel: dict[str, int], extra: float = 0.0)
 
 
 def test_dense_schedule() -> None:
-    _, _, fwd = layer_flops()
+    f, _, fwd = layer_flops()
+    step = 3 * fwd - f["stem.0"]  # forward, weight and input gradients; the image needs no gradient
     p = predict(synthetic(**{"sparsity.algorithm": "dense", "sparsity.ratio": 0.0}))
-    assert p.train_flops == p.dense_train_flops == 3 * fwd * 256 * 4
+    assert p.train_flops == p.dense_train_flops == step * 256 * 4
     assert p.flops_ratio == 1.0 and p.saved == {"sparsity": 0, "sieving": 0, "freezing": 0}
-    assert p.cumulative == [3 * fwd * 256 * e for e in (1, 2, 3, 4)]
+    assert p.cumulative == [step * 256 * e for e in (1, 2, 3, 4)]
 
 
 def test_sieving_only() -> None:
-    _, _, fwd = layer_flops()
+    f, _, fwd = layer_flops()
+    step = 3 * fwd - f["stem.0"]
     # y = 0.2: round(51.2) = 51 removed, 205 trained per epoch
     p = predict(synthetic(**{"sparsity.algorithm": "dense", "sparsity.ratio": 0.0, "sieving.fraction": 0.2}))
     assert p.samples_per_epoch == 205
-    assert p.train_flops == 3 * fwd * 205 * 4
-    assert p.saved == {"sparsity": 0, "sieving": 3 * fwd * 51 * 4, "freezing": 0}
+    assert p.train_flops == step * 205 * 4
+    assert p.saved == {"sparsity": 0, "sieving": step * 51 * 4, "freezing": 0}
 
 
 def test_static_sparse() -> None:
     f, numel, fwd = layer_flops()
     p = predict(synthetic(**{"sparsity.algorithm": "static"}))
-    per_sample = 3 * sparse_forward(f, numel)
+    per_sample = 3 * sparse_forward(f, numel) - f["stem.0"]  # the dense stem conv has no input gradient
     assert p.train_flops == per_sample * 256 * 4
-    assert p.saved["sparsity"] == 3 * fwd * 256 * 4 - p.train_flops
+    assert p.saved["sparsity"] == (3 * fwd - f["stem.0"]) * 256 * 4 - p.train_flops
     assert 0.1 < p.flops_ratio < 0.5  # dense stem/shortcuts/classifier keep it well above 10%
 
 
@@ -166,8 +175,9 @@ def test_rigl_dense_gradient_is_counted() -> None:
     set_ = predict(synthetic(**{"sparsity.algorithm": "set"}))
     rigl = predict(synthetic(**{"sparsity.algorithm": "rigl"}))
     # 3 updates (before epochs 0, 1, 2: RigL's code updates at step 0), each one batch of 64 with forward F d,
-    # activation gradient F d and a dense weight gradient F per layer
+    # activation gradient F d (none for the stem conv: its input is the image) and a dense weight gradient F per layer
     per_sample = sum(2 * (f[n] * (numel[n] if n in DENSE else round(0.1 * numel[n])) // numel[n]) + f[n] for n in f)
+    per_sample -= f["stem.0"]
     assert rigl.train_flops - set_.train_flops == 3 * 64 * per_sample
     assert rigl.cumulative[0] - set_.cumulative[0] == 64 * per_sample  # the dense-gradient pass at epoch 0
 
@@ -175,15 +185,24 @@ def test_rigl_dense_gradient_is_counted() -> None:
 def test_explicit_freezing_saving() -> None:
     f, numel, _ = layer_flops()
     p = predict(synthetic(**{"sparsity.algorithm": "static", "freezing.start_epoch": 1}))
-    # units 0, 1, 2 freeze at epochs 1, 2, 3: prefixes 0, 1, 2, 3; a frozen layer saves its backward 2 F d
+    # units 0, 1, 2 freeze at epochs 1, 2, 3: prefixes 0, 1, 2, 3. Backward of a layer with prefix p: 0 if frozen,
+    # else the weight gradient F d plus the input gradient F d unless it reads the first active unit's input
     assert p.frozen_prefix_per_epoch == [0, 1, 2, 3] and p.unit_freeze_epochs == [1, 2, 3]
     unit_of = {n: (0 if n.startswith("stem") else 1 + int(n.split(".")[1]) if n.startswith("blocks") else 4) for n in f}
 
-    def bwd(n: str) -> int:
-        return 2 * (f[n] if n in DENSE else f[n] * round(0.1 * numel[n]) // numel[n])
+    def bwd(n: str, prefix: int) -> int:
+        fd = f[n] if n in DENSE else f[n] * round(0.1 * numel[n]) // numel[n]
+        if unit_of[n] < prefix:
+            return 0
+        return fd if unit_of[n] == prefix and n in READS_UNIT_INPUT else 2 * fd
 
-    saved = sum(bwd(n) * 256 for e, prefix in enumerate([0, 1, 2, 3]) for n in f if unit_of[n] < prefix)
+    saved = sum((bwd(n, 0) - bwd(n, prefix)) * 256 for prefix in [0, 1, 2, 3] for n in f)
     assert p.saved["freezing"] == saved
+
+
+def test_profile_finds_the_layers_reading_their_unit_input() -> None:
+    profile, _ = build_profile(synthetic())
+    assert profile.reads_unit_input == READS_UNIT_INPUT
 
 
 def test_memory_estimate() -> None:
