@@ -1,6 +1,6 @@
 """The epoch plan: every boundary rule of a run, in one pure function of the config (SPFDE.md §2-§4).
 
-Before epoch e the trainer may prune frozen units to their target, run RigL's dense-gradient pass, update or
+Before epoch e the trainer may prune units whose mask is final to their target, run RigL's dense-gradient pass, update or
 prune masks, and step the sieve; within the epoch nothing changes. :func:`build_run_plan` decides all of it
 from the config, the model's layers and the freeze plan, and tracks the exact weight count every layer holds.
 ``Trainer._epoch_start`` executes the plan (and raises if what it measures differs), ``flops.simulate`` sums
@@ -17,7 +17,7 @@ from .freezing import FreezePlan, cosine_lr
 from .sieving import forgetting_window
 from .sparsity import ALGORITHMS, DSTPlan, LayerRef
 
-__all__ = ["LayerStep", "EpochPlan", "RunPlan", "build_run_plan", "may_update"]
+__all__ = ["LayerStep", "EpochPlan", "RunPlan", "build_run_plan", "may_update", "final_mask"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class EpochPlan:
 
     epoch: int
     frozen_prefix: int  # units 0..prefix-1 are frozen in this epoch
-    freeze_prunes: tuple[LayerStep, ...]  # frozen units' layers back to their exact target (MEST soft bound)
+    freeze_prunes: tuple[LayerStep, ...]  # layers that may no longer update back to their exact target (MEST)
     rigl_pass: bool  # RigL's dense-gradient pass on one batch, before the updates
     pass_counts: Mapping[str, int]  # counts held during that pass
     dst_steps: tuple[LayerStep, ...]  # DST updates, or the prune back to target past update_end
@@ -94,6 +94,14 @@ def may_update(freeze: FreezePlan, unit: int, b: int, prefix: int) -> bool:
     return fe is None or b < fe - freeze.interval
 
 
+def final_mask(freeze: FreezePlan, unit: int, b: int, prefix: int) -> bool:
+    """Whether a layer of ``unit`` holds its final mask from boundary b on: frozen, or in the last interval
+    before its fixed freeze epoch (``may_update`` is False). Such a layer is pruned to its exact target at the
+    first such boundary (SPFDE.md §3: MEST's soft-bound extra goes at the unit's last DST update, one Δτ before
+    it freezes), so it trains its final interval on the mask it freezes with."""
+    return not may_update(freeze, unit, b, prefix)
+
+
 def _prunes(counts: dict[str, int], targets: Mapping[str, int], names: Sequence[str]) -> tuple[LayerStep, ...]:
     """Prune-only steps back to the exact target for the layers holding more (MEST's soft-bound extra)."""
     steps = tuple(LayerStep(n, counts[n] - targets[n], 0) for n in names if counts[n] > targets[n])
@@ -107,7 +115,8 @@ def build_run_plan(
 ) -> RunPlan:
     """Every epoch's boundary actions and held counts. At the start of epoch e, in this order:
 
-    1. layers of frozen units (prefix from the freeze plan) are pruned to their exact target;
+    1. layers with a final mask (:func:`final_mask`: frozen, or within Δτ of a fixed freeze epoch) are pruned
+       to their exact target;
     2. at a DST update boundary (``DSTPlan.is_update``): RigL's dense-gradient pass (if any layer updates),
        then each layer allowed by :func:`may_update` takes ``DSTPlan.layer_step``; at any other Δτ boundary
        of a dynamic algorithm (past ``update_end``), every layer is pruned to its exact target;
@@ -124,7 +133,7 @@ def build_run_plan(
     epochs: list[EpochPlan] = []
     for e in range(t_total):
         prefix = freeze.frozen_prefix(e)
-        freeze_prunes = _prunes(counts, targets, [n for n in names if unit[n] < prefix])
+        freeze_prunes = _prunes(counts, targets, [n for n in names if final_mask(freeze, unit[n], e, prefix)])
         pass_counts = dict(counts)
         steps: list[LayerStep] = []
         update = dst.is_update(e)

@@ -60,7 +60,8 @@ def test_set_and_rigl_hold_the_target(trainer_cfg: Callable[..., Config]) -> Non
 
 def test_unit_mask_stops_one_interval_before_freezing(trainer_cfg: Callable[..., Config]) -> None:
     """Unit k freezes at f_k = T_frz + k dtau; its layers take no DST update at any b >= f_k - dtau (issue 9),
-    and are pruned to the exact target when they freeze."""
+    and MEST's soft-bound extra is pruned at f_k - dtau, not at f_k (issue 22), so the unit trains its last
+    interval on exactly the mask, and the count, it freezes with."""
     cfg = trainer_cfg({"train.epochs": 16, "train.update_interval": 2, "freezing.start_epoch": 4})
     profile, spec = build_profile(cfg)
     plans = plan_all(cfg, profile, spec)
@@ -76,9 +77,12 @@ def test_unit_mask_stops_one_interval_before_freezing(trainer_cfg: Callable[...,
         updated = {ep.epoch for ep in plans.run.epochs for s in ep.dst_steps if s.name in names}
         assert updated and max(updated) < fe - dtau, (k, fe, updated)
         assert max(updated) == fe - 2 * dtau  # ... but it did update until then
-        at_freeze = plans.run.epochs[fe]
-        assert {s.name for s in at_freeze.freeze_prunes} == names
-        assert all(at_freeze.counts[n] == plans.targets[n] for n in names)
+        last = plans.run.epochs[fe - dtau]
+        assert {s.name for s in last.freeze_prunes} == names and not any(s.grow for s in last.freeze_prunes)
+        assert all(plans.run.epochs[fe - dtau - 1].counts[n] > plans.targets[n] for n in names)  # extra held so far
+        for e in range(fe - dtau, plans.freeze.epochs):
+            assert all(plans.run.epochs[e].counts[n] == plans.targets[n] for n in names), e
+            assert not {s.name for s in plans.run.epochs[e].freeze_prunes} & names or e == fe - dtau
         checked += 1
     assert checked >= 2
     # a never-frozen unit keeps updating to update_end (b < 12)
@@ -102,7 +106,7 @@ def test_eval_every_and_lr_schedule(trainer_cfg: Callable[..., Config]) -> None:
 RULES = {
     # DSTPlan / FreezePlan rule methods and the plan's own rule: only plan.py may call them
     "is_update", "extra_density", "drop_fraction_at", "held_after_update", "drop_count", "layer_step",
-    "frozen_prefix", "unit_freeze_epoch", "lr_horizon", "cosine_lr", "may_update", "prune_to_target",
+    "frozen_prefix", "unit_freeze_epoch", "lr_horizon", "cosine_lr", "may_update", "final_mask", "prune_to_target",
 }
 
 
@@ -145,10 +149,13 @@ def test_trainer_and_predictor_follow_a_patched_plan(
         masks.append({n: mk.clone() for n, mk in tr.masker.masks.items()})
     assert [m.train_flops for m in ms] == after.cumulative
     assert ms[0].density == pytest.approx(0.15, abs=0.002)
-    # unit 2 freezes at epoch 3: the patched rule lets it mutate at its last boundary (2), the real one not
+    # unit 2 freezes at epoch 3: the patched rule lets it grow at its last boundary (2), the real one not; the
+    # real one prunes its soft-bound extra there instead, so epoch 2 trains on the mask unit 2 freezes with
     unit2 = [r.name for r in tr.masker.layers if r.sparse and r.unit == 2]
-    assert any(not torch.equal(masks[1][n], masks[2][n]) for n in unit2)
+    assert any(bool((masks[2][n] & ~masks[1][n]).any()) for n in unit2)
     monkeypatch.undo()
     real = Trainer(cfg)
     real_masks = [{n: mk.clone() for n, mk in real.masker.masks.items()} for _ in real.epochs()]
-    assert all(torch.equal(real_masks[1][n], real_masks[2][n]) for n in unit2)
+    assert not any(bool((real_masks[2][n] & ~real_masks[1][n]).any()) for n in unit2)  # nothing grown at 2
+    assert all(torch.equal(real_masks[2][n], real_masks[3][n]) for n in unit2)  # frozen on the mask it trained
+    assert all(int(real_masks[2][n].sum()) == real.targets[n] < int(real_masks[1][n].sum()) for n in unit2)
