@@ -43,10 +43,14 @@ def _scaled(flops: int, d: Fraction) -> int:
     return int(v)
 
 
-def density_mapping(model: UnitModel, density: Density, dense_weight_grad: bool = False) -> dict[Any, Any]:
+def density_mapping(
+    model: UnitModel, density: Density, dense_weight_grad: bool | Callable[[], bool] = False
+) -> dict[Any, Any]:
     """FlopCounterMode formulas that scale its own count of each conv/linear kernel by the density of the layer
-    whose weight the kernel reads; with ``dense_weight_grad`` the weight-gradient kernels stay dense (RigL)."""
+    whose weight the kernel reads; while ``dense_weight_grad`` (a flag, or a function read at each kernel) holds,
+    the weight-gradient kernels stay dense (RigL's pass)."""
     base = flop_counter.flop_registry
+    dense_wg = dense_weight_grad if callable(dense_weight_grad) else (lambda: bool(dense_weight_grad))
     convs = {m.weight.data_ptr(): n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     assert len(linears) == 1  # ResNets: the classifier; every mm/addmm is its forward or backward
@@ -61,12 +65,12 @@ def density_mapping(model: UnitModel, density: Density, dense_weight_grad: bool 
         mask = args[10]
         grad_in = base[aten.convolution_backward](*args[:10], [mask[0], False, False], out_val=out_val)
         grad_w = base[aten.convolution_backward](*args[:10], [False, mask[1], False], out_val=out_val)
-        return _scaled(grad_in, d) + _scaled(grad_w, Fraction(1) if dense_weight_grad else d)
+        return _scaled(grad_in, d) + _scaled(grad_w, Fraction(1) if dense_wg() else d)
 
     def linear(op: Any) -> Callable[..., int]:
         def count(*args: Any, out_val: Any = None, **kw: Any) -> int:
             weight_grad = op is aten.mm and tuple(out_val.shape) in fc_weight_grad_shapes
-            d = Fraction(1) if weight_grad and dense_weight_grad else density(fc_name)
+            d = Fraction(1) if weight_grad and dense_wg() else density(fc_name)
             return _scaled(base[op](*args, out_val=out_val, **kw), d)
 
         return count
@@ -208,21 +212,35 @@ def live_density(tr: Trainer) -> Density:
         {"sparsity.algorithm": "dense", "sparsity.ratio": 0.0, "freezing.start_epoch": 1},
         {"sparsity.algorithm": "mest", "freezing.start_epoch": 1, "train.epochs": 5},
         {"sparsity.algorithm": "mest", "freezing.target_flops_reduction": 0.1, "train.epochs": 6},
+        {"sparsity.algorithm": "rigl", "freezing.start_epoch": 2, "train.epochs": 5},
     ],
-    ids=["dense", "mest-explicit", "mest-target"],
+    ids=["dense", "mest-explicit", "mest-target", "rigl"],
 )
 def test_trainer_measured_flops_are_what_autograd_computes(
     over: Mapping[str, Any], trainer_cfg: Callable[..., Config]
 ) -> None:
     """A real training run under FlopCounterMode (each kernel scaled by the density its layer's mask holds at that
-    moment): its count minus the final evaluation is the trainer's measured count, which is the prediction."""
+    moment; dense weight gradients inside RigL's scoring pass): its count minus the final evaluation is the
+    trainer's measured count, which is the prediction."""
     cfg = trainer_cfg({"sieving.fraction": 0.2, "train.eval_every": 100, "train.precision": "fp32",
                        "train.channels_last": "off", **over})
     tr = Trainer(cfg)
     p = tr.prediction
     assert max(p.frozen_prefix_per_epoch) > 0
     density = live_density(tr)
-    with FlopCounterMode(display=False, custom_mapping=density_mapping(tr.model, density)) as fc:
+    in_rigl_pass = [False]
+    rigl_pass = tr._rigl_dense_grads
+
+    def flagged(*args: Any) -> Any:
+        in_rigl_pass[0] = True
+        try:
+            return rigl_pass(*args)
+        finally:
+            in_rigl_pass[0] = False
+
+    tr._rigl_dense_grads = flagged  # type: ignore[method-assign]
+    mapping = density_mapping(tr.model, density, lambda: in_rigl_pass[0])
+    with FlopCounterMode(display=False, custom_mapping=mapping) as fc:
         ms = list(tr.epochs())  # evaluates after the last epoch only
     with FlopCounterMode(display=False, custom_mapping=density_mapping(tr.model, density)) as fc_eval:
         tr.evaluate()  # the same masks as that evaluation
