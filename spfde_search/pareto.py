@@ -8,6 +8,8 @@ Conventions (golden-tested in ``tests/test_pareto.py``):
 - Point *j dominates i* when ``acc[j] >= acc[i]`` and ``flops[j] <= flops[i]`` with at least one strict.
   Identical points do not dominate each other, so duplicates on the front are all kept.
 - A point with a NaN coordinate is never on the front and dominates nothing.
+- A trial at or below chance (``above_chance``) is reported but never a front candidate: a run that learnt
+  nothing is always the cheapest point and would otherwise sit on the front and add hypervolume.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "CHANCE_FRONT_MARGIN",
+    "above_chance",
     "non_dominated",
     "front_indices",
     "hypervolume",
@@ -39,6 +43,19 @@ def _pair(acc: ArrayLike, cost: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     if a.shape != c.shape:
         raise ValueError(f"acc and flops must have the same length, got {a.size} and {c.size}")
     return a, c
+
+
+CHANCE_FRONT_MARGIN = 0.01
+"""A trial must beat chance (1 / number of classes) by more than this to be a front candidate (1 point)."""
+
+
+def above_chance(acc: ArrayLike, chance: ArrayLike | float | None, margin: float = CHANCE_FRONT_MARGIN) -> np.ndarray:
+    """Boolean mask: accuracy strictly above ``chance + margin`` -- the one rule for who may enter the front and
+    the hypervolume, applied to whatever accuracy the front selects on. ``chance`` is a scalar or one value per
+    point; NaN or None (chance unknown) lets the point through, a NaN accuracy does not."""
+    a = np.asarray(acc, dtype=float).reshape(-1)
+    c = np.broadcast_to(np.asarray(np.nan if chance is None else chance, dtype=float), a.shape)
+    return np.where(np.isnan(c), ~np.isnan(a), a > c + margin)
 
 
 def non_dominated(acc: ArrayLike, flops: ArrayLike) -> np.ndarray:

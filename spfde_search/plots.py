@@ -15,6 +15,7 @@ The paper's hand-picked schedules (SPFDE.md §6) are marked where a trial ran ex
 
 from __future__ import annotations
 
+import functools
 import html
 import io
 import json
@@ -30,8 +31,8 @@ if TYPE_CHECKING:  # pandas/matplotlib load lazily: ``format_flops`` serves ``sp
 
 __all__ = [
     "PAPER_POINTS", "CHANCE_MARGIN", "paper_point_label", "format_flops", "display_params", "format_params",
-    "chance_accuracy", "chance_warning", "knee_trial", "answer_table", "plot_table", "frontier_figure",
-    "frontier_png", "frontier_html", "brief",
+    "chance_accuracy", "chance_of_config", "chance_warning", "knee_trial", "answer_table", "plot_table",
+    "frontier_figure", "frontier_png", "frontier_html", "brief",
 ]
 
 # The paper's hand-picked points (SPFDE.md §6; the headline points of search_spaces' `paper` set), as the
@@ -149,6 +150,27 @@ def chance_accuracy(data_name: str | None) -> float | None:
 
         return 1.0 / dataset_spec(DataConfig.model_validate({"name": data_name})).num_classes
     except Exception:  # noqa: BLE001 - imagefolder without its folder, an unknown name: no warning then
+        return None
+
+
+def chance_of_config(config: Mapping[str, Any] | str | None) -> float | None:
+    """Chance accuracy of a trial from its full config (a ``trials.parquet`` ``config`` cell): 1 / number of
+    classes of its data set, None when that cannot be told (no data section, an imagefolder that is gone)."""
+    data = json_object(config).get("data") if config is not None else None
+    if not isinstance(data, Mapping):
+        return None
+    return _chance_of_data(json.dumps(data, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=64)
+def _chance_of_data(data_json: str) -> float | None:
+    """Cached: one search has one data section, and an imagefolder's class count needs a folder scan."""
+    try:
+        from spfde_search.config import DataConfig
+        from spfde_search.data import dataset_spec
+
+        return 1.0 / dataset_spec(DataConfig.model_validate(json.loads(data_json))).num_classes
+    except Exception:  # noqa: BLE001 - unknown data set, missing folder: chance unknown, no rule applied
         return None
 
 

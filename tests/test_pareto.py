@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from spfde_search.pareto import (
+    above_chance,
     cost_to_reach,
     epsilon_net_order,
     front_indices,
@@ -167,3 +168,11 @@ def test_hypervolume_curve_and_cost_to_reach():
     assert cost_to_reach(spent, hv, 0.5) == 6.0
     assert cost_to_reach(spent, hv, 0.4) == 2.0
     assert math.isnan(cost_to_reach(spent, hv, 0.6))
+
+
+def test_above_chance_is_strictly_above_chance_plus_margin():
+    acc = [0.10, 0.105, 0.11, 0.111, 0.5, float("nan")]
+    assert above_chance(acc, 0.1, margin=0.01).tolist() == [False, False, False, True, True, False]
+    # per-point chance; unknown chance (NaN / None) lets a finite accuracy through
+    assert above_chance([0.3, 0.3, 0.02], [0.5, float("nan"), 0.01], margin=0.0).tolist() == [False, True, True]
+    assert above_chance([0.0, float("nan")], None).tolist() == [True, False]

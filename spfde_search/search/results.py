@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import Config, ConfigError, apply_overrides
-from ..pareto import front_indices, hypervolume, knee_point
+from ..pareto import above_chance, front_indices, hypervolume, knee_point
 from ..storage import exists, filesystem, write_bytes
 from .settings import DEFAULT_STORAGE, TRIALS_PARQUET, SearchError, experiment_uri
 
@@ -198,11 +198,25 @@ def load_trials(name_or_path: str, storage_path: str = DEFAULT_STORAGE) -> pd.Da
     raise SearchError(f"no {TRIALS_PARQUET} found for {name_or_path!r}")
 
 
+def front_candidates(df: pd.DataFrame) -> pd.Series:
+    """Which rows may enter the front and the hypervolume: COMPLETED, full budget, finite accuracy and FLOPs,
+    and above chance (``pareto.above_chance``, chance from each row's own config)."""
+    if df.empty:
+        return pd.Series(dtype=bool, index=df.index)
+    from ..plots import chance_of_config
+
+    acc = df["test_accuracy"].astype(float)
+    chance = [chance_of_config(c) for c in df["config"]] if "config" in df else None
+    return ((df["status"] == "COMPLETED") & df["full_budget"].astype(bool) & np.isfinite(acc)
+            & np.isfinite(df["train_flops"].astype(float))
+            & above_chance(acc.to_numpy(), None if chance is None else np.array(chance, dtype=float)))
+
+
 def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
     """COMPLETED full-budget trials on the frontier of test accuracy (max) vs training FLOPs (min), cheapest
-    first, with ``knee`` marking the knee point. Early-stopped, failed and infeasible trials never enter."""
-    ok = df[(df["status"] == "COMPLETED") & df["full_budget"].astype(bool)]
-    ok = ok[np.isfinite(ok["test_accuracy"].astype(float)) & np.isfinite(ok["train_flops"].astype(float))]
+    first, with ``knee`` marking the knee point. Early-stopped, failed, infeasible and chance-level trials never
+    enter (``front_candidates``)."""
+    ok = df[front_candidates(df)]
     if ok.empty:
         return ok.assign(knee=pd.Series(dtype=bool))
     acc = ok["test_accuracy"].to_numpy(float)
@@ -241,7 +255,7 @@ def compute_curve(table: pd.DataFrame) -> pd.DataFrame:
     from ..pareto import hypervolume_curve
 
     d = table.sort_values(["finished_at", "trial_id"], na_position="last").reset_index(drop=True)
-    ok = (d["status"] == "COMPLETED") & d["full_budget"].astype(bool)
+    ok = front_candidates(d)
     spent, hv = hypervolume_curve(d["test_accuracy"], d["flops_ratio"], d["spent_train_flops"], ok.to_numpy())
     return pd.DataFrame({
         "trial_id": d["trial_id"], "status": d["status"], "finished_at": d["finished_at"],

@@ -49,11 +49,11 @@ def compute_frontier(records: Sequence[TrialRecord]) -> Frontier:
 
 def frontier_flags(records: Sequence[TrialRecord]) -> dict[str, bool]:
     """trial_id -> on the frontier: non-dominated (``pareto.non_dominated``: max accuracy, min training FLOPs)
-    among the completed full-budget trials; every other trial is False."""
+    among the completed full-budget trials above chance (``TrialRecord.front_eligible``); every other is False."""
     from spfde_search.pareto import non_dominated
 
     flags = {r.trial_id: False for r in records}
-    cands = [r for r in records if r.on_frontier_candidate]
+    cands = [r for r in records if r.front_eligible]
     if cands:
         mask = non_dominated([float(r.final["test_accuracy"]) for r in cands],
                              [float(r.final["train_flops"]) for r in cands])
@@ -75,11 +75,11 @@ def search_cost_of(records: Sequence[TrialRecord]) -> dict[str, float]:
 
 
 def hypervolume_of(records: Sequence[TrialRecord]) -> float:
-    """Area dominated by the completed full-budget trials, accuracy (up) vs FLOPs ratio (down), reference (0, 1)."""
+    """Area dominated by the completed full-budget trials above chance, accuracy (up) vs FLOPs ratio (down), reference (0, 1)."""
     from spfde_search.pareto import hypervolume
 
     pts = [(float(r.final["test_accuracy"]), float(r.final["flops_ratio"])) for r in records
-           if r.on_frontier_candidate and _finite(r.final.get("flops_ratio"))]
+           if r.front_eligible and _finite(r.final.get("flops_ratio"))]
     if not pts:
         return 0.0
     return float(hypervolume([p[0] for p in pts], [p[1] for p in pts], ref=(0.0, 1.0)))

@@ -80,6 +80,34 @@ def test_front_excludes_early_stopped_and_partial():
     assert front["trial_id"].tolist() == ["c", "a"]
 
 
+def test_a_chance_level_trial_is_reported_but_never_on_the_front_nor_in_the_hypervolume():
+    """Issue 23 item 12: a trial that finished at chance (10 classes: 0.10) is the cheapest point; it must not
+    sit on the front or add hypervolume, in the driver's table and in the MLflow frontier alike."""
+    from spfde_search.search import front_hypervolume
+    from spfde_search.search.results import compute_curve
+    from spfde_search.tracking import compute_frontier
+    from test_tracking_support import make_config, make_records
+
+    cfg = json.dumps(make_config())  # fashion_mnist: 10 classes
+    row = {"status": "COMPLETED", "full_budget": True, "config": cfg, "spent_train_flops": 1.0,
+           "spent_seconds": 1.0, "finished_at": 0.0}
+    rows = [{**row, "trial_id": "chance", "test_accuracy": 0.10, "train_flops": 1.0, "flops_ratio": 0.01},
+            {**row, "trial_id": "near", "test_accuracy": 0.104, "train_flops": 2.0, "flops_ratio": 0.02},
+            {**row, "trial_id": "good", "test_accuracy": 0.8, "train_flops": 50.0, "flops_ratio": 0.5}]
+    table = pd.DataFrame(rows)
+    front = pareto_front(table)
+    assert front["trial_id"].tolist() == ["good"]
+    assert front_hypervolume(front) == pytest.approx(0.8 * 0.5)
+    assert compute_curve(table)["hypervolume"].max() == pytest.approx(0.8 * 0.5)
+
+    recs = make_records()
+    cheap = recs[1]  # a completed frontier trial of the hand-made set, made chance-level and cheapest
+    cheap.final = {**cheap.final, "test_accuracy": 0.10, "train_flops": 1.0, "flops_ratio": 0.001}
+    f = compute_frontier(recs)
+    assert not f.flags["t1"] and f.flags["t0"]
+    assert f.hypervolume == pytest.approx(compute_frontier([r for r in recs if r.trial_id != "t1"]).hypervolume)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_end_to_end_fashion_mnist(tmp_path):
