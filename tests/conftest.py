@@ -167,3 +167,28 @@ def checkout_left_alone() -> Iterator[None]:
     touched = sorted(p for p, v in after.items() if before.get(p) != v)
     assert not touched, (f"the test session wrote into the checkout {REPO}: {touched}; tests must write only "
                          "under their tmp_path (cwd=tmp_path, --storage-path and --tracking-uri into it)")
+
+
+@pytest.fixture
+def read_only() -> Iterator[Callable[[Path], Path]]:
+    """``read_only(folder)`` makes an existing folder read-only for real, with what it holds kept: a read-only bind
+    mount onto itself as root (root ignores permission bits), ``chmod 0555`` otherwise. Undone at the end."""
+    undo: list[Callable[[], object]] = []
+
+    def make(folder: Path) -> Path:
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+            undo.append(lambda: folder.chmod(0o755))
+            return folder
+        for cmd in (["mount", "--bind", str(folder), str(folder)], ["mount", "-o", "remount,bind,ro", str(folder)]):
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                if undo or cmd[1] == "-o":
+                    subprocess.run(["umount", "-l", str(folder)], check=False)
+                pytest.skip(f"cannot make {folder} read-only as root: {r.stderr.strip()}")
+        undo.append(lambda: subprocess.run(["umount", "-l", str(folder)], check=False))
+        return folder
+
+    yield make
+    for u in reversed(undo):
+        u()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from ._assess import Assessment, Budget, BudgetError, assess
+from ._state import StorageFull
 from ._trainable import TrialSetup, infeasible_metrics, node_identity, spfde_trainable
 
 __all__ = [
     "Assessment",
     "Budget",
     "BudgetError",
+    "StorageFull",
     "TrialSetup",
     "assess",
     "infeasible_metrics",

@@ -63,6 +63,14 @@ class Budget:
             return cls("absolute", v, str(text))
         return cls("ratio", v, str(text))
 
+    def warning(self) -> str:
+        """'' or why the budget constrains nothing: a ratio of dense >= 1 admits every sparse schedule (none
+        costs more than dense training), which is almost never what was meant (2 for 2%?)."""
+        if self.kind == "ratio" and self.value >= 1:
+            return (f"--flops-budget {self.text} is a ratio of dense training FLOPs >= 1: it constrains nothing; "
+                    f"give a ratio below 1 (0.3, 30%) or absolute FLOPs (2.5e12, 800G)")
+        return ""
+
     def describe(self) -> str:
         return f"{self.value:.4g} of dense training FLOPs" if self.kind == "ratio" else f"{self.value:.4g} training FLOPs"
 

@@ -15,6 +15,7 @@ at any point leaves a loadable pair. The folder URI is any pyarrow file system t
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -28,7 +29,34 @@ STATE_DIR = "state"
 LAST_REPORT = "last_report.json"  # the metrics reported with the state, beside it
 _ORDER = (PREVIOUS, LATEST, LAST_REPORT)  # upload order: a kill between two leaves a loadable pair
 
-__all__ = ["LAST_REPORT", "STATE_DIR", "TrialState"]
+__all__ = ["LAST_REPORT", "STATE_DIR", "StorageFull", "TrialState", "storage_full"]
+
+_FATAL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+          errno.EROFS: "read-only file system"}
+
+
+class StorageFull(RuntimeError):
+    """A trial could not write its state: the disk is full (or over quota) or read-only. Fatal for the search,
+    not for the trial (every trial writes to the same storage): the driver stops launching trials and leaves the
+    search resumable (``spfde_search.search.callbacks``). The message names the path and the space needed."""
+
+
+def storage_full(e: BaseException, path: str, local: str | os.PathLike[str] | None = None) -> StorageFull | None:
+    """``StorageFull`` for an ``OSError`` that no retry can fix (ENOSPC, EDQUOT, EROFS), else None. ``path``: where
+    the state was going (the error's own file name wins); ``local``: the folder whose files had to be written,
+    for the space needed."""
+    if not isinstance(e, OSError) or e.errno not in _FATAL:
+        return None
+    where = str(e.filename or path)
+    need = sum(f.stat().st_size for f in Path(local).iterdir() if f.is_file()) if local and Path(local).is_dir() else 0
+    free = ""
+    with contextlib.suppress(OSError):
+        probe = Path(where)
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        free = f", {shutil.disk_usage(probe).free / 1e6:.1f} MB free"
+    needed = f" (needs about {need / 1e6:.1f} MB per trial{free})" if need else (f" ({free[2:]})" if free else "")
+    return StorageFull(f"{_FATAL[e.errno]} writing trial state to {where}{needed}")
 
 
 class TrialState:

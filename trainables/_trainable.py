@@ -8,6 +8,9 @@ A point that cannot run (config rejected, impossible freezing target, over the F
 with ``infeasible=True`` and the reason, and returns without loading data or training. A diverging loss
 (``TrainingDiverged``) ends the trial with a terminal ``diverged=True`` result carrying the message, so the
 search records it FAILED and goes on, and Ray's retries (``FailureConfig``, for workers that died) never rerun it.
+A state that cannot be loaded (``CheckpointError``: both saved epochs damaged) ends the same way, naming the
+state folder under the search's storage. A state that cannot be *written* (disk full, read-only storage) raises
+``StorageFull``: that is the search's problem, not the trial's, and the driver stops the search.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spfde_search.checkpoint import copy_as_latest
+from spfde_search.checkpoint import CheckpointError, copy_as_latest
 from spfde_search.config import ConfigError
 
 from ._assess import Assessment, Budget, assess
-from ._state import LAST_REPORT, TrialState
+from ._state import LAST_REPORT, TrialState, storage_full
 
 __all__ = ["TrialSetup", "spfde_trainable", "node_identity", "infeasible_metrics"]
 
@@ -102,11 +105,17 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
                     for f in Path(d).iterdir():
                         if f.is_file():
                             shutil.copyfile(f, Path(got) / f.name)
+        fields = {**a.report_fields(), **ident}
         if Trainer.has_checkpoint(got):
-            copy_as_latest(trainer.load_checkpoint(got), work)
+            try:
+                copy_as_latest(trainer.load_checkpoint(got), work)
+            except CheckpointError as e:  # terminal: a retry would read the same damaged files
+                where = store.uri if store is not None else "the trial's Ray checkpoint"
+                tune.report({**fields, "diverged": True, "epoch": 0, "test_accuracy": 0.0,
+                             "error": f"CheckpointError: {str(e).replace(str(got), where)}"})
+                return
         with contextlib.suppress(OSError, ValueError):
             restored = json.loads((Path(got) / LAST_REPORT).read_text())
-        fields = {**a.report_fields(), **ident}
         total = a.config.train.epochs  # type: ignore[union-attr]
         every = max(1, setup.checkpoint_every)
         last: dict[str, Any] = {}
@@ -135,12 +144,19 @@ def _report_epoch(metrics: dict[str, Any], epoch: int, total: int, every: int, t
         if isinstance(v, float) and not math.isfinite(v):
             metrics[k] = float("nan")
     if epoch % every == 0 or epoch == total:
-        trainer.save_checkpoint(work)
-        (Path(work) / LAST_REPORT).write_text(json.dumps(metrics, default=str))
+        try:
+            trainer.save_checkpoint(work)
+            (Path(work) / LAST_REPORT).write_text(json.dumps(metrics, default=str))
+            if store is not None:
+                store.upload(work)
+        except OSError as e:
+            fatal = storage_full(e, store.uri if store is not None else work, work)
+            if fatal is None:
+                raise
+            raise fatal from None  # the driver stops the search (search/callbacks.py): no retry, no traceback
         if store is None:  # Ray copies the folder to the trial's storage in report()
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(work))
             return metrics
-        store.upload(work)
         with tempfile.TemporaryDirectory(prefix="spfde-pointer-") as pointer:
             shutil.copyfile(Path(work) / LAST_REPORT, Path(pointer) / LAST_REPORT)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(pointer))

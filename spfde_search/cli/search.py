@@ -33,10 +33,10 @@ def search(
     config: Path = typer.Option(None, "--config", "-c", metavar="FILE", help="base config YAML (default: the built-in quickstart preset)"),
     set_: list[str] = typer.Option(None, "--set", "-s", metavar="PATH=VALUE",
                                  help="base config override, e.g. -s train.epochs=2 (repeatable)"),
-    num_samples: int = typer.Option(None, "--num-samples", "-n", min=1, help="trials to run (default: 16)"),
+    num_samples: int = typer.Option(None, "--num-samples", "-n", help="trials to run (default: 16)"),
     sampler: str = typer.Option(None, "--sampler", help=f"Optuna sampler: {_SAMPLERS} (default: auto)"),
     seed: int = typer.Option(None, "--seed", help="sampler seed (default: 0)"),
-    max_concurrent: int = typer.Option(None, "--max-concurrent", min=1, help="trials running at once (default: 2)"),
+    max_concurrent: int = typer.Option(None, "--max-concurrent", help="trials running at once (default: 2)"),
     cpus_per_trial: float = typer.Option(None, "--cpus-per-trial", help="CPUs reserved per trial (default: 1)"),
     gpus_per_trial: float = typer.Option(None, "--gpus-per-trial", help="GPUs per trial, fractional allowed (default: 0)"),
     flops_budget: str = typer.Option(
@@ -44,14 +44,17 @@ def search(
     ),
     initial: str = typer.Option(None, "--initial", help="seed the sampler with known points: paper"),
     early_stopping: str = typer.Option(None, "--early-stopping", help="none, asha (on test accuracy) or moasha (multi-objective: accuracy at the rung and predicted FLOPs) (default: none)"),
-    grace_period: int = typer.Option(None, "--grace-period", min=1, help="ASHA/MOASHA: first rung epoch r; rungs at r*eta^k (default: 1)"),
-    reduction_factor: int = typer.Option(None, "--reduction-factor", min=2, help="ASHA/MOASHA reduction factor eta: the top 1/eta of a rung go on (default: 2)"),
+    grace_period: int = typer.Option(None, "--grace-period", help="ASHA/MOASHA: first rung epoch r; rungs at r*eta^k (default: 1)"),
+    reduction_factor: int = typer.Option(None, "--reduction-factor", help="ASHA/MOASHA reduction factor eta: the top 1/eta of a rung go on (default: 2)"),
     address: str = typer.Option(None, "--address", help="join an existing Ray cluster (host:port or auto) (default: embedded)"),
+    connect_timeout: float = typer.Option(None, "--connect-timeout", metavar="SECONDS",
+                                          help="how long --address may take to answer before the search gives up "
+                                          "(default: 30)"),
     storage_path: str = typer.Option(None, "--storage-path", help="results root: local path or pyarrow URI (s3://...) (default: runs/search)"),
     name: str = typer.Option(None, "--name", metavar="NAME",
                               help="search name (folder under the storage path) (default: search-<space>-<time>)"),
     resume: str = typer.Option(None, "--resume", metavar="NAME", help="resume the search NAME after a crash"),
-    num_cpus: int = typer.Option(None, "--num-cpus", min=1, help="CPUs of the embedded Ray (default: all)"),
+    num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs of the embedded Ray (default: all)"),
     ship_code: bool = typer.Option(None, "--ship-code/--no-ship-code",
                                    help="upload this checkout's code to the cluster (default: no)"),
     tracking_uri: str = typer.Option(
@@ -72,6 +75,7 @@ def search(
         DEFAULT_STORAGE,
         SearchError,
         SearchSettings,
+        StorageFull,
         front_table,
         load_settings,
         prepare,
@@ -90,7 +94,7 @@ def search(
         "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
         "flops_budget": flops_budget, "initial": initial, "early_stopping": early_stopping,
         "grace_period": grace_period, "reduction_factor": reduction_factor, "address": address,
-        "num_cpus": num_cpus, "ship_code": ship_code,
+        "num_cpus": num_cpus, "ship_code": ship_code, "connect_timeout": connect_timeout,
     })
     try:
         overrides = parse_overrides(set_ or [])
@@ -105,7 +109,7 @@ def search(
             settings = load_settings(resume, storage_path or DEFAULT_STORAGE)
             stored = settings.model_dump()
             for k, v in options.items():
-                if k == "address":
+                if k in ("address", "connect_timeout"):
                     continue  # the cluster may have moved after a crash
                 if stored.get(k) != v:
                     _fail(f"--{k.replace('_', '-')} {v!r} differs from the original search ({stored.get(k)!r}); "
@@ -115,6 +119,8 @@ def search(
                       "original arguments or none")
             if "address" in options:
                 settings.address = options["address"]
+            if "connect_timeout" in options:
+                settings.connect_timeout = options["connect_timeout"]
             if storage_path is not None:
                 settings.storage_path = storage_path
             if tracking_uri is not None or experiment is not None or settings.tracking is None:
@@ -144,6 +150,8 @@ def search(
         return
     s = prep.settings
     v = 0 if quiet else 1 + verbose
+    if prep.budget is not None and (warn_budget := prep.budget.warning()):
+        typer.echo(f"warning: {warn_budget}", err=True)
     if v:
         from ..search.optuna_search import resolve_sampler
 
@@ -160,6 +168,9 @@ def search(
         console.print(describe_tracking(s), highlight=False)
     try:
         out = run_search(s, resume=resume is not None, console=console, verbose=v, prepared=prep, callbacks=callbacks_for(s))
+    except StorageFull as e:  # not bad input: the disk filled up (or went read-only) under a running search
+        _fail(str(e), code=1)
+        return
     except SearchError as e:
         _fail(str(e))
         return
@@ -204,7 +215,8 @@ def _pydantic_message(e: ValueError) -> str:
             parts = []
             for err in e.errors():
                 loc = ".".join(str(p) for p in err["loc"])
-                parts.append(f"--{loc.replace('_', '-')}: {err['msg']}")
+                got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+                parts.append(f"--{loc.replace('_', '-')}: {err['msg']}{got}")
             return "; ".join(parts)
     except ImportError:  # pragma: no cover
         pass

@@ -69,8 +69,12 @@ def write_json_doc(target: str, doc: Mapping[str, Any]) -> None:
     path = Path(target)
     if path.is_dir():
         _fail(f"--json {target}: is a directory; give a file path (or '-' for stdout)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    except OSError as e:  # read-only folder or file system, a parent that is a file, a full disk
+        _fail(f"--json {target}: cannot write {e.filename or path} ({e.strerror or e}); give a writable path, or "
+              "'-' for stdout", code=1)
 
 
 @app.command()
@@ -140,6 +144,18 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+def _port_in_use(host: str, port: int) -> str:
+    """'' if ``host:port`` can be bound now, else why not: a server that is already there would answer our
+    readiness check and the URLs printed would point at it."""
+    with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: a closing one's TIME_WAIT is free
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError as e:
+            return e.strerror or str(e)
+    return ""
+
+
 def _wait_port(host: str, port: int, proc: subprocess.Popen, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -192,6 +208,9 @@ def ui(
         _fail(f"no MLflow store at {db}: run `spfde search` first (or pass --tracking-uri)")
     if port == 0:
         port = _free_port(host)
+    elif busy := _port_in_use(host, port):
+        _fail(f"--port {port}: {host}:{port} is already in use ({busy}); another server (an earlier `spfde ui`?) "
+              "answers there: stop it, or use --port 0 for a free port", code=1)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"http://{local}:{port}"
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
@@ -230,9 +249,10 @@ def ui(
 
     signal.signal(signal.SIGTERM, _on_term)
     try:
-        if not _wait_port(local, port, proc, timeout=90):
+        if not _wait_port(local, port, proc, timeout=90) or proc.poll() is not None:  # alive: ours answers
             _stop()
-            _fail(f"the MLflow UI did not start on {host}:{port} (port in use? try --port 0)", code=1)
+            _fail(f"the MLflow UI did not start on {host}:{port} (exit status {proc.returncode}; port in use? try "
+                  "--port 0)", code=1)
         try:
             _, parent = _parent_or_latest(uri, name, experiment)
             typer.echo(f"MLflow UI: {base}" + "".join(f"  (on the network: http://{a}:{port})" for a in addresses))
@@ -243,11 +263,13 @@ def ui(
         except TrackingUnavailable as e:
             typer.echo(f"MLflow UI: {base}  ({e})")
         sys.stdout.flush()
-        proc.wait()
+        rc = proc.wait()
     except KeyboardInterrupt:
-        pass
+        rc = 0
     finally:
         _stop()
+    if rc:  # the server ended by itself with an error: say so and pass its status on
+        _fail(f"the MLflow UI server exited with status {rc}", code=rc if 0 < rc < 256 else 1)
 
 
 def _is_loopback(host: str) -> bool:
@@ -314,14 +336,16 @@ def export(
 
     if pick not in PICKS:
         _fail(f"--pick must be one of {', '.join(PICKS)}, got {pick!r}")
+    target = out if out is not None else default_out_dir(name)
     try:
-        target = check_out_dir(out if out is not None else default_out_dir(name))
+        target = check_out_dir(target)
         written = export_search(name, pick, target, tracking_uri=tracking_uri, experiment=experiment,
                                 max_flops=max_flops, min_accuracy=min_accuracy)
     except (TrackingUnavailable, LookupError, ConfigError, ValueError) as e:
         _fail(str(e))
-    except OSError as e:  # unwritable --out
-        _fail(f"cannot write to --out {out}: {e.strerror or e}")
+    except OSError as e:  # an unwritable folder: name it, whether given (--out) or the default
+        at = f" at {e.filename}" if e.filename and str(e.filename) != str(target) else ""
+        _fail(f"cannot write the configs to {target} ({e.strerror or e}{at}); give a writable --out DIR", code=1)
     for w in written:
         typer.echo(f"{w.path}  trial {w.trial_id}  run {w.run_id}  acc {w.test_accuracy:.4f}  "
                    f"training FLOPs {format_flops(w.train_flops)}  ratio {w.flops_ratio:.4f}")
@@ -338,13 +362,13 @@ def sync(
 ) -> None:
     """Write a search's results (trials.parquet + per-epoch results) to MLflow; safe to repeat (no duplicates)."""
     from ..search import DEFAULT_STORAGE, experiment_uri
-    from ..tracking import TrackingUnavailable, TrackingUriError, sync_search
+    from ..tracking import SearchFileError, TrackingUnavailable, TrackingUriError, sync_search
 
     given = Path(name)
     d = given if (given / "trials.parquet").is_file() else Path(experiment_uri(storage_path or DEFAULT_STORAGE, name))
     try:
         out = sync_search(d, tracking_uri, experiment)
-    except (FileNotFoundError, TrackingUriError) as e:  # bad input: exit 2
+    except (FileNotFoundError, TrackingUriError, SearchFileError) as e:  # bad input, a damaged file: exit 2
         _fail(str(e))
     except TrackingUnavailable as e:
         _fail(str(e), code=1)

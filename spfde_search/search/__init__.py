@@ -20,7 +20,7 @@ its front), ``optuna_search`` (samplers), ``callbacks`` and ``progress`` (live t
 
 from __future__ import annotations
 
-from .driver import SearchOutcome, run_search
+from .driver import SearchOutcome, StorageFull, run_search
 from .optuna_search import make_sampler
 from .prepare import Prepared, prepare
 from .results import (
@@ -52,6 +52,7 @@ __all__ = [
     "SearchSettings",
     "Prepared",
     "SearchOutcome",
+    "StorageFull",
     "SAMPLERS",
     "OBJECTIVES",
     "MODES",

@@ -3,14 +3,16 @@ and drives the console progress."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
 
-from .results import rows_to_arrow, trial_row, write_parquet
+from .results import rows_to_arrow, storage_fault, trial_row, write_parquet
 from .settings import TRIALS_PARQUET
 
 log = logging.getLogger(__name__)
@@ -104,3 +106,49 @@ def _make_table_callback(
             self._write(trials)
 
     return TrialsTableCallback()
+
+
+def _make_storage_guard() -> Any:
+    """A callback that ends the experiment, as Ctrl-C would, when a trial could not write its state (disk full,
+    read-only storage): every other trial writes to the same place, so launching more (or retrying this one,
+    ``FailureConfig``) only repeats the failure. Running trials stay resumable; ``fault`` holds the message."""
+    Callback = _callback_base()
+
+    from trainables import StorageFull
+
+    class StorageGuard(Callback):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            self.fault = ""
+
+        def _keep(self, record: logging.LogRecord) -> bool:
+            """Drop Ray's traceback of the trial that hit the fault and Tune's interruption notes after it: the
+            driver says it in one line (the trial's state is kept, nothing else happened)."""
+            exc = record.exc_info[1] if record.exc_info else None
+            return not (isinstance(exc, StorageFull) or self.fault)
+
+        @contextlib.contextmanager
+        def quiet(self) -> Iterator[None]:
+            loggers = [logging.getLogger(n) for n in ("ray.tune.execution.tune_controller", "ray.tune.tune")]
+            for lg in loggers:
+                lg.addFilter(self._keep)
+            try:
+                yield
+            finally:
+                for lg in loggers:
+                    lg.removeFilter(self._keep)
+
+        def _check(self, trial: Any) -> None:
+            msg = storage_fault(trial)
+            if msg and not self.fault:
+                self.fault = msg
+                # Tune's own interrupt (tune.py ``_setup_signal_catching`` handles SIGUSR1 like SIGINT): the loop
+                # ends after this step and the experiment state is saved with the unfinished trials resumable
+                signal.raise_signal(signal.SIGUSR1)
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._check(trial)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._check(trial)
+
+    return StorageGuard()

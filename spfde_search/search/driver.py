@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..storage import exists, read_bytes, write_bytes
-from .callbacks import _make_table_callback
+from .callbacks import _make_storage_guard, _make_table_callback
 from .lock import search_lock
 from .optuna_search import SKIPPED_JSON, _search_cls, make_sampler
 from .prepare import Prepared, prepare
@@ -30,7 +30,15 @@ from .results import (
     search_cost,
     write_compute_curve,
 )
-from .runtime import _init_ray, _scheduler, _set_callbacks, _trainable, _trial_dirname, checkpoint_config
+from .runtime import (
+    _init_ray,
+    _scheduler,
+    _set_callbacks,
+    _trainable,
+    _trial_dirname,
+    check_address,
+    checkpoint_config,
+)
 from .settings import (
     MODES,
     OBJECTIVES,
@@ -104,7 +112,6 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     if old_meta:
         meta["created"] = old_meta.get("created", meta["created"])
         meta["resumed"] = [*old_meta.get("resumed", []), _now()]
-    write_bytes(meta_uri, json.dumps(meta, indent=2, default=str).encode())
 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment snapshots often: little lost on a crash
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Ray's own tables off (verbose=0): we print progress
@@ -129,8 +136,13 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
         if resume and tune.Tuner.can_restore(uri):
             # errored trials (a worker that died more than MAX_RETRIES times, or with the driver) are retried from
             # their last checkpoint; diverged and infeasible trials are TERMINATED results, never errors
-            tuner = tune.Tuner.restore(uri, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                       restart_errored=False)
+            try:
+                tuner = tune.Tuner.restore(uri, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                           restart_errored=False)
+            except Exception as e:  # noqa: BLE001 - a truncated tuner.pkl, a damaged experiment state
+                raise SearchError(f"cannot resume {s.name!r}: Ray's state in {uri} (tuner.pkl, experiment_state-"
+                                  f"*.json) cannot be restored ({type(e).__name__}: {_first_line(e)}); nothing was "
+                                  "changed; restore the folder from a copy, or start a new search") from None
         if tuner is None:
             searcher = _search_cls()(
                 space=prep.space.fn,
@@ -158,10 +170,13 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
                     verbose=0,
                 ),
             )
-        _set_callbacks(tuner, cbs)
-        with _sigint_seen() as seen:
+        guard = _make_storage_guard()
+        _set_callbacks(tuner, [guard, *cbs])
+        # written once Ray is joined and its state restored: a dead --address or a damaged tuner.pkl changes nothing
+        write_bytes(meta_uri, json.dumps(meta, indent=2, default=str).encode())
+        with _sigint_seen() as seen, guard.quiet():
             tuner.fit()
-            interrupted = seen() or table_cb.interrupted
+            interrupted = seen() or table_cb.interrupted or bool(guard.fault)
     finally:
         if progress is not None:
             progress.close()  # the live status block ends before the final table prints
@@ -185,7 +200,15 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     meta.update({"status": "interrupted" if interrupted else "finished", "finished": _now(), "counts": counts, "front_size": len(front),
                  "hypervolume": hv, "front_trial_ids": front["trial_id"].tolist(), "cost": cost,
                  "stop_reason": skipped.get("stop_reason", "")})
-    write_bytes(meta_uri, json.dumps(meta, indent=2, default=str).encode())
+    try:
+        write_bytes(meta_uri, json.dumps(meta, indent=2, default=str).encode())
+    except OSError as e:
+        if not guard.fault:
+            raise
+        log.warning("could not write %s: %s", SEARCH_JSON, e)  # the disk is full: the state says running, resume
+    if guard.fault:
+        raise StorageFull(f"{guard.fault}; the search stopped launching trials and is interrupted: free space, "
+                          f"then continue with `spfde search --resume {s.name} --storage-path {s.resolved_storage()}`")
     if on_results is not None:
         try:
             on_results(table)
@@ -196,6 +219,16 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     if interrupted:
         raise SearchInterrupted(out)
     return out
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:200] if lines else ""
+
+
+class StorageFull(SearchError):
+    """A trial could not write its state (disk full, read-only storage): the search stopped launching trials, its
+    running ones are interrupted and ``--resume`` continues once there is space (``trainables.StorageFull``)."""
 
 
 MAX_RETRIES = 2  # a trial whose worker process died is rerun from its last checkpoint at most this often
@@ -249,6 +282,8 @@ def run_search(
     prep = prepared or prepare(settings, resume=resume)
     s = prep.settings
     uri = experiment_uri(s.storage_path, s.name)
+    if s.address:  # before the lock: nothing is written under the search's name until the cluster answers
+        check_address(s.address, s.connect_timeout)
     with search_lock(uri, s.name):
         if not resume and (exists(f"{uri}/tuner.pkl") or exists(f"{uri}/{SEARCH_JSON}")):
             raise SearchError(f"a search named {s.name!r} already exists at {uri}; continue it with --resume "

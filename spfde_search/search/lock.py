@@ -59,8 +59,12 @@ def search_lock(uri: str, name: str) -> Iterator[None]:
     import fcntl
 
     path = Path(uri) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by Ray's processes (O_CLOEXEC)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by Ray's processes (O_CLOEXEC)
+    except OSError as e:  # a read-only search folder (or file system): the search could not write anything there
+        raise SearchError(f"cannot take the lock {path} ({e.strerror or e}): the search folder must be writable to "
+                          "run or resume a search; make it writable (or copy it to a writable --storage-path)") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

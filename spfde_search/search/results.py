@@ -59,8 +59,8 @@ def _status(trial: Any, ray_status: str) -> str:
     return "PENDING"
 
 
-def _trial_error(trial: Any) -> str:
-    """One line: the exception that ended the trial (the cause inside Ray's wrappers)."""
+def _trial_exception(trial: Any) -> BaseException | None:
+    """The exception that ended (or is retrying) the trial, the cause inside Ray's wrappers; None if not kept."""
     try:
         path = getattr(trial, "pickled_error_file", None)
         if path and os.path.exists(path):
@@ -71,8 +71,28 @@ def _trial_error(trial: Any) -> str:
             seen = 0
             while getattr(exc, "cause", None) is not None and seen < 5:
                 exc, seen = exc.cause, seen + 1
-            msg = str(exc).strip().splitlines()
-            return f"{type(exc).__name__}: {msg[-1] if msg else ''}".strip()
+            return exc if isinstance(exc, BaseException) else None
+    except Exception:  # never let error extraction break the table
+        pass
+    return None
+
+
+def storage_fault(trial: Any) -> str:
+    """The one-line message when the trial failed because its state could not be written (disk full, read-only
+    storage: ``trainables.StorageFull``), else ''. Fatal for the whole search: every trial writes there."""
+    from trainables import StorageFull
+
+    exc = _trial_exception(trial)
+    return str(exc) if isinstance(exc, StorageFull) else ""
+
+
+def _trial_error(trial: Any) -> str:
+    """One line: the exception that ended the trial (the cause inside Ray's wrappers)."""
+    exc = _trial_exception(trial)
+    if exc is not None:
+        msg = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {msg[-1] if msg else ''}".strip()
+    try:
         path = getattr(trial, "error_file", None)
         if path and os.path.exists(path):
             lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]

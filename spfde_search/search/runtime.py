@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,33 @@ def _init_ray(settings: SearchSettings, log_to_driver: bool = False) -> bool:
             **kwargs,
         )
     return True
+
+
+def check_address(address: str, timeout: float) -> str:
+    """``--address`` must answer before anything is written or Ray is asked to join it: ``ray.init`` on an
+    address with no cluster retries forever. Returns the ``host:port`` it checked; SearchError (one line naming
+    the address and how to check it) when no cluster is found or it does not answer within ``timeout`` seconds.
+    ``ray://`` (client mode) is refused later, in ``_set_callbacks``."""
+    if address.startswith("ray://"):
+        return address
+    from ray._private import services
+
+    hint = f"check it with `ray status --address {address}`, or leave --address out for an embedded Ray"
+    try:
+        target = services.canonicalize_bootstrap_address(address)
+    except Exception as e:  # noqa: BLE001 - a malformed address, a host that does not resolve
+        raise SearchError(f"--address {address}: {e}; {hint}") from None
+    if target is None:  # "auto" with no `ray start` on this machine and no RAY_ADDRESS
+        raise SearchError(f"--address {address}: no running Ray cluster found on this machine; {hint}")
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as e:
+        why = "no answer" if isinstance(e, TimeoutError) else (getattr(e, "strerror", None) or str(e))
+        raise SearchError(f"--address {address}: no Ray cluster answers at {target} ({why} within "
+                          f"{timeout:g} s, --connect-timeout); {hint}") from None
+    return target
 
 
 def _trainable(prep: Prepared) -> Any:

@@ -53,6 +53,8 @@ class SearchSettings(BaseModel):
         "propose in a row, untrained and not counted in num_samples, before the search stops",
     )
     address: str | None = None
+    connect_timeout: float = Field(30.0, gt=0, description="seconds --address may take to answer before the search "
+                                   "gives up (nothing is written before it answers)")
     storage_path: str = DEFAULT_STORAGE
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the embedded local Ray (default: all)")
     ship_code: bool = Field(False, description="upload this checkout's packages to the cluster (runtime_env py_modules)")
@@ -105,5 +107,27 @@ def load_settings(name: str, storage_path: str = DEFAULT_STORAGE) -> SearchSetti
     uri = f"{experiment_uri(storage_path, name)}/{SEARCH_JSON}"
     if not exists(uri):
         raise SearchError(f"no search named {name!r} under {resolve_storage(storage_path)} (missing {SEARCH_JSON})")
-    meta = json.loads(read_bytes(uri))
-    return SearchSettings.model_validate(meta["settings"])
+    try:
+        meta = json.loads(read_bytes(uri))
+    except (ValueError, OSError) as e:
+        raise SearchError(f"{uri} cannot be read ({type(e).__name__}: {e}); restore it from a copy, or start a new "
+                          "search with another --name") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("settings"), dict):
+        raise SearchError(f"{uri} has no 'settings' object; restore it from a copy, or start a new search with "
+                          "another --name")
+    try:
+        return SearchSettings.model_validate(meta["settings"])
+    except ValueError as e:  # pydantic: the file's field is wrong, not a command-line option
+        raise SearchError(f"{uri}: {_field_errors(e, 'settings.')}; fix the file, or start a new search with "
+                          "another --name") from None
+
+
+def _field_errors(e: ValueError, prefix: str = "") -> str:
+    """A pydantic error as ``field: message (got value)``, fields by their dotted name."""
+    from pydantic import ValidationError
+
+    if not isinstance(e, ValidationError):
+        return str(e)
+    return "; ".join(f"{prefix}{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                     + (f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else "")
+                     for err in e.errors())

@@ -27,7 +27,15 @@ from .artifacts import PARENT_ARTIFACTS, write_frontier_artifacts
 from .callback import callbacks_for, describe_tracking, make_callback, tracking_settings
 from .frontier import Frontier, compute_frontier, frontier_flags, hypervolume_of
 from .readback import download_config, find_parent_run, frontier_table, read_trials
-from .records import FINAL_METRICS, MLFLOW_STATUS, TERMINAL, TrialRecord, load_search_results, trial_config
+from .records import (
+    FINAL_METRICS,
+    MLFLOW_STATUS,
+    TERMINAL,
+    SearchFileError,
+    TrialRecord,
+    load_search_results,
+    trial_config,
+)
 from .store import (
     ARTIFACT_ROOT_DIRNAME,
     TrackingUnavailable,
@@ -48,6 +56,7 @@ __all__ = [
     "PARENT_ARTIFACTS",
     "TERMINAL",
     "TrialRecord",
+    "SearchFileError",
     "Tracker",
     "TrackingUnavailable",
     "TrackingUriError",

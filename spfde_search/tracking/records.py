@@ -39,6 +39,10 @@ _NOT_EPOCH = {
 }
 
 
+class SearchFileError(ValueError):
+    """A search folder's own file (``search.json``, ``trials.parquet``) exists but cannot be read."""
+
+
 @dataclass
 class TrialRecord:
     """One trial, as in a ``trials.parquet`` row (docs/architecture.md), plus its per-epoch metrics."""
@@ -142,8 +146,14 @@ def load_search_results(search_dir: str | Path) -> tuple[dict[str, Any], list[Tr
     meta_path, trials_path = d / "search.json", d / "trials.parquet"
     if not trials_path.is_file():
         raise FileNotFoundError(f"{trials_path} does not exist: is {d} a search directory (spfde search --name)?")
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"name": d.name}
-    df = pd.read_parquet(trials_path)
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"name": d.name}
+        df = pd.read_parquet(trials_path)
+    except (OSError, ValueError) as err:  # truncated parquet (ArrowInvalid), garbled JSON: one line naming the file
+        bad = meta_path if isinstance(err, json.JSONDecodeError) else trials_path
+        why = (str(err).strip().splitlines() or [""])[0][:160]
+        raise SearchFileError(f"{bad} cannot be read ({type(err).__name__}: {why}); "
+                              "restore it from a copy (a running or resumed search rewrites trials.parquet)") from None
     epochs: dict[str, list[dict[str, Any]]] = {}
     for rj in d.rglob("result.json"):
         with contextlib.suppress(OSError):

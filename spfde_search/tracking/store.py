@@ -108,6 +108,12 @@ def _q(s: str) -> str:
 
 
 
+def _no_sqlalchemy_traceback(record: logging.LogRecord) -> bool:
+    """MLflow's SQL store logs the full traceback of a failed write (a full disk, a read-only or locked file)
+    before raising; ``Store.guard`` reports the same failure in one line, so the traceback is dropped."""
+    return not str(record.msg).startswith("SQLAlchemy database error")
+
+
 class Store:
     """The MLflow client of one search (``search``) in one experiment, with the shared failure guard.
 
@@ -122,6 +128,7 @@ class Store:
         self.search = search
         self.retry_after = retry_after
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" line per call
+        logging.getLogger("mlflow.store.db.utils").addFilter(_no_sqlalchemy_traceback)  # once: a set, no duplicates
         if fail_fast and self.uri.startswith(("http://", "https://")):
             # MLflow's defaults (7 retries, exponential backoff, 120 s timeout) would stall the search for
             # minutes per call while the server is down; fail fast instead and catch up later.

@@ -83,10 +83,11 @@ def test_front_excludes_early_stopped_and_partial():
 def test_a_chance_level_trial_is_reported_but_never_on_the_front_nor_in_the_hypervolume():
     """Issue 23 item 12: a trial that finished at chance (10 classes: 0.10) is the cheapest point; it must not
     sit on the front or add hypervolume, in the driver's table and in the MLflow frontier alike."""
+    from test_tracking_support import make_config, make_records
+
     from spfde_search.search import front_hypervolume
     from spfde_search.search.results import compute_curve
     from spfde_search.tracking import compute_frontier
-    from test_tracking_support import make_config, make_records
 
     cfg = json.dumps(make_config())  # fashion_mnist: 10 classes
     row = {"status": "COMPLETED", "full_budget": True, "config": cfg, "spent_train_flops": 1.0,
