@@ -206,14 +206,14 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
         if not guard.fault:
             raise
         log.warning("could not write %s: %s", SEARCH_JSON, e)  # the disk is full: the state says running, resume
-    if guard.fault:
-        raise StorageFull(f"{guard.fault}; the search stopped launching trials and is interrupted: free space, "
-                          f"then continue with `spfde search --resume {s.name} --storage-path {s.resolved_storage()}`")
     if on_results is not None:
         try:
             on_results(table)
         except Exception as e:
             log.warning("on_results hook failed: %s", e)
+    if guard.fault:
+        raise StorageFull(f"{guard.fault}; the search stopped launching trials and is interrupted: free space, "
+                          f"then continue with `spfde search --resume {s.name} --storage-path {s.resolved_storage()}`")
     out = SearchOutcome(s.name, uri, table, front, hv, time.perf_counter() - t_start, cost,
                         str(skipped.get("stop_reason", "")), "interrupted" if interrupted else "finished")
     if interrupted:
