@@ -22,7 +22,7 @@ import torch
 
 from .config import ConfigError
 
-__all__ = ["Execution", "cpu_has_native_bf16", "resolve_channels_last", "resolve_device", "resolve_execution",
+__all__ = ["Execution", "cpu_has_native_bf16", "execution_settings", "machine_execution", "resolve_channels_last", "resolve_device", "resolve_execution",
            "resolve_precision"]
 
 # x86 features with bf16 arithmetic in hardware; oneDNN uses them for bf16 convolutions and matmuls
@@ -99,3 +99,14 @@ def resolve_execution(device: str = "auto", precision: str = "auto", channels_la
     native = dev.type == "cpu" and cpu_has_native_bf16(caps)
     dtype = resolve_precision(precision, dev.type, native)
     return Execution(dev, dtype, resolve_channels_last(channels_last, dev.type, dtype, native))
+
+
+def execution_settings(ex: Execution, threads: int) -> dict[str, Any]:
+    """``{config path: resolved value}`` of a run (``spfde_search/execution.py`` records and compares these)."""
+    return {"train.device": ex.device.type, "train.precision": ex.precision,
+            "train.channels_last": "on" if ex.channels_last else "off", "train.threads": int(threads)}
+
+
+def machine_execution() -> dict[str, Any]:
+    """What ``auto`` / ``None`` resolve to in this process before any run sets the threads (torch's default)."""
+    return execution_settings(resolve_execution(), torch.get_num_threads())

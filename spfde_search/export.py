@@ -3,7 +3,9 @@
 A pick is made on the Pareto frontier read back from MLflow (``tracking.read_trials``), after the optional
 ``max_flops`` / ``min_accuracy`` filters; the exported file is the trial's own ``config.yaml`` artifact, revalidated
 and written by ``config_to_yaml`` with a comment header naming the source run, so ``spfde train --config FILE``
-reruns exactly that schedule (same training FLOPs).
+reruns exactly that schedule (same training FLOPs). The trial's config holds the execution settings it resolved
+(threads, precision, channels-last, device kind; ``execution.py``), so on the same machine the accuracy is the same
+too.
 """
 
 from __future__ import annotations
@@ -78,15 +80,21 @@ def choose(front: pd.DataFrame, pick: str, *, max_flops: float | None = None,
     return df.iloc[[i]].assign(pick=pick).reset_index(drop=True)
 
 
-def _header(search: str, row: pd.Series, pick: str, uri: str) -> str:
-    return "\n".join([
+def _header(search: str, row: pd.Series, pick: str, uri: str, cfg: Config) -> str:
+    t = cfg.train
+    lines = [
         f"SpFDE Search export: search {search!r}, pick {pick}",
         f"source MLflow run: {row['run_id']} (trial {row['trial_id']}) at {uri}",
         f"test accuracy: {float(row['test_accuracy']):.6g}",
         f"training FLOPs: {float(row['train_flops']):.0f}",
         f"training FLOPs ratio (vs dense): {float(row['flops_ratio']):.6g}",
         "rerun: spfde train --config <this file>",
-    ])
+    ]
+    if t.threads is not None:  # recorded by the trial (spfde_search/execution.py)
+        lines.append(f"execution as the trial resolved it: train.device {t.device}, precision {t.precision}, "
+                     f"channels_last {t.channels_last}, threads {t.threads}; on the same machine the rerun is exact, "
+                     "elsewhere the FLOPs are the same and the accuracy agrees within noise")
+    return "\n".join(lines)
 
 
 def _slug(s: str) -> str:
@@ -143,7 +151,7 @@ def export_search(search: str, pick: str, out: str | Path, *, tracking_uri: str 
         except ConfigError as e:
             raise ConfigError(f"run {row['run_id']}: stored config does not validate: {e}") from None
         path = outdir / f"{_slug(search)}-{pick}-{_slug(str(row['trial_id']))}.yaml"
-        path.write_text(config_to_yaml(cfg, header=_header(search, row, pick, uri)))
+        path.write_text(config_to_yaml(cfg, header=_header(search, row, pick, uri, cfg)))
         written.append(Exported(path, pick, str(row["trial_id"]), str(row["run_id"]),
                                 float(row["test_accuracy"]), float(row["train_flops"]), float(row["flops_ratio"])))
     return written

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from . import checkpoint
 from .config import Config, ConfigError
 from .data import DataBundle, load_data
-from .device import resolve_device, resolve_execution
+from .device import execution_settings, resolve_device, resolve_execution
 from .method.flops import FlopsPrediction, build_profile, per_sample_cost, plan_all, predict, rigl_pass_cost
 from .method.plan import EpochPlan
 from .method.sieving import CircularSieve, ForgettingTracker
@@ -106,6 +106,8 @@ class Trainer:
         self.channels_last, self.autocast_dtype = ex.channels_last, ex.autocast_dtype
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # what this run resolved, recorded with a search trial's config so an export reruns it exactly (execution.py)
+        self.execution: dict[str, Any] = execution_settings(ex, torch.get_num_threads())
 
         self.masker = Masker(self.model, cfg.sparsity)
         if self.masker.targets != self.targets:
@@ -348,6 +350,7 @@ class Trainer:
             "epochs": self.epoch,
             "wall_seconds": self.wall_seconds,
             "device": str(self.device),
+            "execution": dict(self.execution),
             "config": self.cfg.to_dict(),
             # per epoch: epoch, density, regrown_fraction, forgetting_events, moved_with_events, frozen_units,
             # partial_size, lr, test_accuracy (None where not evaluated), train_flops, ... (EpochMetrics;

@@ -26,6 +26,7 @@ from typing import Any
 
 from spfde_search.checkpoint import CheckpointError, copy_as_latest
 from spfde_search.config import ConfigError
+from spfde_search.execution import RESULT_KEY
 
 from ._assess import Assessment, Budget, assess
 from ._state import LAST_REPORT, TrialState, storage_full
@@ -105,7 +106,9 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
                     for f in Path(d).iterdir():
                         if f.is_file():
                             shutil.copyfile(f, Path(got) / f.name)
-        fields = {**a.report_fields(), **ident}
+        # the execution settings this trial resolved (one thread under Ray, bf16 or not, ...): recorded with its
+        # config, so an exported config reruns it exactly (spfde_search/execution.py)
+        fields = {**a.report_fields(), **ident, RESULT_KEY: json.dumps(trainer.execution, sort_keys=True)}
         if Trainer.has_checkpoint(got):
             try:
                 copy_as_latest(trainer.load_checkpoint(got), work)

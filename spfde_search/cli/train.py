@@ -143,6 +143,13 @@ def train(
     def on_step(e: int, i: int, steps: int) -> None:
         progress.update(task, completed=i, total=steps, epoch=e + 1)
 
+    from ..device import machine_execution
+    from ..execution import PATHS, differences
+
+    # before the trainer sets its threads: what this machine resolves by itself, told when the config differs
+    configured = {p: getattr(cfg.train, p.split(".", 1)[1]) for p in PATHS}
+    for line in differences(configured, machine_execution()):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     try:
         trainer = Trainer(cfg, step_callback=on_step)
         if resume:

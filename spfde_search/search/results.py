@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import Config, ConfigError, apply_overrides
+from ..execution import RESULT_KEY, with_execution
 from ..pareto import above_chance, front_indices, hypervolume, knee_point
 from ..storage import exists, filesystem, write_bytes
 from .settings import DEFAULT_STORAGE, TRIALS_PARQUET, SearchError, experiment_uri
@@ -122,6 +123,7 @@ def trial_row(trial: Any, base: Mapping[str, Any], ray_status: str | None = None
             config = apply_overrides(dict(base), params)
         except ConfigError:  # not config paths: the row keeps the base config and its params column
             config = dict(base)
+    config = with_execution(config, r.get(RESULT_KEY))  # what the trial resolved (threads, precision, ...)
     epochs = int(r.get("epoch", 0) or 0)
     total = int(r.get("epochs_total", 0) or 0)
     error = ""

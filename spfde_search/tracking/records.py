@@ -35,7 +35,7 @@ _NOT_EPOCH = {
     "timesteps_since_restore", "trial_id", "date", "config", "experiment_tag", "should_checkpoint",
     "checkpoint_dir_name", "experiment_id", "warmup_time", "epoch", "infeasible", "error",
     "run_train_flops", "run_flops_ratio", "constraint_violation", "saved_sparsity", "saved_freezing",
-    "saved_sieving", "freeze_start_epoch", "epochs_total", "dense_train_flops",
+    "saved_sieving", "freeze_start_epoch", "epochs_total", "dense_train_flops", "execution",
 }
 
 

@@ -263,10 +263,7 @@ class RunWriter:
             existing = c.get_run(run_id).data.params
             params = [p for p in params if p.key not in existing]
             if self.artifacts:
-                with tempfile.TemporaryDirectory() as td:
-                    p = Path(td) / "config.yaml"
-                    p.write_text(_config_yaml(rec))
-                    c.log_artifact(run_id, str(p))
+                self._log_config(run_id, rec)
             chunks = list(_chunks(params, 100)) or [[]]
             sampled = json.dumps(rec.params, sort_keys=True, default=str)[:5000]
             for i, chunk in enumerate(chunks):
@@ -308,10 +305,20 @@ class RunWriter:
             if rec.error:
                 tags.append(RunTag("spfde.error", rec.error[:5000]))
             c.log_batch(run_id, metrics=metrics, tags=tags)
+            if self.artifacts and rec.config and rec.epochs:
+                # the config.yaml logged at the start holds `auto` / None where the trial resolved concrete
+                # execution settings (threads, precision, ...); the final one records them (execution.py)
+                self._log_config(run_id, rec)
             c.set_terminated(run_id, status=MLFLOW_STATUS.get(rec.status, "FINISHED"))
             self._final_logged.add(tid)
         elif not rec.terminal:
             c.set_tag(run_id, "spfde.status", rec.status)
         return True
+
+    def _log_config(self, run_id: str, rec: TrialRecord) -> None:
+        with tempfile.TemporaryDirectory() as td:
+            p = Path(td) / "config.yaml"
+            p.write_text(_config_yaml(rec))
+            self.store.client.log_artifact(run_id, str(p))
 
     # ---- frontier
