@@ -7,11 +7,11 @@ base config; ``initial_points("paper", space, base)`` gives the paper's points r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
+from spfde_search.choices import INITIAL_POINT_SETS, looks_like_space_file
 from spfde_search.config import Config
 
 from ._base import (
@@ -78,7 +78,6 @@ __all__ = [
     "validate_space",
 ]
 
-INITIAL_POINT_SETS = ("paper",)
 
 
 @dataclass
@@ -97,10 +96,6 @@ class ResolvedSpace:
         return all(isinstance(d, CategoricalDistribution) for d in self.distributions.values())
 
 
-def _looks_like_file(name: str) -> bool:
-    return name.endswith((".yaml", ".yml")) or "/" in name or Path(name).is_file()
-
-
 def resolve_space(name: str, base: Config, text: str | None = None) -> ResolvedSpace:
     """A built-in name or a YAML file (``text`` = its stored content); SpaceError listing valid names."""
     if name in SPACES:
@@ -109,7 +104,7 @@ def resolve_space(name: str, base: Config, text: str | None = None) -> ResolvedS
         dists = validate_space(fn)
         grid = entry.grid(base) if entry.grid else None
         return ResolvedSpace(name, fn, dists, grid, entry.conditional)
-    if text is not None or _looks_like_file(name):
+    if text is not None or looks_like_space_file(name):
         space = load_space_file(name, text)
         return ResolvedSpace(name, space, dict(space.distributions), None, False, space.text)
     raise SpaceError(f"unknown search space {name!r}; built-in spaces: {', '.join(SPACES.names())}, or a YAML file path")

@@ -220,6 +220,9 @@ def test_startup_smoke(tmp_path: Path) -> None:
     assert "torch._dynamo" in mods["profile on meta (before)"]
     # what `spfde flops` needs: neither torch._dynamo nor sympy (nor ray/mlflow) is imported
     assert not {"torch._dynamo", "sympy", "ray", "mlflow"} & set(mods["spfde flops"].split(","))
+    # typos (issue 24): the code before the up-front checks loaded torch or MLflow first; now none of them
+    assert "torch" in mods["search --space nosuch (before)"] and "mlflow" in mods["pareto nosuch (before)"]
+    assert all(mods[f"{c} (now)"] == "" for c in ("search --space nosuch", "search --sampler tpee", "pareto nosuch"))
 
 
 def _bench_module(name: str = "paper_claims") -> Any:

@@ -1,6 +1,7 @@
 """``spfde search``: joint Ray Tune + Optuna search, printing the Pareto front at the end.
 
-Heavy libraries (ray, optuna, torch) are imported inside the command, so ``spfde --help`` stays fast.
+Heavy libraries (ray, optuna, torch) are imported inside the command, after the checks that need none of them
+(``precheck.py``), so ``spfde --help`` and a typo answer fast.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ def search(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="only the final front"),
 ) -> None:
     """Search sparsity x freezing x sieving for the Pareto front of test accuracy vs training FLOPs."""
+    from .precheck import PrecheckError, check_search_options
+
+    try:  # typos answer before torch, Optuna and Ray are imported (cli/precheck.py)
+        check_search_options(space=space, sampler=sampler, early_stopping=early_stopping, initial=initial)
+    except PrecheckError as e:
+        _fail(str(e))
     from rich.console import Console
 
     from ..config import ConfigError, load_config, parse_overrides

@@ -1,6 +1,7 @@
 """``spfde pareto | ui | export | sync``: the search's MLflow record, read back, browsed, exported, reconciled.
 
-MLflow (and the modules that import it) load lazily inside each command, so ``spfde --help`` stays fast.
+MLflow (and the modules that import it) load lazily inside each command, after the checks that need no MLflow
+(``precheck.py``: the store exists and holds the search), so ``spfde --help`` and a typo answer fast.
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ ExpOpt = typer.Option(None, "--experiment", help="MLflow experiment (default: an
 def _fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _precheck(tracking_uri: str | None, name: str | None) -> None:
+    """A missing store or an unknown search name, answered before MLflow is imported (cli/precheck.py)."""
+    from .precheck import PrecheckError, check_recorded_search
+
+    try:
+        check_recorded_search(tracking_uri, name)
+    except PrecheckError as e:
+        _fail(str(e))
 
 
 JsonOpt = typer.Option(None, "--json", metavar="PATH",  # a bare --json: see cli.compat_argv
@@ -87,6 +98,7 @@ def pareto(
 ) -> None:
     """Show the search's answer read back from MLflow: the Pareto frontier (accuracy vs training FLOPs) and its
     knee, the hypervolume, and a warning when the best accuracy is near chance."""
+    _precheck(tracking_uri, name)
     from ..pareto import hypervolume
     from ..plots import answer_table, chance_accuracy, chance_warning, display_params, knee_trial
     from ..tracking import TrackingUnavailable, frontier_table, read_trials, resolve_tracking_uri
@@ -184,6 +196,8 @@ def ui(
              "localhost and, for a non-loopback --host, the addresses it listens on)"),
 ) -> None:
     """Start the MLflow UI on the project's store and print the URL of the search's parent run."""
+    if name is not None:
+        _precheck(tracking_uri, name)
     from ..tracking import (
         ARTIFACT_ROOT_DIRNAME,
         TrackingUnavailable,
@@ -336,6 +350,7 @@ def export(
 
     if pick not in PICKS:
         _fail(f"--pick must be one of {', '.join(PICKS)}, got {pick!r}")
+    _precheck(tracking_uri, name)
     target = out if out is not None else default_out_dir(name)
     try:
         target = check_out_dir(target)

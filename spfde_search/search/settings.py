@@ -12,10 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..choices import SAMPLERS as SAMPLERS  # re-exported: spfde_search.search.SAMPLERS
 from ..storage import exists, is_uri, join, read_bytes, resolve_storage, write_bytes
 
 DEFAULT_STORAGE = "runs/search"
-SAMPLERS = ("auto", "tpe", "nsga2", "gp", "random")
 OBJECTIVES = ("test_accuracy", "run_train_flops")
 MODES = ("max", "min")
 SEARCH_JSON = "search.json"

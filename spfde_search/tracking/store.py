@@ -8,65 +8,25 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from spfde_search.config import Config
 from spfde_search.plots import brief
+from spfde_search.store_uri import (  # where the store is: no MLflow needed (cli/precheck.py uses it too)
+    TRACKING_SCHEMES,
+    TrackingUnavailable,
+    TrackingUriError,
+    default_tracking_uri,
+    resolve_tracking_uri,
+    sqlite_path,
+)
 
 log = logging.getLogger("spfde_search.tracking")
 
+__all__ = ["ARTIFACT_ROOT_DIRNAME", "TRACKING_SCHEMES", "Store", "TrackingUnavailable", "TrackingUriError",
+           "default_experiment_name", "default_tracking_uri", "resolve_tracking_uri", "run_url", "sqlite_path"]
+
 ARTIFACT_ROOT_DIRNAME = "mlartifacts"
-
-
-class TrackingUnavailable(RuntimeError):
-    """The tracking store cannot be reached or holds no such search; the message says which."""
-
-
-class TrackingUriError(TrackingUnavailable, ValueError):
-    """A tracking URI MLflow cannot use (bad input: ``error:`` and exit code 2)."""
-
-
-# tracking stores MLflow >= 3.13 offers (``+driver`` dialects allowed, e.g. postgresql+psycopg2)
-TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc")
-
-
-# ---------------------------------------------------------------- where things live
-
-
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the SQLite file ``./mlflow.db`` (absolute)."""
-    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if env:
-        return env
-    return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    if not uri:
-        return default_tracking_uri()
-    if uri.startswith("file:") or ("://" not in uri and not uri.startswith("databricks")):
-        p = Path(uri.removeprefix("file:").removeprefix("//"))
-        if p.suffix == ".db" or not p.exists() or p.is_file():
-            return f"sqlite:///{p.resolve()}"
-        raise ValueError(
-            f"tracking uri {uri!r}: MLflow >= 3.13 no longer supports file stores; use sqlite:///path/mlflow.db "
-            "or http://host:port of an `mlflow server`"
-        )
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
-    if scheme not in TRACKING_SCHEMES:
-        raise TrackingUriError(
-            f"--tracking-uri {uri!r}: MLflow cannot store runs at a {scheme}:// address; use sqlite:///path/mlflow.db, "
-            "http://host:port of an `mlflow server`, a database URI (postgresql://, mysql://, mssql://), or 'none'"
-        )
-    return uri
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URI, else None."""
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):].split("?", 1)[0])
-    return None
 
 
 def default_experiment_name(base_config: Mapping[str, Any] | Config | None) -> str:
