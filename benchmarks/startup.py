@@ -157,7 +157,7 @@ def main() -> None:
             raw = out / "startup.csv"
             with contextlib.suppress(ValueError):
                 raw = raw.resolve().relative_to(C.REPO_ROOT)
-            C.append_section(args.results_md, title, info, body + f"\n- Raw rows: `{raw}`.")
+            C.append_section(args.results_md, title, info, body + f"\n\n- Raw rows: `{raw}`.")
 
 
 def flops_body(rows: list[dict[str, Any]], names: list[str]) -> str:
@@ -192,7 +192,9 @@ def typos_body(rows: list[dict[str, Any]]) -> str:
                       (g[-1]["heavy_modules"] or "none") if g else "-"]
         table.append([f"`spfde {cmd}`", *cells, ratio.fmt(".3f") if by["before"] else "-"])
     return C.md_table(["command (exits 2)", "CPU before", "wall before", "heavy before", "CPU now", "wall now",
-                       "heavy now", "CPU now / before (paired)"], table)
+                       "heavy now", "CPU now / before (paired)"], table) + (
+        "\n\n- CPU time is the measure: on a shared machine the wall time mostly waits for a core. Before, each typo "
+        "was answered after importing the heavy modules listed; now none of them is loaded (cli/precheck.py).")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -74,7 +74,6 @@ def test_a_recorded_search_passes_the_precheck(synced_store):
 
 def test_the_lists_checked_up_front_are_the_registry_and_the_settings():
     from search_spaces import SPACES
-
     from spfde_search.choices import BUILTIN_SPACES, EARLY_STOPPING, INITIAL_POINT_SETS, SAMPLERS
     from spfde_search.search import SearchSettings
 
