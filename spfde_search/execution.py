@@ -59,6 +59,6 @@ def differences(configured: Mapping[str, Any], here: Mapping[str, Any]) -> list[
         want, mine = configured.get(path), here.get(path)
         if want in (None, "auto") or mine is None or str(want) == str(mine):
             continue
-        lines.append(f"note: {path} = {want} from the config (as the run it reproduces resolved it); this machine "
-                     f"would resolve {mine}: the rerun matches that run exactly only with {want}")
+        lines.append(f"note: {path} = {want} from the config; left to choose (auto), this machine would resolve "
+                     f"{mine}")
     return lines

@@ -201,32 +201,101 @@ def knee_trial(trials: pd.DataFrame) -> str | None:
 
 
 def answer_table(rows: pd.DataFrame, title: str, *, knee: str | None, base: Mapping[str, Any] | None = None,
-                 status: bool = False, frontier: bool = False, reason: bool = False, run_id: bool = False) -> Any:
+                 status: bool = False, frontier: bool = False, reason: bool = False, run_id: bool = False,
+                 width: int | None = None) -> Any:
     """The rich table of a front (``spfde search``'s last table) or of every trial (``spfde pareto --all``).
 
     The knee gets the word ``knee`` in its own column (no ``*``); FLOPs read as ``format_flops``; parameters as
-    ``format_params`` against ``base``; ``reason`` shows why a trial failed or was infeasible.
+    ``format_params`` against ``base``; ``reason`` shows why a trial failed or was infeasible. Given a ``width``
+    (a terminal's) the table would overflow, the parameters, reasons and run ids go on lines under each row
+    instead (``stacked_table``): rich would otherwise truncate parameter names (``sieving.frac…``).
     """
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left")
     cols: list[tuple[str, str]] = [("knee", "left"), ("trial", "left")]
     cols += [("status", "left")] * status + [("frontier", "left")] * frontier
-    cols += [("test acc", "right"), ("training FLOPs", "right"), ("ratio to dense", "right"), ("parameters", "left")]
-    cols += [("reason", "left")] * reason + [("MLflow run", "left")] * run_id
-    for col, just in cols:
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    cols += [("test acc", "right"), ("training FLOPs", "right"), ("ratio to dense", "right")]
+    records = []
     for r in rows.to_dict("records"):
         acc, ratio = r.get("test_accuracy"), r.get("flops_ratio")
         ok = str(r.get("status", "")) not in ("FAILED", "INFEASIBLE")
         cells = ["knee" if knee is not None and str(r.get("trial_id")) == knee else "", str(r.get("trial_id", ""))]
         cells += [str(r.get("status", ""))] * status + (["yes" if r.get("pareto") else ""] if frontier else [])
         cells += [f"{float(acc):.4f}" if ok and _finite(acc) else "-",
-                  format_flops(r.get("train_flops")) if ok else "-",
-                  f"{float(ratio):.4f}" if _finite(ratio) else "-", format_params(r.get("params"), base)]
-        cells += [_one_line(r.get("error"))] * reason + [str(r.get("run_id", ""))] * run_id
-        t.add_row(*cells)
-    return t
+                  format_flops(r.get("train_flops")) if ok else "-", f"{float(ratio):.4f}" if _finite(ratio) else "-"]
+        under = {"parameters": format_params(r.get("params"), base, sep="\0")}
+        under.update({"reason": _one_line(r.get("error"))} if reason else {})
+        under.update({"MLflow run": str(r.get("run_id", ""))} if run_id else {})
+        records.append((cells, under))
+    t = Table(title=title, title_justify="left")
+    under_cols = ["parameters"] + ["reason"] * reason + ["MLflow run"] * run_id
+    for col, just in cols + [(k, "left") for k in under_cols]:
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for cells, under in records:
+        t.add_row(*cells, *(v.replace("\0", ", ") for v in under.values()))
+    if width is None or _natural_width(t) <= width:
+        return t
+    return stacked_table(title, cols, records, width)
+
+
+def _natural_width(table: Any) -> int:
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(width=100_000)
+    return int(Measurement.get(console, console.options, table).maximum)
+
+
+def stacked_table(title: str, cols: list[tuple[str, str]], records: list[tuple[list[str], dict[str, str]]],
+                  width: int) -> Any:
+    """A front for a narrow terminal: the short columns in a row, then the parameters (``k=v`` items packed on
+    indented lines, an item never split), the reason and the run id under it. Every line fits ``width``; only a
+    value too long for a line of its own is abbreviated (``…``), never a parameter name."""
+    import textwrap
+
+    from rich.text import Text
+
+    widths = [max([len(c)] + [len(cells[i]) for cells, _ in records]) for i, (c, _) in enumerate(cols)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if just == "right" else c.ljust(w)
+                         for c, w, (_, just) in zip(cells, widths, cols, strict=True)).rstrip()
+
+    indent = "      "
+    out = Text()
+    for ln in textwrap.wrap(title, width) or [""]:
+        out.append(ln + "\n", style="italic")
+    out.append(line([c for c, _ in cols]) + "\n", style="bold")
+    room = max(width - len(indent), 20)
+    for cells, under in records:
+        out.append(line(cells) + "\n", style="bold" if cells[0] == "knee" else None)
+        for key, text in under.items():
+            if not text:
+                continue
+            items = text.split("\0") if key == "parameters" else [f"{'run' if key == 'MLflow run' else key}: {text}"]
+            for ln in _pack([_fit(i, room) for i in items], room):
+                out.append(indent + ln + "\n")
+    out.rstrip()
+    return out
+
+
+def _fit(item: str, room: int) -> str:
+    """``name=value`` within ``room`` characters: the value is cut (``…``), the name never."""
+    if len(item) <= room:
+        return item
+    name, sep, value = item.partition("=") if "=" in item else item.partition(": ")
+    keep = room - len(name) - len(sep) - 1
+    return f"{name}{sep}{value[:keep]}…" if keep > 0 else f"{name}{sep}…"
+
+
+def _pack(items: list[str], room: int) -> list[str]:
+    lines: list[str] = []
+    for item in items:
+        if lines and len(lines[-1]) + 2 + len(item) <= room:
+            lines[-1] += "  " + item
+        else:
+            lines.append(item)
+    return lines
 
 
 def _finite(x: Any) -> bool:

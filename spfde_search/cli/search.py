@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from .app import app
+from .app import app, make_console, table_width
 
 __all__ = ["search"]
 
@@ -74,8 +74,6 @@ def search(
         check_search_options(space=space, sampler=sampler, early_stopping=early_stopping, initial=initial)
     except PrecheckError as e:
         _fail(str(e))
-    from rich.console import Console
-
     from ..config import ConfigError, load_config, parse_overrides
     from ..plots import brief, chance_accuracy, chance_warning, format_flops
     from ..search import (
@@ -93,9 +91,7 @@ def search(
     from .train import quickstart_config
 
     quiet_library_noise(0 if quiet else 1 + verbose)
-    console = Console(stderr=False)
-    if not console.is_terminal:
-        console = Console(stderr=False, width=160)
+    console = make_console()
     options = _given({
         "space": space, "num_samples": num_samples, "sampler": sampler, "seed": seed,
         "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
@@ -200,7 +196,7 @@ def search(
         console.print("no completed full-budget trial: the Pareto front is empty", style="yellow")
     else:
         console.print(front_table(out.front, f"Pareto front of {s.name} (hypervolume {out.hypervolume:.4f})",
-                                  base=s.base_config))
+                                  base=s.base_config, width=table_width(console)))
     done = out.table[out.table["status"] == "COMPLETED"]
     warn = chance_warning(done["test_accuracy"].max() if len(done) else None,
                           chance_accuracy((s.base_config.get("data") or {}).get("name")))

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 import typer
 
-from .app import app
+from .app import app, make_console, table_width
 
 UriOpt = typer.Option(None, "--tracking-uri", help="MLflow store: sqlite:///path/mlflow.db or http://host:port of an "
                       "`mlflow server` (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
@@ -134,14 +134,14 @@ def pareto(
         write_json_doc(json_out, doc)
         if json_out == "-":
             return
-    from rich.console import Console
 
     n_done = len(done)
     title = (f"search {name}: {'all trials' if all_trials else 'Pareto frontier'} ({len(front)} on the frontier; "
              f"{n_done} completed of {len(df)} trials; hypervolume {hv:.4f})")
     rows = df if all_trials else front
-    Console(width=200).print(answer_table(rows, title, knee=knee, base=base, status=True, frontier=all_trials,
-                                          reason=all_trials, run_id=True))
+    console = make_console()
+    console.print(answer_table(rows, title, knee=knee, base=base, status=True, frontier=all_trials,
+                               reason=all_trials, run_id=True, width=table_width(console)))
     if warn:
         typer.echo(f"warning: {warn}", err=True)
     if not len(front):

@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import typer
 
 from ..config import Config, ConfigError, load_config, parse_overrides
-from .app import app
+from .app import app, make_console
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "presets" / "quickstart.yaml"
 
@@ -128,7 +128,7 @@ def train(
     cfg = resolve_config(config, set_)
     if resume and checkpoint_dir is None:
         fail("--resume needs --checkpoint-dir DIR (where the checkpoint was written)")
-    console = Console(stderr=True)
+    console = make_console(stderr=True)  # a log written to a file keeps one line per epoch
     progress = Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
         BarColumn(),

@@ -290,10 +290,11 @@ def write_compute_curve(table: pd.DataFrame, uri: str) -> None:
     write_bytes(uri, compute_curve(table).to_csv(index=False).encode())
 
 
-def front_table(front: pd.DataFrame, title: str = "Pareto front", base: Mapping[str, Any] | None = None) -> Any:
+def front_table(front: pd.DataFrame, title: str = "Pareto front", base: Mapping[str, Any] | None = None,
+                width: int | None = None) -> Any:
     """The front as ``plots.answer_table`` (shared with ``spfde pareto``): the knee named in its own column,
-    FLOPs as ``39.49 GFLOPs``, only the parameters that differ from ``base``."""
+    FLOPs as ``39.49 GFLOPs``, only the parameters that differ from ``base``; fitted to ``width`` if given."""
     from ..plots import answer_table
 
     knees = front.loc[front["knee"].astype(bool), "trial_id"].tolist() if "knee" in front.columns else []
-    return answer_table(front, title, knee=str(knees[0]) if knees else None, base=base)
+    return answer_table(front, title, knee=str(knees[0]) if knees else None, base=base, width=width)
