@@ -198,20 +198,14 @@ def ui(
     """Start the MLflow UI on the project's store and print the URL of the search's parent run."""
     if name is not None:
         _precheck(tracking_uri, name)
-    from ..tracking import (
-        ARTIFACT_ROOT_DIRNAME,
-        TrackingUnavailable,
-        resolve_tracking_uri,
-        run_url,
-        sqlite_path,
-    )
+    from ..tracking import ARTIFACT_ROOT_DIRNAME, TrackingUnavailable, resolve_tracking_uri, sqlite_path
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         # Already a server: nothing to start, just point at the run.
         try:
-            _, parent = _parent_or_latest(uri, name, experiment)
-            typer.echo(run_url(uri, parent.info.experiment_id, parent.info.run_id))
+            for line in _ui_links(uri, *_parent_or_latest(uri, name, experiment)):
+                typer.echo(line)
         except TrackingUnavailable as e:
             _fail(str(e))
         return
@@ -268,12 +262,10 @@ def ui(
             _fail(f"the MLflow UI did not start on {host}:{port} (exit status {proc.returncode}; port in use? try "
                   "--port 0)", code=1)
         try:
-            _, parent = _parent_or_latest(uri, name, experiment)
+            links = _ui_links(base, *_parent_or_latest(uri, name, experiment))
             typer.echo(f"MLflow UI: {base}" + "".join(f"  (on the network: http://{a}:{port})" for a in addresses))
-            typer.echo(f"trial runs of search {parent.data.tags.get('spfde.search')}: "
-                       + run_url(base, parent.info.experiment_id))
-            typer.echo(f"search {parent.data.tags.get('spfde.search')}: "
-                       + run_url(base, parent.info.experiment_id, parent.info.run_id))
+            for line in links:
+                typer.echo(line)
         except TrackingUnavailable as e:
             typer.echo(f"MLflow UI: {base}  ({e})")
         sys.stdout.flush()
@@ -284,6 +276,21 @@ def ui(
         _stop()
     if rc:  # the server ended by itself with an error: say so and pass its status on
         _fail(f"the MLflow UI server exited with status {rc}", code=rc if 0 < rc < 256 else 1)
+
+
+def _ui_links(base: str, client: Any, parent: Any) -> list[str]:
+    """The lines ``spfde ui`` prints: the search's trial runs (a saved view with the accuracy columns,
+    ``flops_ratio`` and ``pareto``; ``tracking/views.py``), its parent run, and the parent's frontier plot."""
+    from ..tracking import ensure_runs_view, run_url
+
+    search = str(parent.data.tags.get("spfde.search"))
+    exp, run = parent.info.experiment_id, parent.info.run_id
+    trials = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{run}'", max_results=50)
+    metrics = {k for t in trials for k in t.data.metrics}
+    view = ensure_runs_view(client, exp, search, metrics)
+    return [f"trial runs of search {search}: {run_url(base, exp, view=view)}",
+            f"search {search}: {run_url(base, exp, run)}",
+            f"frontier plot of search {search}: {run_url(base, exp, run, artifact='pareto_front.html')}"]
 
 
 def _is_loopback(host: str) -> bool:

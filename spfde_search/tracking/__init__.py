@@ -17,7 +17,8 @@ Ray's ``result.json`` files stay the source of truth, and ``sync_search`` replay
 
 Modules: ``store`` (URIs, client, back-off), ``records`` (``TrialRecord``), ``frontier`` (pure frontier of all
 trials), ``runs`` (writing runs), ``artifacts`` (publishing the frontier), ``tracker`` (``Tracker``), ``sync``,
-``readback`` (reading a search back), ``callback`` (the Ray Tune callback). Other packages import only the names
+``readback`` (reading a search back), ``callback`` (the Ray Tune callback), ``views`` (the saved runs-table view
+``spfde ui`` links to). Other packages import only the names
 below (tests/test_layering.py); everything logs under ``spfde_search.tracking``.
 """
 
@@ -48,6 +49,7 @@ from .store import (
 )
 from .sync import sync_search
 from .tracker import Tracker
+from .views import ensure_runs_view
 
 __all__ = [
     "ARTIFACT_ROOT_DIRNAME",
@@ -66,6 +68,7 @@ __all__ = [
     "default_experiment_name",
     "default_tracking_uri",
     "describe_tracking",
+    "ensure_runs_view",
     "download_config",
     "find_parent_run",
     "frontier_flags",

@@ -42,12 +42,16 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 """MLflow 3's experiment kind: the UI shows training runs (runs table, charts), not the GenAI overview."""
 
 
-def run_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
-    """The UI page of an experiment (its runs table) or of one run, in MLflow 3's model-training view
-    (``workflowType=machine_learning``; without it MLflow 3.17 opens the GenAI overview)."""
+def run_url(base: str, experiment_id: str, run_id: str | None = None, *, view: str | None = None,
+            artifact: str | None = None) -> str:
+    """The UI page of an experiment (its runs table; ``view``: a shared view's key, ``tracking/views.py``), of one
+    run, or of one of its artifacts, in MLflow 3's model-training view (``workflowType=machine_learning``; without
+    it MLflow 3.17 opens the GenAI overview)."""
     base = base.rstrip("/")
     page = f"{base}/#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "/runs")
-    return page + "?workflowType=machine_learning"
+    if run_id and artifact:
+        page += f"/artifactPath/{artifact}"
+    return page + (f"?viewStateShareKey={view}&" if view and not run_id else "?") + "workflowType=machine_learning"
 
 
 

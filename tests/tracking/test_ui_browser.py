@@ -215,7 +215,7 @@ def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
         urls: dict[str, str] = {}
         lines: list[str] = []
         deadline = time.monotonic() + 300  # `spfde ui` itself waits up to 90 s for the server
-        while "parent" not in urls and time.monotonic() < deadline:
+        while "front" not in urls and time.monotonic() < deadline:
             line = proc.stdout.readline()  # type: ignore[union-attr]
             if not line:
                 if proc.poll() is not None:
@@ -224,9 +224,11 @@ def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
             lines.append(line)
             if m := re.search(r"trial runs of search ui-search: (\S+)", line):
                 urls["experiment"] = m.group(1)
-            elif m := re.search(r"search ui-search: (\S+/runs/[0-9a-f]+\S*)", line):
+            elif m := re.search(r"frontier plot of search ui-search: (\S+)", line):
+                urls["front"] = m.group(1)
+            elif m := re.search(r"^search ui-search: (\S+/runs/[0-9a-f]+\S*)", line):
                 urls["parent"] = m.group(1)
-        assert set(urls) == {"experiment", "parent"}, "".join(lines)
+        assert set(urls) == {"experiment", "parent", "front"}, "".join(lines)
         yield {"uri": uri, "records": recs, "tracker": t, "port": port, **urls}
     finally:
         stop_group(proc)
@@ -241,23 +243,40 @@ def browser() -> Iterator[Browser]:
         b.close()
 
 
-def test_experiment_url_opens_the_trial_runs_table(served, browser):
+def test_experiment_url_opens_the_search_trials_with_accuracy_flops_and_pareto_columns(served, browser):
+    """The printed runs URL is a saved view (``tracking/views.py``): the search's trial runs as rows of their own
+    (not collapsed under the parent), cheapest first, with test_accuracy, flops_ratio and pareto as columns."""
     url = served["experiment"]
-    assert url.startswith(f"http://127.0.0.1:{served['port']}/#/experiments/")
+    assert url.startswith(f"http://127.0.0.1:{served['port']}/#/experiments/") and "viewStateShareKey=" in url
     browser.goto(url)
-    browser.wait("['matching runs', 'Run Name', 'Model training'].every(s => document.body.innerText.includes(s))",
-                 "the runs table")
+    ids = [r.trial_id for r in served["records"]]
+    browser.wait(f"(() => {{ const t = new Set([...document.querySelectorAll('a')].map(a => a.textContent.trim()));"
+                 f" return {json.dumps(ids)}.every(i => t.has(i)); }})()", "every trial run as a row")
+    headers = browser.wait(f"(() => {{ const h = {_HEADERS}; return {json.dumps(list(COLUMNS))}.every(c => "
+                           "h.includes(c)) ? h : null; })()", "the accuracy, FLOPs and pareto columns")
     text = browser.text()
     for genai in ("Detect Issues", "Token Usage", "No data available for the selected time range"):
         assert genai not in text, genai  # the GenAI overview
-    # the search's parent run is the table's row; its trials are its child rows, one click away
-    _expand_parent(browser, "ui-search", [r.trial_id for r in served["records"]])
-    png = browser.screenshot(ARTIFACTS / "ui_experiment_runs.png")
-    assert _non_blank(png) > 0.02
+    assert "Model training" in text and "ui-search" not in [a.strip() for a in _links(browser)]  # no parent row
+    # the values are in the table: the frontier's trials are tagged pareto=true, their accuracy is shown
+    front = [r for r in served["records"] if r.trial_id in ("t0", "t1", "t3", "t4")]
+    assert all(f"{r.final['test_accuracy']}" in text or f"{r.final['test_accuracy']:.2f}" in text for r in front)
+    assert "true" in text and "false" in text
+    png = browser.screenshot(ARTIFACTS / "ui_trial_runs.png")  # docs/ui-runs.png is a copy of this one
+    assert _non_blank(png) > 0.02, headers
     from mlflow import MlflowClient
 
     exp = MlflowClient(served["uri"]).get_experiment(served["tracker"].experiment_id)
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+
+
+COLUMNS = ("test_accuracy", "flops_ratio", "pareto")
+# the runs table's column headers (ag-grid), as rendered
+_HEADERS = "[...document.querySelectorAll('.ag-header-cell-text, [role=columnheader]')].map(e => e.textContent.trim())"
+
+
+def _links(browser: Browser) -> list[str]:
+    return list(browser.js("[...document.querySelectorAll('a')].map(a => a.textContent)") or [])
 
 
 def _expand_parent(browser: Browser, name: str, ids: list[str]) -> None:
@@ -289,7 +308,8 @@ def test_chart_view_has_accuracy_and_flops_of_every_trial(served):
 
 def _chart_view(served: dict[str, Any], browser: Browser, ids: list[str]) -> None:
     browser.goto(served["experiment"])
-    _expand_parent(browser, "ui-search", [r.trial_id for r in served["records"]])
+    browser.wait(f"(() => {{ const t = new Set([...document.querySelectorAll('a')].map(a => a.textContent.trim()));"
+                 f" return {json.dumps(ids)}.every(i => t.has(i)); }})()", "the trial runs")
     browser.goto(served["experiment"] + "&compareRunsMode=CHART")
     for metric in ("test_accuracy", "flops_ratio"):
         browser.wait(f"{json.dumps(ids)}.every(i => document.body.innerText.includes(i + ' ({metric})'))",
@@ -311,8 +331,7 @@ def test_parent_run_page_lists_the_trials(served, browser):
 
 
 def test_frontier_html_renders_inside_the_artifact_viewer(served, browser):
-    base = served["parent"].split("?")[0]
-    browser.goto(base + "/artifactPath/pareto_front.html?workflowType=machine_learning")
+    browser.goto(served["front"])  # printed by `spfde ui`: the parent's frontier plot, one click from the runs
     rect = browser.wait("""(() => { const f = document.querySelector('iframe.mlflow-html-iframe');
         if (!f) return null; const r = f.getBoundingClientRect();
         return r.width > 200 && r.height > 200 ? {x: r.x, y: r.y, width: r.width, height: r.height} : null; })()""",
