@@ -134,7 +134,7 @@ def main() -> None:
             for i in range(len(names)):
                 name = names[(i + r) % len(names)]
                 cmd, env = todo[name]
-                typo = name.endswith(("(before)", "(now)"))
+                typo = name.rsplit(" (", 1)[0] in TYPOS  # "profile on cpu (now)" is a flops arm
                 row = {"arm": name, "repeat": r, **timed(cmd, Path(tmp) / "cwd" if typo else None, env,
                                                          (2,) if typo else (0,))}
                 rows.append(row)
