@@ -1,11 +1,12 @@
 """Define-by-run Optuna search spaces whose parameter names are config dotted paths.
 
-``resolve_space("joint" | "paper" | "smoke" | "my_space.yaml", base)`` builds and validates a space for a
-base config; ``initial_points("paper", space, base)`` gives the paper's points restricted to that space.
+``resolve_space("joint" | "budget" | "paper" | "smoke" | "my_space.yaml", base)`` builds and validates a space
+for a base config; ``initial_points("paper", space, base)`` gives the paper's points restricted to that space.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from spfde_search.config import Config
 
 from ._base import (
     AUXILIARY,
+    REPORTED,
     SPACES,
     DefineByRun,
     ProbeTrial,
@@ -29,8 +31,18 @@ from ._base import (
     run_space,
     sample_random,
     trial_config,
+    trial_params,
     validate_distribution,
     validate_space,
+)
+from ._budget import (
+    DEFAULT_BUDGET_RANGE,
+    TARGET,
+    TARGET_TOLERANCE,
+    BudgetSpace,
+    RatioSolver,
+    stratified_targets,
+    target_miss,
 )
 from ._builtin import (
     JointSpace,
@@ -47,7 +59,16 @@ from ._yaml import YamlSpace, load_space_file, parse_space_mapping
 
 __all__ = [
     "AUXILIARY",
+    "REPORTED",
     "SPACES",
+    "BudgetSpace",
+    "DEFAULT_BUDGET_RANGE",
+    "RatioSolver",
+    "TARGET",
+    "TARGET_TOLERANCE",
+    "stratified_targets",
+    "target_miss",
+    "trial_params",
     "DefineByRun",
     "ProbeTrial",
     "ResolvedSpace",
@@ -90,20 +111,32 @@ class ResolvedSpace:
     grid: dict[str, list[Any]] | None = None
     conditional: bool = False
     text: str | None = None  # YAML source of a file space (stored with the search so --resume needs no file)
+    note: str = ""  # what the space resolved to for this base config, printed at the start (budget: the range)
+    stratified: Callable[[int, int | None], list[dict[str, Any]]] | None = None  # first trials' fixed params
 
     @property
     def all_categorical(self) -> bool:
         return all(isinstance(d, CategoricalDistribution) for d in self.distributions.values())
 
 
-def resolve_space(name: str, base: Config, text: str | None = None) -> ResolvedSpace:
-    """A built-in name or a YAML file (``text`` = its stored content); SpaceError listing valid names."""
+def resolve_space(name: str, base: Config, text: str | None = None, **options: Any) -> ResolvedSpace:
+    """A built-in name or a YAML file (``text`` = its stored content); SpaceError listing valid names.
+    ``options`` (None values ignored) go to a built-in space that takes them (``budget_range`` for budget)."""
+    options = {k: v for k, v in options.items() if v is not None}
     if name in SPACES:
         entry = SPACES.get(name)
-        fn = entry.build(base)
+        extra = sorted(set(options) - set(entry.options))
+        if extra:
+            raise SpaceError(f"--{extra[0].replace('_', '-')} does not apply to the space {name!r}"
+                             + (f"; spaces that take it: {', '.join(n for n in SPACES.names() if extra[0] in SPACES.get(n).options)}"))
+        fn = entry.build(base, **options)
         dists = validate_space(fn)
         grid = entry.grid(base) if entry.grid else None
-        return ResolvedSpace(name, fn, dists, grid, entry.conditional)
+        describe, stratified = getattr(fn, "describe", None), getattr(fn, "stratified_points", None)
+        return ResolvedSpace(name, fn, dists, grid, entry.conditional, None,
+                             describe() if callable(describe) else "", stratified)
+    if options:
+        raise SpaceError(f"--{next(iter(options)).replace('_', '-')} does not apply to a YAML space; it needs --space budget")
     if text is not None or looks_like_space_file(name):
         space = load_space_file(name, text)
         return ResolvedSpace(name, space, dict(space.distributions), None, False, space.text)

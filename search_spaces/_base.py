@@ -7,8 +7,10 @@ so spaces are instances of module-level classes, built from the base config by a
 
 *Auxiliary parameters* (``AUXILIARY``) are the one exception to "every name is a config path": a space may
 suggest one to the sampler and resolve it into real config fields it returns (e.g. ``freezing.saving_fraction``
--> ``freezing.target_flops_reduction``). They never reach a trial's config, ``trials.parquet``'s ``param.*``
-columns or an exported YAML: ``run_space`` and the search's Optuna searcher drop them (``config_params``).
+-> ``freezing.target_flops_reduction``). They never reach a trial's config or an exported YAML: ``run_space``
+and the search's Optuna searcher drop them (``config_params``). The ``REPORTED`` ones (the budget space's
+target ratio) travel beside the config in the Ray trial (``trial_params``), so ``trials.parquet`` has a
+``param.budget.flops_ratio`` column; whatever builds a config from a trial takes ``config_params`` first.
 """
 
 from __future__ import annotations
@@ -46,12 +48,19 @@ __all__ = [
     "validate_space",
     "trial_config",
     "AUXILIARY",
+    "REPORTED",
     "config_params",
     "tidy_number",
+    "trial_params",
 ]
 
 
 AUXILIARY: dict[str, str] = {
+    "budget.flops_ratio": (
+        "target training FLOPs / dense training FLOPs of the budget space; the space solves sparsity.ratio (and "
+        "the freezing start epoch) from it. Kept beside the trial's parameters (param.budget.flops_ratio), never "
+        "in its config"
+    ),
     "freezing.saving_fraction": (
         "freezing target as a fraction in [0, 1] of the largest FLOPs saving the sampled schedule can reach "
         "(sparsity, DST algorithm, delta tau, scheme, sieving); the space resolves it to "
@@ -68,11 +77,20 @@ def tidy_number(value: Any) -> Any:
     return value
 
 
+REPORTED = ("budget.flops_ratio",)  # auxiliary parameters a trial carries beside its config (see AUXILIARY)
+
+
 def config_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters that are config fields: ``params`` without the auxiliary ones, floats tidied
     (``tidy_number``). Every sampled point passes here on its way into a trial's config, so the trial runs with
     the tidy value and its exported YAML, which is that config, says ``0.3``."""
     return {k: tidy_number(v) for k, v in params.items() if k not in AUXILIARY}
+
+
+def trial_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """What a Ray trial carries: the config fields plus the ``REPORTED`` auxiliary ones (a budget-space trial's
+    target, so ``trials.parquet`` can hold it); whatever builds a config from them takes ``config_params``."""
+    return {**config_params(params), **{k: params[k] for k in REPORTED if k in params}}
 
 
 class SpaceError(ValueError):
@@ -87,15 +105,17 @@ class DefineByRun(Protocol):
 class SpaceEntry:
     """A registered space: ``build(base)`` returns the define-by-run callable for that base config.
 
-    ``grid(base)`` (finite spaces only) returns ``{param: [values]}`` for Optuna's GridSampler, and
+    ``grid(base)`` (finite spaces only) returns ``{param: [values]}`` for Optuna's GridSampler,
     ``conditional`` says whether the set of parameters depends on earlier choices (a capability flag the
-    sampler choice checks instead of inspecting the function)."""
+    sampler choice checks instead of inspecting the function) and ``options`` names the keyword arguments
+    ``build`` takes besides the base config (``budget_range`` for ``budget``)."""
 
     name: str
     description: str
-    build: Callable[[Config], DefineByRun]
+    build: Callable[..., DefineByRun]
     grid: Callable[[Config], dict[str, list[Any]]] | None = None
     conditional: bool = False
+    options: tuple[str, ...] = ()
 
 
 SPACES: Registry[SpaceEntry] = Registry("search space")
@@ -107,9 +127,10 @@ def register_space(
     *,
     grid: Callable[[Config], dict[str, list[Any]]] | None = None,
     conditional: bool = False,
-) -> Callable[[Callable[[Config], DefineByRun]], Callable[[Config], DefineByRun]]:
-    def deco(build: Callable[[Config], DefineByRun]) -> Callable[[Config], DefineByRun]:
-        SPACES.add(name, SpaceEntry(name, description, build, grid, conditional))
+    options: tuple[str, ...] = (),
+) -> Callable[[Callable[..., DefineByRun]], Callable[..., DefineByRun]]:
+    def deco(build: Callable[..., DefineByRun]) -> Callable[..., DefineByRun]:
+        SPACES.add(name, SpaceEntry(name, description, build, grid, conditional, options))
         return build
 
     return deco

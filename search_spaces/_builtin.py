@@ -81,17 +81,12 @@ def max_freezing_saving(cfg: Config | Mapping[str, Any], profiles: dict[str, Any
     algorithm, delta tau, scheme, freeze fraction, sieving), as the FLOPs predictor's own target solver
     (``plan_freezing``) reports it; 0.0 when freezing can save nothing (say delta tau >= T). ConfigError if the
     config cannot run at all. ``profiles`` caches the model profiles (a meta-device forward, most of the cost)."""
-    from spfde_search.method.flops import build_profile, plan_all
+    from spfde_search.method.flops import plan_all
     from spfde_search.method.freezing import FreezingTargetError
 
     c = cfg if isinstance(cfg, Config) else Config.parse(cfg)
     c = c.with_overrides({**_NO_TARGET, "freezing.target_flops_reduction": _ASK})
-    d = c.to_dict()
-    key = json.dumps([d["model"], d["data"], {k: v for k, v in d["sparsity"].items() if k != "ratio"}], sort_keys=True)
-    cache = profiles if profiles is not None else {}
-    if key not in cache:
-        cache[key] = build_profile(c)
-    profile, spec = cache[key]
+    profile, spec = cached_profile(c, profiles if profiles is not None else {})
     try:
         plan_all(c, profile, spec)
     except FreezingTargetError as e:
@@ -101,6 +96,17 @@ def max_freezing_saving(cfg: Config | Mapping[str, Any], profiles: dict[str, Any
             return 0.0  # freeze_fraction covers no whole unit
         raise
     return _ASK
+
+
+def cached_profile(c: Config, cache: dict[str, Any]) -> tuple[Any, Any]:
+    """``build_profile(c)`` cached by what it depends on (model, data, sparse-layer choice; not the ratio)."""
+    from spfde_search.method.flops import build_profile
+
+    d = c.to_dict()
+    key = json.dumps([d["model"], d["data"], {k: v for k, v in d["sparsity"].items() if k != "ratio"}], sort_keys=True)
+    if key not in cache:
+        cache[key] = build_profile(c)
+    return cache[key]  # type: ignore[no-any-return]
 
 
 _ASK = 0.999999  # a target no schedule reaches: the solver then reports the maximum it can

@@ -44,6 +44,7 @@ class TrialSetup:
     fallback_flops: float = 0.0
     checkpoint_every: int = 1
     experiment_uri: str = ""  # where trial states live (``state/<trial_id>``); "" keeps them in Ray's checkpoints
+    auxiliary: tuple[str, ...] = ()  # trial parameters that are not config fields (a budget-space target): dropped
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,13 +77,15 @@ def infeasible_metrics(a: Assessment) -> dict[str, Any]:
 
 
 def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
-    """Ray Tune function trainable. ``config`` holds only the sampled dotted-path parameters."""
+    """Ray Tune function trainable. ``config`` holds the sampled dotted-path parameters (and the auxiliary ones
+    named in ``setup.auxiliary``, which are not config fields)."""
     from ray import tune
 
     from spfde_search.trainer import Trainer, TrainingDiverged
 
     ident = node_identity()
-    a = assess(config, setup.base, setup.budget, setup.fallback_flops)
+    params = {k: v for k, v in config.items() if k not in setup.auxiliary}
+    a = assess(params, setup.base, setup.budget, setup.fallback_flops)
     if not a.feasible:
         tune.report({**infeasible_metrics(a), **ident})
         return

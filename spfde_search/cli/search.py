@@ -30,7 +30,11 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
 
 @app.command("search")
 def search(
-    space: str = typer.Option(None, "--space", metavar="NAME|FILE", help="built-in space (joint, paper, smoke) or a YAML file (default: joint)"),
+    space: str = typer.Option(None, "--space", metavar="NAME|FILE", help="built-in space (joint, budget, paper, smoke) or a YAML file (default: joint)"),
+    budget_range: tuple[float, float] = typer.Option(
+        None, "--budget-range", metavar="LOW HIGH",
+        help="--space budget: range of target training-FLOPs ratios, sampled log-uniformly (default: 0.025 0.45, "
+        "clipped to what the base config reaches)"),
     config: Path = typer.Option(None, "--config", "-c", metavar="FILE", help="base config YAML (default: the built-in quickstart preset)"),
     set_: list[str] = typer.Option(None, "--set", "-s", metavar="PATH=VALUE",
                                  help="base config override, e.g. -s train.epochs=2 (repeatable)"),
@@ -93,7 +97,7 @@ def search(
     quiet_library_noise(0 if quiet else 1 + verbose)
     console = make_console()
     options = _given({
-        "space": space, "num_samples": num_samples, "sampler": sampler, "seed": seed,
+        "space": space, "budget_range": tuple(budget_range) if budget_range else None, "num_samples": num_samples, "sampler": sampler, "seed": seed,
         "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
         "flops_budget": flops_budget, "initial": initial, "early_stopping": early_stopping,
         "grace_period": grace_period, "reduction_factor": reduction_factor, "address": address,
@@ -168,6 +172,8 @@ def search(
             f"{'cluster ' + s.address if s.address else 'embedded Ray'}; results in {s.resolved_storage()}/{s.name}",
             highlight=False,
         )
+        if prep.space.note:
+            console.print(f"space {s.space}: {prep.space.note}", highlight=False)
         console.print(describe_tracking(s), highlight=False)
     try:
         out = run_search(s, resume=resume is not None, console=console, verbose=v, prepared=prep, callbacks=callbacks_for(s))

@@ -63,6 +63,7 @@ def _search_json(prep: Prepared, status: str, extra: Mapping[str, Any] | None = 
     return {
         "name": s.name,
         "space": s.space,
+        "space_note": prep.space.note,  # what the space resolved to (budget: the target range after clipping)
         "sampler": s.sampler,
         "seed": s.seed,
         "num_samples": s.num_samples,

@@ -16,9 +16,15 @@ from .settings import SAMPLERS, SearchError
 log = logging.getLogger(__name__)
 
 
+def startup_trials(num_samples: int) -> int:
+    """Trials the model-based samplers (TPE, GP) draw independently before modelling."""
+    return min(10, max(2, num_samples // 3))
+
+
 def resolve_sampler(name: str, space: ResolvedSpace, num_samples: int) -> tuple[str, str]:
     """(sampler name, why) for ``--sampler``: 'auto' becomes grid for a grid space, GP for a small flat numeric
-    space, else TPE; any other name is itself."""
+    space, else TPE; any other name is itself. The one place that decides what 'auto' means (the budget space
+    is conditional, so it gets TPE until the evidence run says otherwise)."""
     import optuna
 
     if name != "auto":
@@ -40,7 +46,7 @@ def make_sampler(name: str, seed: int | None, space: ResolvedSpace, num_samples:
     import warnings
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    startup = min(10, max(2, num_samples // 3))
+    startup = startup_trials(num_samples)
     name = resolve_sampler(name, space, num_samples)[0]
     if name == "grid":
         assert space.grid is not None
@@ -66,7 +72,7 @@ def _optuna_search_class() -> type:
     from ray.tune.search import Searcher
     from ray.tune.search.optuna import OptunaSearch
 
-    from search_spaces import config_params
+    from search_spaces import TARGET, config_params, target_miss, trial_params
     from trainables import assess
 
     from ..storage import write_bytes
@@ -81,7 +87,11 @@ def _optuna_search_class() -> type:
           ``skipped.json``;
         - an early-stopped trial (fewer epochs than planned) is told as PRUNED, never as a complete trial with
           partial metrics;
-        - auxiliary space parameters (``search_spaces.AUXILIARY``) stay in Optuna but not in the trial's config.
+        - auxiliary space parameters (``search_spaces.AUXILIARY``) stay in Optuna but not in the trial's config
+          (the budget space's target travels beside it, ``search_spaces.trial_params``);
+        - a budget-space split whose predicted ratio misses its target (``search_spaces.target_miss``) is skipped
+          like an infeasible point; a stratified first trial's target is queued again, so the stratification
+          survives the resampling.
         """
 
         skip_base: dict[str, Any] | None = None
@@ -112,17 +122,23 @@ def _optuna_search_class() -> type:
         def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]
             if self.skip_base is None:
                 cfg = super().suggest(trial_id)
-                return config_params(cfg) if isinstance(cfg, dict) else cfg
+                return trial_params(cfg) if isinstance(cfg, dict) else cfg
             while True:
                 cfg = super().suggest(trial_id)
                 if not isinstance(cfg, dict):
                     return cfg
                 params = config_params(cfg)
                 a = assess(params, self.skip_base, self.skip_budget, self.skip_fallback)
-                if a.feasible:
+                miss = target_miss(float(cfg[TARGET]), a.run_flops_ratio) if TARGET in cfg and a.runnable else ""
+                if a.feasible and not miss:
                     self.skip_streak = 0
-                    return params
+                    return trial_params(cfg)
                 ot_trial = self._ot_trials.pop(trial_id)
+                if miss:
+                    a.reason, a.violation = miss, abs(float(a.run_flops_ratio or 0) / float(cfg[TARGET]) - 1)
+                    point = {TARGET: cfg[TARGET]}
+                    if point in (self._points_to_evaluate or []):  # a stratified first trial: its target is
+                        self._ot_study.enqueue_trial(point)  # tried again with another split
                 try:
                     ot_trial.set_constraint("spfde", float(max(a.violation, 1e-9)))
                     self._ot_study.tell(ot_trial, [0.0, float(a.run_train_flops)])  # type: ignore[attr-defined]

@@ -119,7 +119,7 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> Prepared:
     except ConfigError as e:
         raise SearchError(f"base config: {e}") from None
     try:
-        space = resolve_space(settings.space, base, settings.space_text)
+        space = resolve_space(settings.space, base, settings.space_text, budget_range=settings.budget_range)
     except SpaceError as e:
         raise SearchError(str(e)) from None
     if space.text is not None and settings.space_text is None:
@@ -139,6 +139,11 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> Prepared:
             raise SearchError(str(e)) from None
         if not points:
             raise SearchError(f"--initial {settings.initial}: the space {settings.space!r} cannot express any of those points")
+    if space.stratified is not None:  # the budget space: the first trials' targets spread over the cost axis
+        from .optuna_search import startup_trials
+
+        n = min(settings.num_samples, max(4, startup_trials(settings.num_samples)))
+        points = points + space.stratified(n, settings.seed)
     cheapest, bad, probed = _probe_cheapest(space, base.to_dict(), budget, dense, settings.seed or 0, points)
     if cheapest is None:
         reason = bad.reason if bad is not None else "no point could be sampled"

@@ -114,13 +114,16 @@ def _num(r: Mapping[str, Any], key: str) -> float:
 def trial_row(trial: Any, base: Mapping[str, Any], ray_status: str | None = None, times: Mapping[str, float] | None = None) -> dict[str, Any]:
     ray_status = ray_status or str(trial.status)
     r = dict(trial.last_result or {})
+    from search_spaces import config_params  # optuna: loaded on the driver anyway
+
     params = dict(trial.config or {})
+    fields = config_params(params)  # a budget-space target stays in params, never in the config
     status = _status(trial, ray_status)
     try:
-        config = Config.parse(apply_overrides(dict(base), params)).to_dict()
+        config = Config.parse(apply_overrides(dict(base), fields)).to_dict()
     except ConfigError:
         try:
-            config = apply_overrides(dict(base), params)
+            config = apply_overrides(dict(base), fields)
         except ConfigError:  # not config paths: the row keeps the base config and its params column
             config = dict(base)
     config = with_execution(config, r.get(RESULT_KEY))  # what the trial resolved (threads, precision, ...)

@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from search_spaces import AUXILIARY
 from trainables import TrialSetup
 
 from .prepare import Prepared
@@ -78,7 +79,7 @@ def _trainable(prep: Prepared) -> Any:
 
     s = prep.settings
     setup = TrialSetup(base=prep.base.to_dict(), budget=prep.budget, fallback_flops=prep.dense_flops,
-                       experiment_uri=experiment_uri(s.storage_path, s.name),
+                       experiment_uri=experiment_uri(s.storage_path, s.name), auxiliary=tuple(AUXILIARY),
                        extra={"eval_epochs": _rungs(s, prep.base.train.epochs)})
     fn = tune.with_parameters(spfde_trainable, setup=setup)
     res: dict[str, float] = {"cpu": s.cpus_per_trial}

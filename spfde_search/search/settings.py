@@ -33,6 +33,9 @@ class SearchSettings(BaseModel):
 
     name: str
     space: str = "joint"
+    budget_range: tuple[float, float] | None = Field(
+        None, description="--space budget: target training-FLOPs ratios LOW HIGH (default 0.025 0.45, clipped to "
+        "what the base config reaches)")
     space_text: str | None = Field(None, description="YAML of a file space, kept for --resume")
     config_path: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
