@@ -160,14 +160,24 @@ def initial_points(kind: str, space: ResolvedSpace, base: Config, limit: int | N
     In a space that samples ``freezing.saving_fraction``, a point's freezing target becomes the exact fraction
     of what the point's own schedule can reach that resolves to the paper's target (off the sampler's grid on
     purpose: the paper's 20% stays 20%, not 20.2%); a point whose schedule cannot reach its target is dropped,
-    and a point without freezing drops the freezing scheme and LR schedule (the space asks for neither)."""
+    and a point without freezing drops the freezing scheme and LR schedule (the space asks for neither). In the budget space a point's target ratio is its own predicted cost (points
+    outside the space's range are dropped); its sparsity is then solved back from it."""
     if kind not in INITIAL_POINT_SETS:
         raise SpaceError(f"unknown initial point set {kind!r}; valid: {', '.join(INITIAL_POINT_SETS)}")
     out: list[dict[str, Any]] = []
     seen = set()
     aux = space.distributions.get("freezing.saving_fraction")
     resolver = _Resolver(base) if aux is not None else None
+    budget = space.fn if isinstance(space.fn, BudgetSpace) else None
     for point in paper_points(base):
+        if budget is not None:  # the budget space: the point's own predicted cost becomes its target
+            try:
+                r = round(budget.solver.ratio(point), 6)
+            except Exception:  # noqa: BLE001 - a point this base config cannot run
+                continue
+            if not budget.low <= r <= budget.high:
+                continue
+            point = {**point, TARGET: r}
         if aux is not None and "freezing.target_flops_reduction" not in space.distributions:
             f = saving_fraction_for(base, point, resolver=resolver)
             if f is None:

@@ -106,7 +106,7 @@ def cached_profile(c: Config, cache: dict[str, Any]) -> tuple[Any, Any]:
     key = json.dumps([d["model"], d["data"], {k: v for k, v in d["sparsity"].items() if k != "ratio"}], sort_keys=True)
     if key not in cache:
         cache[key] = build_profile(c)
-    return cache[key]  # type: ignore[no-any-return]
+    return cache[key]
 
 
 _ASK = 0.999999  # a target no schedule reaches: the solver then reports the maximum it can

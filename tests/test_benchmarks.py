@@ -225,6 +225,17 @@ def test_startup_smoke(tmp_path: Path) -> None:
     assert all(mods[f"{c} (now)"] == "" for c in ("search --space nosuch", "search --sampler tpee", "pareto nosuch"))
 
 
+@pytest.mark.slow
+def test_budget_suggest_smoke(tmp_path: Path) -> None:
+    out, _ = smoke("budget_suggest", tmp_path)
+    has(out, "budget_suggest.csv")
+    import pandas as pd
+
+    rows = pd.read_csv(out / "budget_suggest.csv")
+    assert {"random", "tpe", "gp", "(build the space)"} <= set(rows["sampler"])
+    assert (rows["wall_seconds"] >= 0).all() and (rows["cpu_seconds"] >= 0).all()
+
+
 def _bench_module(name: str = "paper_claims") -> Any:
     import importlib.util
 

@@ -138,7 +138,7 @@ def _optuna_search_class() -> type:
                     a.reason, a.violation = miss, abs(float(a.run_flops_ratio or 0) / float(cfg[TARGET]) - 1)
                     point = {TARGET: cfg[TARGET]}
                     if point in (self._points_to_evaluate or []):  # a stratified first trial: its target is
-                        self._ot_study.enqueue_trial(point)  # tried again with another split
+                        self._ot_study.enqueue_trial(point)  # type: ignore[attr-defined]  # tried again, another split
                 try:
                     ot_trial.set_constraint("spfde", float(max(a.violation, 1e-9)))
                     self._ot_study.tell(ot_trial, [0.0, float(a.run_train_flops)])  # type: ignore[attr-defined]

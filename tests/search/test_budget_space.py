@@ -186,3 +186,15 @@ def test_budget_search_on_the_demo_config_lands_on_its_targets(tmp_path):
     assert u[0] < 0.5 < u[-1] and u[-1] - u[0] >= 0.5  # spread across the range, not bunched on one side
     for cfg in done["config"]:  # the resolved fields are in the config: it reruns with no space
         assert '"ratio"' in cfg and "budget" not in cfg
+
+
+def test_paper_points_enter_the_budget_space_at_their_own_cost(base, space):
+    """`--initial paper` on the budget space: a point's target is its predicted ratio, and solving the sparsity
+    back from that target gives the paper's sparsity again (90% MEST, no freezing or sieving, first)."""
+    from search_spaces import initial_points
+
+    pts = initial_points("paper", space, base, limit=3)
+    assert pts and all(space.fn.low <= p[TARGET] <= space.fn.high for p in pts)
+    first = pts[0]
+    suggested, ret = _draw(space, random.Random(0), first)
+    assert suggested[TARGET] == first[TARGET] and ret["sparsity.ratio"] == pytest.approx(0.9, abs=1e-3)

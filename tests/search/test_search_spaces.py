@@ -32,7 +32,7 @@ def base():
     return load_config(None, BASE)
 
 
-@pytest.mark.parametrize("name", ["joint", "paper", "smoke"])
+@pytest.mark.parametrize("name", ["joint", "budget", "paper", "smoke"])
 def test_builtin_spaces_use_config_paths(name, base):
     space = resolve_space(name, base)
     assert space.distributions
