@@ -162,3 +162,18 @@ def test_channels_last_off_is_accepted(tmp_path: Path) -> None:
     r = cli("flops", "--config", str(cfg), "--json", str(tmp_path / "f.json"))
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "f.json").read_text())["config"]["train"]["channels_last"] == "off"
+
+
+# ---------------------------------------------------------------- the budget space's range
+
+
+@pytest.mark.parametrize("low, high, says", [
+    ("0.3", "0.1", "LOW must be below HIGH"),
+    ("0", "0.3", "in (0, 1]"),
+    ("0.1", "1.5", "in (0, 1]"),
+    ("0.00001", "0.0001", "outside what this base config can reach"),
+])
+def test_impossible_budget_range(tmp_path: Path, low: str, high: str, says: str) -> None:
+    line = one_error(cli("search", "--space", "budget", "--budget-range", low, high, "-n", "4", "--tracking-uri", "none",
+                         "--storage-path", str(tmp_path), sets=TINY))
+    assert says in line and "--budget-range" in line
