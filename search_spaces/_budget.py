@@ -3,10 +3,10 @@ search only the *split* of that budget.
 
 A trial samples its target training-FLOPs ratio ``budget.flops_ratio`` (auxiliary, log-uniform over the range)
 and the split: DST algorithm, delta tau, sieve fraction, freezing share (``freezing.saving_fraction``) and scheme,
-LR schedule. ``sparsity.ratio`` is then *solved* so the FLOPs predictor gives the target (``RatioSolver``), and the
-freezing share is turned into an explicit start epoch first, so the cost is continuous and monotone in the
+LR schedule. ``sparsity.ratio`` is then *solved* so the FLOPs predictor gives the target (``RatioSolver``), the
+freezing share turned into a fixed freezing target first, so the cost is (nearly) continuous and monotone in the
 sparsity while it is solved. The trial's config holds the resolved fields (``sparsity.ratio``,
-``freezing.start_epoch``): an exported config reruns with no space. A split that cannot reach its target
+``freezing.target_flops_reduction``): an exported config reruns with no space. A split that cannot reach its target
 (``target_miss``) is skipped by the searcher before anything trains and the sampler is asked again.
 
 Why: a schedule's training FLOPs are known exactly before training, and the decisive search-vs-grid benchmark
@@ -139,10 +139,12 @@ class RatioSolver:
         return s, g(s) + target
 
     def solve(self, split: Mapping[str, Any], target: float) -> dict[str, Any]:
-        """The resolved fields of a split at a target: ``sparsity.ratio`` and, with freezing, an explicit
-        ``freezing.start_epoch``. The freezing share f becomes the latest start epoch saving f x the most the
-        split can save, found at the sparsity that meets the target without freezing; with that epoch fixed the
-        cost is continuous in the sparsity, which is solved again. Cached per (split, target)."""
+        """The resolved fields of a split at a target: ``sparsity.ratio`` and, with freezing,
+        ``freezing.target_flops_reduction``. The freezing share f becomes the target x = f x the most the split
+        can save, found at the sparsity that meets the budget without freezing; with x fixed the sparsity is
+        solved again (the freezing plan x picks, a start epoch or a number of periodic units, saves nearly the
+        same fraction at any sparsity, so the cost stays continuous near the answer; a jump that misses the target
+        is caught by ``target_miss``). Cached per (split, target)."""
         key = json.dumps([sorted(split.items()), target], default=str)
         if key in self.cache:
             return dict(self.cache[key])
@@ -154,26 +156,41 @@ class RatioSolver:
         s, _ = self.solve_sparsity(fixed, target)
         out: dict[str, Any] = {"sparsity.ratio": s}
         if f > 0:
-            from spfde_search.method.flops import plan_all
-
             try:
-                at = {**fixed, "sparsity.ratio": s}
-                x = resolve_saving_fraction(f, max_freezing_saving(apply_overrides(self.base, at), self.profiles))
+                at = apply_overrides(self.base, {**fixed, "sparsity.ratio": s})
+                x = resolve_saving_fraction(f, max_freezing_saving(at, self.profiles))
                 if x > 0:
-                    cfg = self.config({**at, "freezing.target_flops_reduction": x})
-                    start = plan_all(cfg, *cached_profile(cfg, self.profiles)).freeze.start_epoch
-                    fixed["freezing.start_epoch"] = start
-                    s, _ = self.solve_sparsity(fixed, target)
-                    out = {"sparsity.ratio": s, "freezing.start_epoch": start}
+                    out = {"sparsity.ratio": self._solve_frozen(fixed, x, s, target), "freezing.target_flops_reduction": x}
             except ConfigError:
                 pass  # this split cannot freeze: the searcher's check reports it if the target is missed too
         self.cache[key] = out
         return dict(out)
 
 
+    def _solve_frozen(self, fixed: Mapping[str, Any], x: float, s: float, target: float) -> float:
+        """The sparsity meeting ``target`` with freezing target ``x``. A costed freezing target is slow on long
+        runs (the predictor simulates every candidate plan: ~0.1 s at 160 epochs), so instead of a root search
+        on it: freezing keeps a nearly constant fraction k of the no-freeze cost, so solve the cheap no-freeze
+        cost for target / k and re-measure k there (a fixed-point iteration; one or two costed evaluations)."""
+        frozen = {**fixed, "freezing.target_flops_reduction": x}
+        best, err = s, math.inf
+        for _ in range(6):
+            r = self.ratio({**frozen, "sparsity.ratio": s})
+            if abs(r / target - 1) < err:
+                best, err = s, abs(r / target - 1)
+            if err <= 10 * _SOLVE_RTOL:
+                break
+            keep = r / self.ratio({**fixed, "sparsity.ratio": s})
+            s_next, _ = self.solve_sparsity(fixed, target / keep)
+            if s_next == s:
+                break
+            s = s_next
+        return best
+
+
 class BudgetSpace:
     """Target FLOPs ratio (log-uniform) x its split: DST algorithm, delta tau, sieve fraction, freezing share and
-    scheme, LR schedule; ``sparsity.ratio`` (and the freezing start epoch) solved from the target.
+    scheme, LR schedule; ``sparsity.ratio`` (and the freezing target) solved from the target.
 
     ``low``/``high`` (default ``DEFAULT_BUDGET_RANGE``) are clipped to what the base config can reach; a range
     that is empty or entirely out of reach raises ``SpaceError`` naming the reachable range."""
@@ -216,20 +233,21 @@ class BudgetSpace:
         and the lowest sparsity with neither (RigL's dense pass and the shortest delta tau cost most)."""
         s_lo, s_hi = SPARSITY_RANGE
         dts = sorted(set(self.interval))
-        cheap, dear = math.inf, 0.0
+        dear, cheapest = 0.0, (math.inf, {})
         for alg in ALGORITHMS:
             for dt in dts:
                 common = {"sparsity.algorithm": alg, "train.update_interval": dt, **_NO_TARGET}
                 dear = max(dear, self.solver.ratio({**common, "sparsity.ratio": s_lo, "sieving.fraction": 0.0}))
                 at = {**common, "sparsity.ratio": s_hi, "sieving.fraction": self.max_sieve}
-                cheap = min(cheap, self.solver.ratio(at))
-                if self.can_freeze:
-                    for sc in SCHEMES:
-                        p = {**at, "freezing.scheme": sc}
-                        x = resolve_saving_fraction(1.0, max_freezing_saving(apply_overrides(self.solver.base, p),
-                                                                             self.solver.profiles))
-                        if x > 0:
-                            cheap = min(cheap, self.solver.ratio({**p, "freezing.target_flops_reduction": x}))
+                cheapest = min(cheapest, (self.solver.ratio(at), at), key=lambda c: c[0])
+        cheap, at = cheapest
+        if self.can_freeze:  # the most freezing on the cheapest split (freezing saves about the same share of any)
+            for sc in SCHEMES:
+                p = {**at, "freezing.scheme": sc}
+                x = resolve_saving_fraction(1.0, max_freezing_saving(apply_overrides(self.solver.base, p),
+                                                                     self.solver.profiles))
+                if x > 0:
+                    cheap = min(cheap, self.solver.ratio({**p, "freezing.target_flops_reduction": x}))
         return cheap * (1 + TARGET_TOLERANCE / 2), min(1.0, dear * (1 - TARGET_TOLERANCE / 2))
 
     def describe(self) -> str:
@@ -254,7 +272,7 @@ class BudgetSpace:
                 split["freezing.scheme"] = trial.suggest_categorical("freezing.scheme", SCHEMES)
                 split["freezing.saving_fraction"] = f
         out = self.solver.solve(split, target)
-        if "freezing.start_epoch" in out and len(self.lr_schedules) > 1:
+        if "freezing.target_flops_reduction" in out and len(self.lr_schedules) > 1:
             trial.suggest_categorical("freezing.lr_schedule", self.lr_schedules)
         base_f = self.solver.base.get("freezing", {})
         for k, v in _NO_TARGET.items():  # the trial's config holds exactly the schedule that was solved
