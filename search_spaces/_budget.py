@@ -225,7 +225,7 @@ class BudgetSpace:
             raise SpaceError(
                 f"--budget-range {lo_req:g} {hi_req:g} lies outside what this base config can reach "
                 f"({self.reach[0]:.4g} to {self.reach[1]:.4g} of dense training FLOPs); give a range inside it")
-        self.low, self.high = round(low_c, 6), round(high_c, 6)
+        self.low, self.high = math.ceil(low_c * 1e6 - 1e-6) / 1e6, math.floor(high_c * 1e6 + 1e-6) / 1e6  # inside
         self.requested = (lo_req, hi_req)
 
     def _reach(self) -> tuple[float, float]:
@@ -233,7 +233,8 @@ class BudgetSpace:
         and the lowest sparsity with neither (RigL's dense pass and the shortest delta tau cost most)."""
         s_lo, s_hi = SPARSITY_RANGE
         dts = sorted(set(self.interval))
-        dear, cheapest = 0.0, (math.inf, {})
+        dear = 0.0
+        cheapest: tuple[float, dict[str, Any]] = (math.inf, {})
         for alg in ALGORITHMS:
             for dt in dts:
                 common = {"sparsity.algorithm": alg, "train.update_interval": dt, **_NO_TARGET}
