@@ -13,7 +13,7 @@ __all__ = ["BUILTIN_SPACES", "EARLY_STOPPING", "INITIAL_POINT_SETS", "SAMPLERS",
 SAMPLERS = ("auto", "tpe", "nsga2", "gp", "random")
 EARLY_STOPPING = ("none", "asha", "moasha")
 INITIAL_POINT_SETS = ("paper",)
-BUILTIN_SPACES = ("joint", "paper", "smoke")  # registered in search_spaces/_builtin.py
+BUILTIN_SPACES = ("joint", "budget", "paper", "smoke")  # registered in search_spaces/_builtin.py and _budget.py
 
 
 def looks_like_space_file(name: str) -> bool:

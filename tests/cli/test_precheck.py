@@ -39,7 +39,7 @@ def run_cli(args: list[str], cwd) -> tuple[int, list[str], list[str]]:
 
 
 @pytest.mark.parametrize("args, match", [
-    (["search", "--space", "nosuch"], "unknown search space 'nosuch'; built-in spaces: joint, paper, smoke"),
+    (["search", "--space", "nosuch"], "unknown search space 'nosuch'; built-in spaces: joint, budget, paper, smoke"),
     (["search", "--space", "missing.yaml"], "space file 'missing.yaml' does not exist"),
     (["search", "--sampler", "tpee"], "--sampler 'tpee' is not one of auto, tpe, nsga2, gp, random"),
     (["search", "--early-stopping", "hyperband"], "--early-stopping 'hyperband' is not one of none, asha, moasha"),
