@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._assess import Assessment, Budget, BudgetError, assess
-from ._state import StorageFull
+from ._state import StorageFull, TrialState
 from ._trainable import TrialSetup, infeasible_metrics, node_identity, spfde_trainable
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "BudgetError",
     "StorageFull",
     "TrialSetup",
+    "TrialState",
     "assess",
     "infeasible_metrics",
     "node_identity",

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pyarrow.fs as pafs
 
@@ -27,9 +29,10 @@ from spfde_search.storage import filesystem
 
 STATE_DIR = "state"
 LAST_REPORT = "last_report.json"  # the metrics reported with the state, beside it
+ENDED = "ended.json"  # written by the driver when the trial ended: its final result, so a rerun only re-reports it
 _ORDER = (PREVIOUS, LATEST, LAST_REPORT)  # upload order: a kill between two leaves a loadable pair
 
-__all__ = ["LAST_REPORT", "STATE_DIR", "StorageFull", "TrialState", "storage_full"]
+__all__ = ["ENDED", "LAST_REPORT", "STATE_DIR", "StorageFull", "TrialState", "storage_full"]
 
 _FATAL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
           errno.EROFS: "read-only file system"}
@@ -94,3 +97,22 @@ class TrialState:
                     shutil.copyfileobj(f, out, 1 << 20)
                 found = found or name != LAST_REPORT
         return found
+
+    def mark_ended(self, status: str, result: dict[str, Any]) -> None:
+        """The driver records that the trial ended (``status``, its final ``result``): Ray's experiment snapshot may
+        be older than this, and a ``--resume`` from it reruns the trial; the rerun then reports this result and
+        stops, so a decision taken before the crash (completed, stopped by MOASHA, diverged) is never undone."""
+        self.fs.create_dir(self.path, recursive=True)
+        tmp = f"{self.path}/.{ENDED}.tmp-{os.getpid()}"
+        with self.fs.open_output_stream(tmp) as out:
+            out.write(json.dumps({"status": status, "result": result}, default=str).encode())
+        self.fs.move(tmp, f"{self.path}/{ENDED}")
+
+    def ended(self) -> dict[str, Any] | None:
+        """What ``mark_ended`` recorded, or None (still running, or never ended before a crash)."""
+        try:
+            with self.fs.open_input_stream(f"{self.path}/{ENDED}") as f:
+                doc = json.loads(f.read())
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) and isinstance(doc.get("result"), dict) else None

@@ -84,6 +84,11 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
     from spfde_search.trainer import Trainer, TrainingDiverged
 
     ident = node_identity()
+    store = TrialState(setup.experiment_uri, tune.get_context().get_trial_id()) if setup.experiment_uri else None
+    ended = store.ended() if store is not None else None
+    if ended is not None:  # it ended before the driver died, after Ray's last snapshot: the same end again
+        tune.report({**ended["result"], **ident})
+        return
     params = {k: v for k, v in config.items() if k not in setup.auxiliary}
     a = assess(params, setup.base, setup.budget, setup.fallback_flops)
     if not a.feasible:
@@ -98,7 +103,6 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
         return
     # One folder for the whole trial, so it holds the latest trainer state and the one before it: a damaged
     # latest resumes from the previous epoch (spfde_search/checkpoint.py).
-    store = TrialState(setup.experiment_uri, tune.get_context().get_trial_id()) if setup.experiment_uri else None
     with tempfile.TemporaryDirectory(prefix="spfde-ckpt-") as work, \
             tempfile.TemporaryDirectory(prefix="spfde-restore-") as got:
         restored: dict[str, Any] = {}
@@ -126,13 +130,15 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
         every = max(1, setup.checkpoint_every)
         last: dict[str, Any] = {}
         try:
+            if trainer.epoch > 0 and restored.get("epoch") == trainer.epoch:
+                # resumed: the restored epoch's result first, so the scheduler decides on it again (a trial MOASHA
+                # had stopped there stops there, not one epoch later) and a trial restored from its final
+                # checkpoint ends COMPLETED, not short
+                last = {**restored, **fields}
+                tune.report(last)
             for m in trainer.epochs():
                 metrics = {**m.as_dict(), **fields}
                 last = _report_epoch(metrics, m.epoch, total, every, trainer, work, store)
-            if not last and restored.get("epoch") == total:
-                # restored from its final checkpoint (the trial ended after Ray's last experiment snapshot, then
-                # the driver died): report that final result again, so the rerun ends COMPLETED, not short
-                tune.report({**restored, **fields})
         except TrainingDiverged as e:
             # a terminal result, not an exception: Ray retries crashed workers (FailureConfig), never a divergence
             tune.report({**last, **fields, "diverged": True, "error": f"TrainingDiverged: {e}",

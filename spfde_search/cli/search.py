@@ -85,6 +85,8 @@ def search(
         SearchError,
         SearchSettings,
         StorageFull,
+        experiment_uri,
+        finished_meta,
         front_table,
         load_settings,
         prepare,
@@ -130,6 +132,13 @@ def search(
                 settings.connect_timeout = options["connect_timeout"]
             if storage_path is not None:
                 settings.storage_path = storage_path
+            done = finished_meta(experiment_uri(settings.storage_path, settings.name))
+            if done is not None:
+                counts = ", ".join(f"{k} {n}" for k, n in sorted((done.get("counts") or {}).items()))
+                typer.echo(f"search {settings.name} already finished ({done.get('finished', '?')}; "
+                           f"{sum((done.get('counts') or {}).values())} trials: {counts}); nothing to resume. "
+                           f"See `spfde pareto {settings.name}`")
+                return
             if tracking_uri is not None or experiment is not None or settings.tracking is None:
                 old = settings.tracking or {}
                 settings.tracking = tracking_settings(
@@ -183,10 +192,15 @@ def search(
     except SearchError as e:
         _fail(str(e))
         return
-    except KeyboardInterrupt:  # SearchInterrupted (Ray saved the state; search.json says interrupted) or a 2nd Ctrl-C
-        typer.echo(f"interrupted; continue with `spfde search --resume {s.name} --storage-path {s.resolved_storage()}`",
+    except KeyboardInterrupt as e:  # SearchInterrupted (Ray saved the state; search.json says interrupted), a 2nd Ctrl-C
+        signum = int(getattr(e, "signum", 2))
+        what = "terminated (SIGTERM)" if signum == 15 else "interrupted"
+        typer.echo(f"{what}; continue with `spfde search --resume {s.name} --storage-path {s.resolved_storage()}`",
                    err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + signum) from None
+    if out.already_finished:  # run_search found it finished after all (another driver finished it meanwhile)
+        console.print(f"search {s.name} already finished ({out.already_finished}); nothing to resume", highlight=False)
+        return
     counts = ", ".join(f"{k} {n}" for k, n in sorted(out.table["status"].value_counts().items()))
     console.print(f"{len(out.table)} trials ({counts}) in {out.wall_seconds:.0f} s; hypervolume {out.hypervolume:.4f}",
                   highlight=False)

@@ -110,6 +110,9 @@ def pareto(
         parent, df = read_trials(tracking_uri, name, experiment)
     except TrackingUnavailable as e:
         _fail(str(e))
+    gone = _driver_gone(parent, df, name)
+    if gone:
+        df.loc[df["status"].isin(["RUNNING", "PENDING"]), "status"] = "INTERRUPTED"
     front = frontier_table(df)
     knee = knee_trial(front)
     hv = float(hypervolume(front["test_accuracy"].to_numpy(float), front["flops_ratio"].to_numpy(float))) \
@@ -144,10 +147,27 @@ def pareto(
                                reason=all_trials, run_id=True, width=table_width(console)))
     if warn:
         typer.echo(f"warning: {warn}", err=True)
+    if gone:
+        typer.echo(f"warning: {gone}", err=True)
     if not len(front):
         typer.echo("no completed full-budget trial yet" + (" (was the tracking server down? run `spfde sync "
                    f"{name}`)" if len(df) else ""), err=True)
     typer.echo(f"parent run {parent.info.run_id} in experiment {parent.info.experiment_id}", err=True)
+
+
+def _driver_gone(parent: Any, df: Any, name: str) -> str:
+    """A line when MLflow shows the search running but no driver holds its folder's lock (killed: SIGKILL, OOM, a
+    lost machine), else ''. Trials it shows RUNNING are then shown INTERRUPTED."""
+    from ..search import driver_alive
+    from ..tracking import SEARCH_DIR_TAG
+
+    folder = parent.data.tags.get(SEARCH_DIR_TAG)
+    running = parent.info.status == "RUNNING" or (len(df) and df["status"].isin(["RUNNING", "PENDING"]).any())
+    if not folder or not running or driver_alive(folder) is not False:
+        return ""
+    storage = folder.rstrip("/").rsplit("/", 1)[0]
+    return (f"the driver of search {name} is gone (killed?): nothing runs it, although MLflow still shows it "
+            f"running; continue with `spfde search --resume {name} --storage-path {storage}`")
 
 
 def _free_port(host: str) -> int:

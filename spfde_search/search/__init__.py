@@ -21,6 +21,7 @@ its front), ``optuna_search`` (samplers), ``callbacks`` and ``progress`` (live t
 from __future__ import annotations
 
 from .driver import SearchOutcome, StorageFull, run_search
+from .lock import driver_alive
 from .optuna_search import make_sampler
 from .prepare import Prepared, prepare
 from .results import (
@@ -44,6 +45,7 @@ from .settings import (
     SearchError,
     SearchSettings,
     experiment_uri,
+    finished_meta,
     load_settings,
 )
 
@@ -65,6 +67,8 @@ __all__ = [
     "run_search",
     "make_sampler",
     "experiment_uri",
+    "finished_meta",
+    "driver_alive",
     "load_settings",
     "load_trials",
     "pareto_front",

@@ -12,8 +12,10 @@ from typing import Any
 
 import pandas as pd
 
-from .results import rows_to_arrow, storage_fault, trial_row, write_parquet
-from .settings import TRIALS_PARQUET
+from trainables import TrialState
+
+from .results import load_rows, rows_to_arrow, storage_fault, trial_row, write_parquet
+from .settings import OWN_FILES, TRIALS_PARQUET
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,51 @@ def _callback_base() -> type:
     from ray import tune
 
     return tune.Callback
+
+
+LOST = ("its driver died after Ray's last experiment snapshot, which never saw this trial; recorded with the "
+        "compute it spent, not resumed")
+_RAY_KEYS = {"trial_id", "done", "experiment_tag", "should_checkpoint"}
+
+
+def _own_result(result: dict[str, Any]) -> dict[str, Any]:
+    """What the trainable reported, without the keys Ray adds to every result."""
+    from ray.tune.result import AUTO_RESULT_KEYS
+
+    return {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS and k not in _RAY_KEYS}
+
+
+def _kept_rows(previous: list[dict[str, Any]], ray_ids: set[str]) -> list[dict[str, Any]]:
+    """Rows of the table before a crash whose trials Ray's (older) snapshot does not hold: a trial that ended keeps
+    its row as it was; one that was running is INTERRUPTED with the compute it spent; one never started is dropped."""
+    out = []
+    for r in previous:
+        if r.get("trial_id") in ray_ids or r.get("status") == "PENDING":
+            continue
+        if r.get("status") == "RUNNING":
+            r = {**r, "status": "INTERRUPTED", "error": LOST}
+        out.append(r)
+    return out
+
+
+def _forget_staged_copies(trials: list[Any]) -> None:
+    """Remove our files from Ray's driver staging folder, where ``Tuner.restore`` downloaded them: Ray uploads that
+    folder at every snapshot, and the stale copies would overwrite what we wrote since (settings.OWN_FILES)."""
+    import os
+
+    for t in trials[:1]:
+        try:
+            staging = t.storage.experiment_driver_staging_path
+        except Exception as e:  # not a Ray version we know: nothing to remove
+            log.debug("no driver staging path: %s", e)
+            return
+        for name in OWN_FILES:
+            try:
+                os.remove(os.path.join(staging, name))
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.warning("could not remove Ray's stale copy of %s (%s): it may overwrite ours", name, e)
 
 
 def _make_table_callback(
@@ -41,10 +88,24 @@ def _make_table_callback(
             self.started: set[str] = set()  # trials this driver started ...
             self.finished: set[str] = set()  # ... and those Tune ended through on_trial_complete / on_trial_error
             self.interrupted = False  # the experiment ended with trials Tune stopped unfinished (Ctrl-C)
+            self.previous: list[dict[str, Any]] = []  # the table as the last driver left it (--resume)
+            self.staged_cleared = False
+
+        def setup(self, **info: Any) -> None:
+            try:  # before the first write replaces it
+                self.previous = load_rows(f"{uri}/{TRIALS_PARQUET}")
+            except Exception as e:  # a torn table: Ray's snapshot is all there is
+                log.warning("could not read %s (%s); the table is rebuilt from Ray's snapshot", TRIALS_PARQUET, e)
+
+        def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+            if not self.staged_cleared and trials:  # before the step's snapshot uploads the staging folder
+                _forget_staged_copies(trials)
+                self.staged_cleared = True
 
         def _write(self, trials: list[Any]) -> pd.DataFrame:
             self.trials = list(trials)
             rows = [trial_row(t, base, self.ended.get(t.trial_id), self.times) for t in trials]
+            rows += _kept_rows(self.previous, {t.trial_id for t in trials})
             table = rows_to_arrow(rows)
             try:
                 write_parquet(table, f"{uri}/{TRIALS_PARQUET}")
@@ -68,6 +129,13 @@ def _make_table_callback(
             self.finished.add(trial.trial_id)
             self.times[f"{trial.trial_id}:end"] = time.time()
             table = self._write(trials)
+            if status == "TERMINATED" and trial.last_result:  # errors stay retryable by --resume (resume_errored)
+                try:
+                    row = table[table["trial_id"] == trial.trial_id]
+                    TrialState(uri, trial.trial_id).mark_ended(str(row["status"].iloc[0]) if len(row) else "",
+                                                               _own_result(dict(trial.last_result)))
+                except Exception as e:  # a resume from an older snapshot would rerun it from its checkpoint
+                    log.warning("could not record the end of trial %s: %s", trial.trial_id, e)
             if progress is not None:
                 progress.finished(table, trial.trial_id)
             if on_results is not None:

@@ -43,9 +43,11 @@ from .settings import (
     MODES,
     OBJECTIVES,
     SEARCH_JSON,
+    TRIALS_PARQUET,
     SearchError,
     SearchSettings,
     experiment_uri,
+    finished_meta,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -98,7 +100,8 @@ class SearchOutcome:
     wall_seconds: float
     cost: dict[str, Any] = field(default_factory=dict)  # search.json "cost": FLOPs and seconds of all trials
     stop_reason: str = ""  # why the search ended before num_samples trials ('' when it did not)
-    status: str = "finished"  # or "interrupted" (Ctrl-C; see SearchInterrupted)
+    status: str = "finished"  # or "interrupted" (Ctrl-C, SIGTERM; see SearchInterrupted)
+    already_finished: str = ""  # --resume of a finished search: when it finished (nothing was run or changed)
 
 
 def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: Callable[[pd.DataFrame], None] | None,
@@ -113,6 +116,17 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     if old_meta:
         meta["created"] = old_meta.get("created", meta["created"])
         meta["resumed"] = [*old_meta.get("resumed", []), _now()]
+
+    def record_cost(table: pd.DataFrame) -> None:
+        """search.json's cost as trials end, so a killed driver loses at most its running trials' time."""
+        meta.update({"cost": search_cost(table, time.perf_counter() - t_start, old_meta.get("cost")),
+                     "counts": table["status"].value_counts().to_dict()})
+        try:
+            write_bytes(meta_uri, json.dumps(meta, indent=2, default=str).encode())
+        except Exception as e:  # a storage hiccup: the final write tries again
+            log.warning("could not write %s: %s", SEARCH_JSON, e)
+        if on_results is not None:
+            on_results(table)
 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment snapshots often: little lost on a crash
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Ray's own tables off (verbose=0): we print progress
@@ -131,7 +145,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     try:
         trainable = _trainable(prep)
         progress = _Progress(console, s.num_samples, verbose) if console is not None else None
-        table_cb = _make_table_callback(prep.base.to_dict(), uri, on_results, progress)
+        table_cb = _make_table_callback(prep.base.to_dict(), uri, record_cost, progress)
         cbs = [table_cb, *(callbacks or [])]
         tuner = None
         if resume and tune.Tuner.can_restore(uri):
@@ -153,7 +167,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
                 points_to_evaluate=prep.points or None,
             )
             searcher.configure(prep.base.to_dict(), prep.budget, prep.dense_flops, s.max_skipped,
-                               f"{uri}/{SKIPPED_JSON}")
+                               f"{uri}/{SKIPPED_JSON}", s.num_samples, f"{uri}/{TRIALS_PARQUET}")
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
@@ -177,7 +191,8 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
         write_bytes(meta_uri, json.dumps(meta, indent=2, default=str).encode())
         with _sigint_seen() as seen, guard.quiet():
             tuner.fit()
-            interrupted = seen() or table_cb.interrupted or bool(guard.fault)
+            signum = seen()
+            interrupted = bool(signum) or table_cb.interrupted or bool(guard.fault)
     finally:
         if progress is not None:
             progress.close()  # the live status block ends before the final table prints
@@ -218,7 +233,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     out = SearchOutcome(s.name, uri, table, front, hv, time.perf_counter() - t_start, cost,
                         str(skipped.get("stop_reason", "")), "interrupted" if interrupted else "finished")
     if interrupted:
-        raise SearchInterrupted(out)
+        raise SearchInterrupted(out, signum or signal.SIGINT)
     return out
 
 
@@ -236,31 +251,45 @@ MAX_RETRIES = 2  # a trial whose worker process died is rerun from its last chec
 
 
 class SearchInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) stopped the search; Ray saved its state, ``search.json`` says ``interrupted`` and
-    ``--resume`` continues it. ``outcome`` holds the table as it was."""
+    """Ctrl-C (SIGINT) or SIGTERM stopped the search; Ray saved its state, ``search.json`` says ``interrupted`` and
+    ``--resume`` continues it. ``outcome`` holds the table as it was, ``signum`` the signal."""
 
-    def __init__(self, outcome: SearchOutcome) -> None:
+    def __init__(self, outcome: SearchOutcome, signum: int = signal.SIGINT) -> None:
         super().__init__(f"search {outcome.name} interrupted")
         self.outcome = outcome
+        self.signum = int(signum)
 
 
 @contextlib.contextmanager
-def _sigint_seen() -> Iterator[Callable[[], bool]]:
-    """Whether Ray Tune's SIGINT handler fired during the block: Tune replaces the handler it finds (ours) and
-    puts it back on the first Ctrl-C only, so ours being current again afterwards means Ctrl-C was pressed."""
+def _sigint_seen() -> Iterator[Callable[[], int]]:
+    """Which signal interrupted the block (0: none). Ray Tune replaces the SIGINT handler it finds (ours) and puts
+    it back on the first Ctrl-C only, so ours being current again afterwards means Ctrl-C was pressed. SIGTERM
+    (systemd, docker, Kubernetes) goes to whatever SIGINT handler is current: the same clean interruption."""
     if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
+        yield lambda: 0
         return
     previous = signal.getsignal(signal.SIGINT)
+    previous_term = signal.getsignal(signal.SIGTERM)
+    got: list[int] = []
 
     def ours(sig: int, frame: Any) -> None:  # a second Ctrl-C: what Python does by default
         signal.default_int_handler(sig, frame)
 
+    def term(sig: int, frame: Any) -> None:
+        got.append(sig)
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            signal.default_int_handler(signal.SIGINT, frame)
+
     signal.signal(signal.SIGINT, ours)
+    signal.signal(signal.SIGTERM, term)
     try:
-        yield lambda: signal.getsignal(signal.SIGINT) is ours
+        yield lambda: (got[0] if got else signal.SIGINT) if signal.getsignal(signal.SIGINT) is ours else 0
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def run_search(
@@ -289,4 +318,10 @@ def run_search(
         if not resume and (exists(f"{uri}/tuner.pkl") or exists(f"{uri}/{SEARCH_JSON}")):
             raise SearchError(f"a search named {s.name!r} already exists at {uri}; continue it with --resume "
                               f"{s.name} or choose another --name")
+        done = finished_meta(uri) if resume else None
+        if done is not None:  # nothing to resume: start nothing, change nothing
+            table = load_trials(f"{uri}/{TRIALS_PARQUET}")
+            front = pareto_front(table)
+            return SearchOutcome(s.name, uri, table, front, front_hypervolume(front), 0.0, dict(done.get("cost") or {}),
+                                 str(done.get("stop_reason") or ""), "finished", str(done.get("finished") or "?"))
         return _run(prep, resume, callbacks, on_results, console, verbose)

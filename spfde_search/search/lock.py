@@ -104,3 +104,35 @@ def _uri_lock(uri: str, name: str) -> Iterator[None]:
         with contextlib.suppress(Exception):
             fs, path = filesystem(lock)
             fs.delete_file(path)
+
+
+def driver_alive(uri: str) -> bool | None:
+    """Whether a driver holds the lock of the search folder ``uri`` now: a shared ``flock`` probe on a local path
+    (it never blocks the holder's exclusive lock, and the kernel drops that lock when a driver dies, even by
+    SIGKILL); on URI storage, whether the lock file's pid is alive on this host. None: cannot tell (another host)."""
+    if is_uri(uri):
+        if not exists(f"{uri}/{LOCK_FILE}"):
+            return False
+        try:
+            holder = json.loads(read_bytes(f"{uri}/{LOCK_FILE}"))
+        except (OSError, ValueError):
+            return None
+        if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+            return None
+        return _pid_alive(holder["pid"])
+    import fcntl
+
+    path = Path(uri) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

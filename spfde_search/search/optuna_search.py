@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from typing import Any
 
 from search_spaces import ResolvedSpace
 
-from .settings import SAMPLERS, SearchError
+from .settings import SAMPLERS, SKIPPED_JSON, SearchError
+
+__all__ = ["SKIPPED_JSON", "make_sampler", "resolve_sampler"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,6 @@ def make_sampler(name: str, seed: int | None, space: ResolvedSpace, num_samples:
     raise SearchError(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
 
 
-SKIPPED_JSON = "skipped.json"  # predicted-infeasible points the searcher told Optuna about without a Ray trial
 
 
 def _optuna_search_class() -> type:
@@ -75,7 +77,8 @@ def _optuna_search_class() -> type:
     from search_spaces import TARGET, config_params, target_miss, trial_params
     from trainables import assess
 
-    from ..storage import write_bytes
+    from ..storage import exists, write_bytes
+    from .results import load_trials
 
     class SpfdeOptunaSearch(OptunaSearch):
         """OptunaSearch with three changes:
@@ -100,12 +103,35 @@ def _optuna_search_class() -> type:
         max_skipped: int = 50
         state_uri: str | None = None
 
-        def configure(self, base: dict[str, Any], budget: Any, fallback: float, max_skipped: int, state_uri: str | None) -> None:
+        def configure(self, base: dict[str, Any], budget: Any, fallback: float, max_skipped: int, state_uri: str | None,
+                      num_samples: int = 0, table_uri: str | None = None) -> None:
             self.skip_base, self.skip_budget, self.skip_fallback = base, budget, fallback
             self.max_skipped, self.state_uri = max_skipped, state_uri
             self.skipped: list[dict[str, Any]] = []
             self.skip_streak = 0
             self.stop_reason = ""
+            self.num_samples, self.table_uri = num_samples, table_uri
+            self.trial_ids: list[str] = []  # Ray trials suggested (saved with Ray's snapshot, like the study)
+            self._lost: tuple[int, int] | None = None  # (pid, count): recounted once in each driver process
+
+        def _lost_trials(self) -> int:
+            """Trials of ``trials.parquet`` this (restored) searcher never suggested: Ray's experiment snapshot predates
+            them and the driver died. Their rows are kept (search/callbacks.py), so they count against num_samples."""
+            if self._lost is not None and self._lost[0] == os.getpid():
+                return self._lost[1]
+            n = 0
+            if self.table_uri and exists(self.table_uri):
+                try:
+                    df = load_trials(self.table_uri)
+                    n = int((~df["trial_id"].isin(self.trial_ids) & (df["status"] != "PENDING")).sum())
+                except Exception as e:  # a torn table: count nothing rather than fail the search
+                    log.warning("could not read %s: %s", self.table_uri, e)
+            self._lost = (os.getpid(), n)
+            return n
+
+        def _full(self) -> bool:
+            ids = getattr(self, "trial_ids", None)  # None: a searcher pickled before trial_ids existed
+            return bool(ids is not None and self.num_samples and len(ids) + self._lost_trials() >= self.num_samples)
 
         def _record_skip(self, params: dict[str, Any], reason: str, flops: float) -> None:
             self.skipped.append({"params": params, "reason": reason, "predicted_train_flops": flops})
@@ -123,6 +149,8 @@ def _optuna_search_class() -> type:
             if self.skip_base is None:
                 cfg = super().suggest(trial_id)
                 return trial_params(cfg) if isinstance(cfg, dict) else cfg
+            if self._full():
+                return Searcher.FINISHED
             while True:
                 cfg = super().suggest(trial_id)
                 if not isinstance(cfg, dict):
@@ -132,6 +160,8 @@ def _optuna_search_class() -> type:
                 miss = target_miss(float(cfg[TARGET]), a.run_flops_ratio) if TARGET in cfg and a.runnable else ""
                 if a.feasible and not miss:
                     self.skip_streak = 0
+                    if getattr(self, "trial_ids", None) is not None:
+                        self.trial_ids.append(trial_id)
                     return trial_params(cfg)
                 ot_trial = self._ot_trials.pop(trial_id)
                 if miss:

@@ -19,7 +19,7 @@ from ..config import Config, ConfigError, apply_overrides
 from ..execution import RESULT_KEY, with_execution
 from ..pareto import above_chance, front_indices, hypervolume, knee_point
 from ..storage import exists, filesystem, write_bytes
-from .settings import DEFAULT_STORAGE, TRIALS_PARQUET, SearchError, experiment_uri
+from .settings import DEFAULT_STORAGE, HV_COMPUTE_CSV, TRIALS_PARQUET, SearchError, experiment_uri
 
 TRIAL_COLUMNS = [
     "trial_id", "status", "full_budget", "epochs_completed", "test_accuracy", "train_flops",
@@ -28,7 +28,9 @@ TRIAL_COLUMNS = [
     "run_train_flops", "run_flops_ratio", "ray_status", "started_at", "finished_at",
     "spent_train_flops", "spent_seconds",
 ]
-HV_COMPUTE_CSV = "hypervolume_vs_compute.csv"
+__all__ = ["HV_COMPUTE_CSV", "STATUSES", "TRIAL_COLUMNS", "compute_curve", "front_hypervolume", "front_table",
+           "load_rows", "load_trials", "pareto_front", "rows_to_arrow", "search_cost", "trial_row", "write_compute_curve",
+           "write_parquet"]
 STATUSES = ("COMPLETED", "EARLY_STOPPED", "FAILED", "INFEASIBLE", "INTERRUPTED", "RUNNING", "PENDING")
 
 
@@ -235,6 +237,14 @@ def front_candidates(df: pd.DataFrame) -> pd.Series:
     return ((df["status"] == "COMPLETED") & df["full_budget"].astype(bool) & np.isfinite(acc)
             & np.isfinite(df["train_flops"].astype(float))
             & above_chance(acc.to_numpy(), None if chance is None else np.array(chance, dtype=float)))
+
+
+def load_rows(uri: str) -> list[dict[str, Any]]:
+    """The rows of a ``trials.parquet`` as plain Python values ([] when there is none yet)."""
+    if not exists(uri):
+        return []
+    fs, path = filesystem(uri)
+    return list(pq.read_table(path, filesystem=fs).to_pylist())
 
 
 def pareto_front(df: pd.DataFrame) -> pd.DataFrame:

@@ -9,7 +9,9 @@ Optuna it was PRUNED, and the frontier never holds it.
 
 The book is persisted as JSON in the search folder (``moasha_rungs.json``) after every decision, because Ray
 does not checkpoint schedulers: a ``--resume`` reloads it, so the rungs continue where they were and a trial
-that re-reports a rung after a restart is not recorded twice.
+that re-reports a rung after a restart is not recorded twice. A trial the book stopped is stopped again at its first
+result after a restart: Ray's snapshot may predate the stop, and the resumed trial re-reports its rung epoch first
+(trainables/_trainable.py), so it ends where it was stopped.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ from typing import Any
 from spfde_search.pareto import moasha_continues
 
 from ..storage import exists, read_bytes, write_bytes
+from .settings import RUNGS_JSON
 
 __all__ = ["RUNGS_JSON", "rung_epochs", "RungBook", "make_moasha"]
 
 log = logging.getLogger(__name__)
 
-RUNGS_JSON = "moasha_rungs.json"
 
 
 def rung_epochs(epochs: int, grace_period: int, reduction_factor: float) -> list[int]:
@@ -124,6 +126,8 @@ def make_moasha(epochs: int, grace_period: int, reduction_factor: int, state_uri
             epoch = int(result.get("epoch") or 0)
             if epoch >= total:
                 return TrialScheduler.CONTINUE  # the last epoch: the trial completes on its own
+            if trial.trial_id in self.book.stopped:  # stopped before a crash, rerun by a --resume: stopped again
+                return TrialScheduler.STOP
             go = self.book.on_result(trial.trial_id, epoch, result.get("test_accuracy"), result.get("run_train_flops"))
             if go is None:
                 return TrialScheduler.CONTINUE

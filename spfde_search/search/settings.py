@@ -20,6 +20,13 @@ OBJECTIVES = ("test_accuracy", "run_train_flops")
 MODES = ("max", "min")
 SEARCH_JSON = "search.json"
 TRIALS_PARQUET = "trials.parquet"
+SKIPPED_JSON = "skipped.json"  # predicted-infeasible points the searcher told Optuna about without a Ray trial
+RUNGS_JSON = "moasha_rungs.json"  # MOASHA's rung book (search/scheduler.py)
+# Our files beside Ray's in the search folder. Tuner.restore downloads the folder's top-level .json/.pkl files into
+# Ray's driver staging folder and Ray uploads that folder back at every snapshot, so a copy left there would
+# overwrite what we write after the resume (search/callbacks.py removes them from the staging folder).
+HV_COMPUTE_CSV = "hypervolume_vs_compute.csv"
+OWN_FILES = (SEARCH_JSON, TRIALS_PARQUET, SKIPPED_JSON, RUNGS_JSON, HV_COMPUTE_CSV)
 
 
 class SearchError(ValueError):
@@ -134,3 +141,16 @@ def _field_errors(e: ValueError, prefix: str = "") -> str:
     return "; ".join(f"{prefix}{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
                      + (f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else "")
                      for err in e.errors())
+
+
+def finished_meta(uri: str) -> dict[str, Any] | None:
+    """``search.json`` of the search folder ``uri`` if that search finished (a ``--resume`` has nothing to do), else
+    None (running, interrupted, killed, or no such file)."""
+    path = f"{uri}/{SEARCH_JSON}"
+    if not exists(path):
+        return None
+    try:
+        meta = json.loads(read_bytes(path))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("status") == "finished" else None

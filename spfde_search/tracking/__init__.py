@@ -25,7 +25,7 @@ below (tests/test_layering.py); everything logs under ``spfde_search.tracking``.
 from __future__ import annotations
 
 from .artifacts import PARENT_ARTIFACTS, write_frontier_artifacts
-from .callback import callbacks_for, describe_tracking, make_callback, tracking_settings
+from .callback import SEARCH_DIR_TAG, callbacks_for, describe_tracking, make_callback, tracking_settings
 from .frontier import Frontier, compute_frontier, frontier_flags, hypervolume_of
 from .readback import download_config, find_parent_run, frontier_table, read_trials
 from .records import (
@@ -56,6 +56,7 @@ __all__ = [
     "FINAL_METRICS",
     "MLFLOW_STATUS",
     "PARENT_ARTIFACTS",
+    "SEARCH_DIR_TAG",
     "TERMINAL",
     "TrialRecord",
     "SearchFileError",

@@ -19,6 +19,7 @@ from .store import default_experiment_name, resolve_tracking_uri
 from .tracker import Tracker
 
 log = logging.getLogger("spfde_search.tracking")
+SEARCH_DIR_TAG = "spfde.search_dir"  # on the parent run: the search folder, whose lock says if a driver runs it
 
 
 def tracking_settings(tracking_uri: str | None, experiment: str | None,
@@ -148,6 +149,8 @@ def _callback_class() -> type:
                     self.meta = {"name": self.tracker.search}
             if self.tracker.start(self.meta):
                 self.tracker.runs.reopen_parent()
+                if self.search_dir is not None:  # `spfde pareto` asks the folder's lock whether a driver still runs
+                    self.tracker.runs.tag_parent(SEARCH_DIR_TAG, self.search_dir)
             self._reconcile()  # --resume: trials the killed driver ended but did not finish writing
             self._flush(frontier=True)
 
@@ -184,7 +187,11 @@ def _callback_class() -> type:
             t.store.retry_now()  # one last attempt, whatever the back-off
             self._reconcile()  # interrupted trials (Ctrl-C) are in trials.parquet only
             self._flush(frontier=True, final=True)  # the frontier files, whatever the upload cadence
-            unfinished = any(r.status not in TERMINAL or r.status == "INTERRUPTED" for r in self._all_records())
+            # trials of Ray's list left unfinished; a row kept from before a crash that Ray never saw (INTERRUPTED
+            # for good, search/callbacks.py) does not keep the search open
+            ray_ids = {str(t.trial_id) for t in trials}
+            unfinished = any(r.status not in TERMINAL or (r.status == "INTERRUPTED" and r.trial_id in ray_ids)
+                             for r in self._all_records())
             if not self._dirty and t.available():
                 t.finish("KILLED" if unfinished else "FINISHED")
             if self._dirty or t.failures:

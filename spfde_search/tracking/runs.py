@@ -217,6 +217,16 @@ class RunWriter:
             self._final_logged.discard(rec.trial_id)
         return True
 
+    def tag_parent(self, key: str, value: str) -> bool:
+        """One tag on the parent run (e.g. where the search folder is, for ``spfde pareto``'s liveness check)."""
+        def _t() -> bool:
+            self.ensure_parent()
+            assert self.parent_run_id is not None
+            self.store.client.set_tag(self.parent_run_id, key, value)
+            return True
+
+        return bool(self.store.guard("tagging the parent run", _t))
+
     def reopen_parent(self) -> bool:
         """A live driver (a new search or ``--resume``) marks the parent RUNNING until it finishes."""
         def _r() -> bool:
