@@ -38,17 +38,38 @@ def _own_result(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS and k not in _RAY_KEYS}
 
 
-def _kept_rows(previous: list[dict[str, Any]], ray_ids: set[str]) -> list[dict[str, Any]]:
+def _kept_rows(previous: list[dict[str, Any]], ray_ids: set[str], stopped: dict[str, int]) -> list[dict[str, Any]]:
     """Rows of the table before a crash whose trials Ray's (older) snapshot does not hold: a trial that ended keeps
-    its row as it was; one that was running is INTERRUPTED with the compute it spent; one never started is dropped."""
+    its row as it was; one that was running is INTERRUPTED with the compute it spent, or EARLY_STOPPED if MOASHA had
+    stopped it at a rung it reached (``stopped``: trial id -> rung); one never started is dropped."""
     out = []
     for r in previous:
         if r.get("trial_id") in ray_ids or r.get("status") == "PENDING":
             continue
         if r.get("status") == "RUNNING":
-            r = {**r, "status": "INTERRUPTED", "error": LOST}
+            rung = stopped.get(str(r.get("trial_id")))
+            if rung is not None and int(r.get("epochs_completed") or 0) >= rung:
+                r = {**r, "status": "EARLY_STOPPED", "ray_status": "TERMINATED"}
+            else:
+                r = {**r, "status": "INTERRUPTED", "error": LOST}
         out.append(r)
     return out
+
+
+def _stopped(uri: str) -> dict[str, int]:
+    """MOASHA's stopped trials (trial id -> rung) from the search's rung book; {} without one."""
+    import json
+
+    from .settings import RUNGS_JSON, _exists, _read_bytes
+
+    path = f"{uri}/{RUNGS_JSON}"
+    if not _exists(path):
+        return {}
+    try:
+        return {str(k): int(v) for k, v in json.loads(_read_bytes(path)).get("stopped", {}).items()}
+    except (OSError, ValueError, AttributeError) as e:
+        log.warning("could not read %s: %s", path, e)
+        return {}
 
 
 def _forget_staged_copies(trials: list[Any]) -> None:
@@ -89,11 +110,13 @@ def _make_table_callback(
             self.finished: set[str] = set()  # ... and those Tune ended through on_trial_complete / on_trial_error
             self.interrupted = False  # the experiment ended with trials Tune stopped unfinished (Ctrl-C)
             self.previous: list[dict[str, Any]] = []  # the table as the last driver left it (--resume)
+            self.stopped: dict[str, int] = {}  # MOASHA's stops before the crash
             self.staged_cleared = False
 
         def setup(self, **info: Any) -> None:
             try:  # before the first write replaces it
                 self.previous = load_rows(f"{uri}/{TRIALS_PARQUET}")
+                self.stopped = _stopped(uri) if self.previous else {}
             except Exception as e:  # a torn table: Ray's snapshot is all there is
                 log.warning("could not read %s (%s); the table is rebuilt from Ray's snapshot", TRIALS_PARQUET, e)
 
@@ -105,7 +128,7 @@ def _make_table_callback(
         def _write(self, trials: list[Any]) -> pd.DataFrame:
             self.trials = list(trials)
             rows = [trial_row(t, base, self.ended.get(t.trial_id), self.times) for t in trials]
-            rows += _kept_rows(self.previous, {t.trial_id for t in trials})
+            rows += _kept_rows(self.previous, {t.trial_id for t in trials}, self.stopped)
             table = rows_to_arrow(rows)
             try:
                 write_parquet(table, f"{uri}/{TRIALS_PARQUET}")
