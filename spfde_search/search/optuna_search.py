@@ -127,6 +127,11 @@ def _optuna_search_class() -> type:
                 except Exception as e:  # a torn table: count nothing rather than fail the search
                     log.warning("could not read %s: %s", self.table_uri, e)
             self._lost = (os.getpid(), n)
+            if n:  # the sampler's random state is the snapshot's: it would propose the lost trials' points again
+                try:
+                    self._ot_study.sampler.reseed_rng()  # type: ignore[attr-defined]
+                except Exception as e:
+                    log.debug("sampler not reseeded: %s", e)
             return n
 
         def _full(self) -> bool:

@@ -232,3 +232,76 @@ def test_moasha_joint_search_on_fashion_mnist(tmp_path):
     tagged = {r.data.tags.get("spfde.trial_id"): r.data.tags.get("pareto") for r in trials}
     assert stopped_ids and all(tagged[t] == "false" for t in stopped_ids)
     assert parent.data.metrics["search_train_flops"] == pytest.approx(ray_total, rel=1e-9)
+
+
+def test_a_stopped_trial_stays_stopped_after_a_restart(tmp_path):
+    """Issue 23 (1): Ray's snapshot may predate MOASHA's stop, so a --resume reruns the stopped trial from its state;
+    the restored scheduler stops it again at its first result (the rung epoch it re-reports, or any later one)."""
+    from ray.tune.schedulers import TrialScheduler
+
+    state = str(tmp_path / "moasha_rungs.json")
+    s = make_moasha(epochs=6, grace_period=1, reduction_factor=3, state_uri=state)
+    r = {"epochs_total": 6, "run_train_flops": 1.0}
+    assert s.on_trial_result(None, _Trial("a"), {**r, "epoch": 1, "test_accuracy": 0.9}) == TrialScheduler.CONTINUE
+    assert s.on_trial_result(None, _Trial("b"), {**r, "epoch": 1, "test_accuracy": 0.5, "run_train_flops": 2.0}) \
+        == TrialScheduler.STOP
+    for _ in range(2):  # any number of resumes
+        s = make_moasha(epochs=6, grace_period=1, reduction_factor=3, state_uri=state)
+        for epoch in (1, 2):
+            assert s.on_trial_result(None, _Trial("b"), {**r, "epoch": epoch, "test_accuracy": 0.5,
+                                                         "run_train_flops": 2.0}) == TrialScheduler.STOP
+        assert s.on_trial_result(None, _Trial("a"), {**r, "epoch": 2, "test_accuracy": 0.9}) == TrialScheduler.CONTINUE
+    assert json.loads((tmp_path / "moasha_rungs.json").read_text())["stopped"] == {"b": 1}
+
+
+def test_rows_ray_never_saw_are_kept_with_their_decisions():
+    """Issue 23 (0): a row of the table before a crash whose trial Ray's older snapshot lacks keeps its result if it
+    ended; a running one is INTERRUPTED (its compute kept), or EARLY_STOPPED where MOASHA had stopped it at a rung
+    it reached; a pending one (nothing spent) goes; a trial Ray holds is Ray's to report."""
+    from spfde_search.search.callbacks import _kept_rows
+
+    rows = [
+        {"trial_id": "done", "status": "COMPLETED", "epochs_completed": 3, "spent_train_flops": 9.0},
+        {"trial_id": "ran", "status": "RUNNING", "epochs_completed": 2, "spent_train_flops": 6.0, "error": ""},
+        {"trial_id": "cut", "status": "RUNNING", "epochs_completed": 1, "spent_train_flops": 3.0, "error": ""},
+        {"trial_id": "wait", "status": "PENDING", "epochs_completed": 0, "spent_train_flops": 0.0},
+        {"trial_id": "ray", "status": "COMPLETED", "epochs_completed": 3, "spent_train_flops": 9.0},
+    ]
+    kept = {r["trial_id"]: r for r in _kept_rows(rows, {"ray"}, {"cut": 1})}
+    assert set(kept) == {"done", "ran", "cut"}
+    assert kept["done"] == rows[0]
+    assert kept["ran"]["status"] == "INTERRUPTED" and kept["ran"]["spent_train_flops"] == 6.0 and kept["ran"]["error"]
+    assert kept["cut"]["status"] == "EARLY_STOPPED" and kept["cut"]["epochs_completed"] == 1
+
+
+def test_driver_alive_follows_the_search_lock(tmp_path):
+    """Issue 23 (3): `spfde pareto` asks the folder's lock whether a driver still runs the search."""
+    from spfde_search.search import driver_alive
+    from spfde_search.search.lock import search_lock
+
+    folder = str(tmp_path / "s")
+    assert driver_alive(folder) is False  # never started here
+    with search_lock(folder, "s"):
+        assert driver_alive(folder) is True
+    assert driver_alive(folder) is False  # its driver ended (a SIGKILL drops the flock the same way)
+
+
+def test_resume_of_a_finished_search_says_so_and_changes_nothing(tmp_path):
+    """Issue 23 (4): nothing to resume: one line, exit 0, no Ray started, not a byte of the folder changed."""
+    from typer.testing import CliRunner
+
+    from spfde_search.cli import app
+    from spfde_search.search import SearchSettings
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    s = SearchSettings(name="f", space="smoke", storage_path=str(tmp_path), num_samples=2,
+                       tracking={"uri": None, "experiment": None, "enabled": False})
+    (folder / "search.json").write_text(json.dumps({"name": "f", "status": "finished", "finished": "2026-01-01",
+                                                    "counts": {"COMPLETED": 2}, "settings": s.model_dump(mode="json")}))
+    (folder / "trials.parquet").write_bytes(b"not read")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    res = CliRunner().invoke(app, ["search", "--resume", "f", "--storage-path", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "already finished" in res.output and "2 trials" in res.output and "nothing to resume" in res.output
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

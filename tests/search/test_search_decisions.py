@@ -44,7 +44,7 @@ def _stop_at(driver: subprocess.Popen, parquet: Path, log: Path, done_before: se
         if df is None:
             return None
         ended = set(df.loc[df["status"].isin(TERMINAL), "trial_id"])
-        running = (df["status"] == "RUNNING") & (df["epochs_completed"] >= 1) & ~df["trial_id"].isin(done_before)
+        running = (df["status"] == "RUNNING") & ~df["trial_id"].isin(done_before)
         if ended - done_before and running.any() and (not need_stop or (df["status"] == "EARLY_STOPPED").any()):
             return df
         return None
@@ -69,7 +69,8 @@ def _kept(before: pd.DataFrame, after: pd.DataFrame) -> None:
 
 
 def _epochs_run(folder: Path, tid: str) -> int:
-    """The highest epoch any run of the trial ever reported to Ray (its result.json files)."""
+    """The highest epoch any run of the trial reported to Ray that reached storage (its result.json: Ray uploads it
+    with its snapshots, so a killed run's may be missing)."""
     out = 0
     for rj in folder.glob(f"trial_{tid}*/result.json"):
         for ln in rj.read_text().splitlines():
@@ -99,7 +100,7 @@ def test_crash_resume_crash_resume_between_snapshots_keeps_every_decision(tmp_pa
     # Ray snapshots its experiment at the first step and on a clean stop only: every SIGKILL below comes after
     # trials Ray's snapshot never saw ended
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "3600"}
-    cmd = [*_search_cmd(tmp_path, name, samples=10, epochs=3), "--early-stopping", "moasha", "--reduction-factor", "4"]
+    cmd = [*_search_cmd(tmp_path, name, samples=12, epochs=3), "--early-stopping", "moasha", "--reduction-factor", "4"]
     logs = [tmp_path / f"driver{i}.log" for i in range(4)]
 
     # 1. SIGKILL right after MOASHA's first stop, with a trial running
@@ -160,15 +161,18 @@ def test_crash_resume_crash_resume_between_snapshots_keeps_every_decision(tmp_pa
                          capture_output=True, text=True, timeout=1500, env=env, start_new_session=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     final = pd.read_parquet(parquet)
-    assert len(final) == 10 and final["trial_id"].is_unique, final[["trial_id", "status"]]
+    assert len(final) == 12 and final["trial_id"].is_unique, final[["trial_id", "status"]]
     assert set(final["status"]) <= ENDED, final[["trial_id", "status"]]
     for before in (a, b, c, after_c):
         _kept(before, final)
     for r in pd.concat([a, b, c]).drop_duplicates("trial_id").itertuples():
         if r.status in TERMINAL:  # an ended trial is never trained again, past where it ended
-            assert _epochs_run(folder, r.trial_id) == r.epochs_completed, (r.trial_id, r.status)
-    lost = final[final["status"] == "INTERRUPTED"]
-    assert (lost["spent_train_flops"] > 0).all(), lost  # a trial Ray never saw is recorded with its compute
+            assert _epochs_run(folder, r.trial_id) <= r.epochs_completed, (r.trial_id, r.status)
+    for before in (a, b):  # a trial running at a SIGKILL that Ray's snapshot never saw keeps the compute it spent
+        for r in before[before["status"] == "RUNNING"].itertuples():
+            row = final[final["trial_id"] == r.trial_id]
+            if len(row) and row["status"].iloc[0] == "INTERRUPTED":
+                assert row["spent_train_flops"].iloc[0] >= r.spent_train_flops, (r.trial_id, row.to_dict("records"))
     _rungs_agree(folder, final)
     meta = json.loads((folder / "search.json").read_text())
     assert meta["status"] == "finished" and len(meta["resumed"]) == 3
