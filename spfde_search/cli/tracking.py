@@ -111,7 +111,7 @@ def pareto(
     except TrackingUnavailable as e:
         _fail(str(e))
     gone = _driver_gone(parent, df, name)
-    if gone:
+    if gone and len(df):
         df.loc[df["status"].isin(["RUNNING", "PENDING"]), "status"] = "INTERRUPTED"
     front = frontier_table(df)
     knee = knee_trial(front)
