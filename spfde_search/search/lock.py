@@ -109,10 +109,11 @@ def _uri_lock(uri: str, name: str) -> Iterator[None]:
 def driver_alive(uri: str) -> bool | None:
     """Whether a driver holds the lock of the search folder ``uri`` now: a shared ``flock`` probe on a local path
     (it never blocks the holder's exclusive lock, and the kernel drops that lock when a driver dies, even by
-    SIGKILL); on URI storage, whether the lock file's pid is alive on this host. None: cannot tell (another host)."""
+    SIGKILL); on URI storage, whether the lock file's pid is alive on this host. None: cannot tell (another host, or
+    no lock file here)."""
     if is_uri(uri):
         if not exists(f"{uri}/{LOCK_FILE}"):
-            return False
+            return False  # the lock file goes with its driver
         try:
             holder = json.loads(read_bytes(f"{uri}/{LOCK_FILE}"))
         except (OSError, ValueError):
@@ -123,10 +124,8 @@ def driver_alive(uri: str) -> bool | None:
     import fcntl
 
     path = Path(uri) / LOCK_FILE
-    try:
+    try:  # no folder or no lock file here: the search lives on another machine (or predates the lock)
         fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
     except OSError:
         return None
     try:
