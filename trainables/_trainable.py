@@ -2,7 +2,9 @@
 ``ray.tune.report`` per epoch with a checkpoint, resumed from ``ray.tune.get_checkpoint()``.
 
 The trainer state is kept by the trainable itself under the search's folder (``_state.py`` says why); the
-checkpoint reported to Ray is only a pointer, the epoch's metrics.
+checkpoint reported to Ray is only a pointer, the epoch's metrics. A trial the driver saw end (``ended.json``) and
+that Ray runs again (its snapshot predates the end) reports that end again and trains nothing; a resumed trial
+reports its restored epoch first, so the scheduler decides on it again.
 
 A point that cannot run (config rejected, impossible freezing target, over the FLOPs budget) reports once,
 with ``infeasible=True`` and the reason, and returns without loading data or training. A diverging loss
