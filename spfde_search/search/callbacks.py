@@ -60,13 +60,14 @@ def _stopped(uri: str) -> dict[str, int]:
     """MOASHA's stopped trials (trial id -> rung) from the search's rung book; {} without one."""
     import json
 
-    from .settings import RUNGS_JSON, _exists, _read_bytes
+    from ..storage import exists, read_bytes
+    from .settings import RUNGS_JSON
 
     path = f"{uri}/{RUNGS_JSON}"
-    if not _exists(path):
+    if not exists(path):
         return {}
     try:
-        return {str(k): int(v) for k, v in json.loads(_read_bytes(path)).get("stopped", {}).items()}
+        return {str(k): int(v) for k, v in json.loads(read_bytes(path)).get("stopped", {}).items()}
     except (OSError, ValueError, AttributeError) as e:
         log.warning("could not read %s: %s", path, e)
         return {}
