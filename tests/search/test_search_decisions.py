@@ -18,7 +18,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from test_search_faults import (
-    ROOT,
     SPFDE,
     TERMINAL,
     check_mlflow_matches_table,
@@ -113,7 +112,7 @@ def test_crash_resume_crash_resume_between_snapshots_keeps_every_decision(tmp_pa
         kill_group(driver)
     wait_until(lambda: not group_alive(driver.pid), 180, "the killed search's processes to exit")
     # spfde pareto says the driver is gone instead of showing the search as running
-    r = subprocess.run([*SPFDE, "pareto", name, "--all", "--tracking-uri", f"sqlite:///{db}"], cwd=ROOT,
+    r = subprocess.run([*SPFDE, "pareto", name, "--all", "--tracking-uri", f"sqlite:///{db}"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "is gone" in r.stderr and f"--resume {name}" in r.stderr, r.stderr
@@ -157,7 +156,7 @@ def test_crash_resume_crash_resume_between_snapshots_keeps_every_decision(tmp_pa
     wait_until(lambda: not group_alive(driver.pid), 180, "the stopped search's processes to exit")
 
     # 4. --resume to the end
-    res = subprocess.run([*SPFDE, "search", "--resume", name, "--storage-path", str(tmp_path / "runs")], cwd=ROOT,
+    res = subprocess.run([*SPFDE, "search", "--resume", name, "--storage-path", str(tmp_path / "runs")], cwd=tmp_path,
                          capture_output=True, text=True, timeout=1500, env=env, start_new_session=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     final = pd.read_parquet(parquet)
@@ -181,7 +180,7 @@ def test_crash_resume_crash_resume_between_snapshots_keeps_every_decision(tmp_pa
 
     # 5. --resume of the finished search: says so, starts nothing, changes nothing, exits 0
     files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
-    res = subprocess.run([*SPFDE, "search", "--resume", name, "--storage-path", str(tmp_path / "runs")], cwd=ROOT,
+    res = subprocess.run([*SPFDE, "search", "--resume", name, "--storage-path", str(tmp_path / "runs")], cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "already finished" in res.stdout and "nothing to resume" in res.stdout, res.stdout
