@@ -91,12 +91,15 @@ def check_mlflow_matches_table(db: Path, name: str, df: pd.DataFrame) -> None:
     status = dict(zip(df["trial_id"], df["status"], strict=True))
     assert {r.data.tags["spfde.trial_id"]: r.data.tags["spfde.status"] for r in runs} == status
     done = df[(df["status"] == "COMPLETED") & df["full_budget"]]
-    want = independent_front({r.trial_id: (r.test_accuracy, r.train_flops) for r in done.itertuples()})
+    # these searches are on 10-class Fashion-MNIST: a trial at or below chance + 1 point never enters the front
+    fair = done[done["test_accuracy"] > 0.1 + 0.01]
+    want = independent_front({r.trial_id: (r.test_accuracy, r.train_flops) for r in fair.itertuples()})
     assert {r.data.tags["spfde.trial_id"] for r in runs if r.data.tags.get("pareto") == "true"} == want
     m = parent.data.metrics
     assert m["trials_completed"] == len(done) and m["frontier_size"] == len(want)
     assert m["best_test_accuracy"] == pytest.approx(done["test_accuracy"].max())
-    hv = hypervolume(done["test_accuracy"].to_numpy(float), done["flops_ratio"].to_numpy(float), ref=(0.0, 1.0))
+    hv = hypervolume(fair["test_accuracy"].to_numpy(float), fair["flops_ratio"].to_numpy(float), ref=(0.0, 1.0)) \
+        if len(fair) else 0.0
     assert m["hypervolume"] == pytest.approx(hv)
     assert parent.info.status == "FINISHED"
 
