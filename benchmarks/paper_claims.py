@@ -823,8 +823,8 @@ def before_md(st: dict[str, Stat], before: Path | None) -> list[str]:
         lines.append([name, _ms(b), _ms(s), p.fmt(), more_accurate(p)])
     if not lines:
         return []
-    return ["", f"Before/after (issue 9): the same rows in `{C.rel_path(before)}` (the trainer before issue 9's fixes; "
-            "same sizes and seeds, so paired on the seeds both have; 'now' in fp32 as 'before' was):", "",
+    return ["", f"Before/after: the same rows in `{C.rel_path(before)}` (an earlier trainer; same sizes and seeds, "
+            "so paired on the seeds both have):", "",
             C.md_table(["row", "before (mean ± std)", "now (mean ± std)", "now − before, points", "rule"], lines)]
 
 
