@@ -76,6 +76,10 @@ class DataConfig(_Section):
     root: str | None = Field(None, description="where the data lives (default: the data set's usual place)")
     train_subset: int | None = Field(None, ge=10, description="seeded class-balanced training subset size (None = all)")
     test_subset: int | None = Field(None, ge=10, description="seeded class-balanced test subset size (None = all)")
+    val_size: int | None = Field(
+        None, ge=0, description="validation images that every selection reads (class-balanced, seeded by `seed`): "
+        "drawn outside data.train_subset when there is room, else carved out of the training set; 0 = none (selects "
+        "on test); None = automatic: 0 for `spfde train`, min(5000, test set) for `spfde search` (docs/search.md)")
     augment: bool = Field(True, description="random crop (pad 4, or 2 for 28x28) + horizontal flip on the device")
     image_size: int = Field(224, ge=16, le=1024, description="crop size for imagefolder data")
     num_workers: int = Field(4, ge=0, le=64, description="DataLoader workers for imagefolder data")
@@ -104,7 +108,7 @@ class TrainConfig(_Section):
         "auto", description="auto = on wherever precision resolves to native bf16 (CUDA, bf16 CPUs), else off")
     threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads (None = torch's default)")
     eval_batch_size: int = Field(1024, ge=1)
-    eval_every: int = Field(1, ge=1, le=10_000, description="evaluate the test set every k epochs, and always after the last")
+    eval_every: int = Field(1, ge=1, le=10_000, description="evaluate every k epochs, and always after the last (validation if data.val_size > 0, else test)")
 
     @model_validator(mode="after")
     def _lr_order(self) -> TrainConfig:

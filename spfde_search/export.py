@@ -34,6 +34,21 @@ class Exported:
     test_accuracy: float
     train_flops: float
     flops_ratio: float
+    val_accuracy: float = float("nan")  # what chose it (NaN: a search without a validation split chose on test)
+
+
+def selected_on(front: pd.DataFrame) -> str:
+    """The accuracy column picks and filters read: ``val_accuracy``, else ``test_accuracy`` (no validation)."""
+    from spfde_search.pareto import selection_metric
+
+    return selection_metric(front["val_accuracy"] if "val_accuracy" in front.columns else None)
+
+
+def check_max_flops(max_flops: float | None) -> None:
+    """ValueError (one line) unless ``max_flops`` is None or a positive finite number (``--max-flops``)."""
+    if max_flops is not None and not (max_flops > 0 and math.isfinite(max_flops)):
+        raise ValueError(f"--max-flops must be a positive number (a ratio of dense training <= 1, e.g. 0.1, or "
+                         f"absolute training FLOPs, e.g. 2.5e12), got {max_flops}")
 
 
 def _accuracy_threshold(min_accuracy: float, accuracies: pd.Series) -> float:
@@ -47,33 +62,34 @@ def choose(front: pd.DataFrame, pick: str, *, max_flops: float | None = None,
            min_accuracy: float | None = None) -> pd.DataFrame:
     """Rows of the frontier table to export, each with a ``pick`` column.
 
-    ``front`` holds the frontier (columns ``test_accuracy``, ``train_flops``, ``flops_ratio``, ...). Filters:
-    ``max_flops`` bounds absolute training FLOPs (a value <= 1 bounds the FLOPs *ratio* instead), ``min_accuracy``
-    bounds test accuracy. ``knee`` is ``pareto.knee_point`` on the filtered frontier.
+    ``front`` holds the frontier (columns ``val_accuracy``, ``test_accuracy``, ``train_flops``, ``flops_ratio``,
+    ...). Filters: ``max_flops`` bounds absolute training FLOPs (a value <= 1 bounds the FLOPs *ratio* instead),
+    ``min_accuracy`` bounds validation accuracy. ``knee`` is ``pareto.knee_point`` on the filtered frontier. Every
+    choice reads validation accuracy (``selected_on``); test accuracy never chooses.
     """
     if pick not in PICKS:
         raise ValueError(f"unknown pick {pick!r}; choose one of {', '.join(PICKS)}")
+    check_max_flops(max_flops)
+    acc = selected_on(front)
     df = front.copy()
     if max_flops is not None:
-        if not (max_flops > 0 and math.isfinite(max_flops)):
-            raise ValueError(f"--max-flops must be a positive number, got {max_flops}")
         col = "flops_ratio" if max_flops <= 1 else "train_flops"
         df = df[df[col] <= max_flops]
     if min_accuracy is not None:
-        df = df[df["test_accuracy"] >= _accuracy_threshold(min_accuracy, front["test_accuracy"])]
-    df = df.sort_values(["train_flops", "test_accuracy"], ascending=[True, False]).reset_index(drop=True)
+        df = df[df[acc] >= _accuracy_threshold(min_accuracy, front[acc])]
+    df = df.sort_values(["train_flops", acc], ascending=[True, False]).reset_index(drop=True)
     if not len(df):
         return df.assign(pick=pd.Series(dtype=str))
     if pick == "all":
         return df.assign(pick="all")
     if pick == "max-accuracy":
-        i = int(df["test_accuracy"].idxmax())
+        i = int(df[acc].idxmax())
     elif pick == "min-flops":
         i = int(df["train_flops"].idxmin())
     else:
         from spfde_search.pareto import knee_point
 
-        k = knee_point(df["test_accuracy"].tolist(), df["train_flops"].tolist())
+        k = knee_point(df[acc].tolist(), df["train_flops"].tolist())
         if k is None:
             return df.iloc[[]].assign(pick=pd.Series(dtype=str))
         i = int(k)
@@ -85,6 +101,8 @@ def _header(search: str, row: pd.Series, pick: str, uri: str, cfg: Config) -> st
     lines = [
         f"SpFDE Search export: search {search!r}, pick {pick}",
         f"source MLflow run: {row['run_id']} (trial {row['trial_id']}) at {uri}",
+        f"validation accuracy: {float(row.get('val_accuracy', float('nan'))):.6g} (what selected it; nan: no "
+        "validation split, selected on test)",
         f"test accuracy: {float(row['test_accuracy']):.6g}",
         f"training FLOPs: {float(row['train_flops']):.0f}",
         f"training FLOPs ratio (vs dense): {float(row['flops_ratio']):.6g}",
@@ -136,7 +154,8 @@ def export_search(search: str, pick: str, out: str | Path, *, tracking_uri: str 
     if not len(chosen):
         raise LookupError(f"no frontier schedule of {search!r} passes the filters (max_flops={max_flops}, "
                           f"min_accuracy={min_accuracy}); the frontier spans accuracy "
-                          f"{front['test_accuracy'].min():.4g}..{front['test_accuracy'].max():.4g} and training "
+                          f"{front[selected_on(front)].min():.4g}..{front[selected_on(front)].max():.4g} "
+                          f"({selected_on(front)}) and training "
                           f"FLOPs {front['train_flops'].min():.4g}..{front['train_flops'].max():.4g}")
     from mlflow import MlflowClient
 
@@ -153,5 +172,6 @@ def export_search(search: str, pick: str, out: str | Path, *, tracking_uri: str 
         path = outdir / f"{_slug(search)}-{pick}-{_slug(str(row['trial_id']))}.yaml"
         path.write_text(config_to_yaml(cfg, header=_header(search, row, pick, uri, cfg)))
         written.append(Exported(path, pick, str(row["trial_id"]), str(row["run_id"]),
-                                float(row["test_accuracy"]), float(row["train_flops"]), float(row["flops_ratio"])))
+                                float(row["test_accuracy"]), float(row["train_flops"]), float(row["flops_ratio"]),
+                                float(row.get("val_accuracy", float("nan")))))
     return written

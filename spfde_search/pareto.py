@@ -14,13 +14,20 @@ Conventions (golden-tested in ``tests/test_pareto.py``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 __all__ = [
     "CHANCE_FRONT_MARGIN",
     "above_chance",
+    "VAL_ACCURACY",
+    "TEST_ACCURACY",
+    "BUDGET_RATIOS",
+    "selection_metric",
+    "best_within",
     "non_dominated",
     "front_indices",
     "hypervolume",
@@ -35,6 +42,33 @@ __all__ = [
 ]
 
 ArrayLike = Sequence[float] | np.ndarray
+
+VAL_ACCURACY, TEST_ACCURACY = "val_accuracy", "test_accuracy"
+BUDGET_RATIOS = (0.05, 0.1, 0.2)  # the parent run's best-at-budget metrics: FLOPs ratios to dense training
+
+
+def selection_metric(val_values: Iterable[Any] | None) -> str:
+    """The accuracy everything that chooses reads (the sampler, the rungs, the front, the knee, the hypervolume,
+    export): ``val_accuracy`` when any of ``val_values`` (the trials' validation accuracies) is a finite number,
+    else ``test_accuracy`` (``data.val_size`` 0, or a search from before validation existed), which every output
+    then names. The one place this rule lives."""
+    for v in val_values if val_values is not None else ():
+        try:
+            if v is not None and not isinstance(v, bool) and math.isfinite(float(v)):
+                return VAL_ACCURACY
+        except (TypeError, ValueError):
+            continue
+    return TEST_ACCURACY
+
+
+def best_within(acc: ArrayLike, ratio: ArrayLike, max_ratio: float) -> int | None:
+    """Index of the most accurate point whose FLOPs ratio is at most ``max_ratio`` (a tie goes to the cheaper
+    point, then the first); None when no point with finite coordinates fits. "The answer at a budget"."""
+    a, r = _pair(acc, ratio)
+    ok = np.flatnonzero(np.isfinite(a) & np.isfinite(r) & (r <= max_ratio))
+    if not ok.size:
+        return None
+    return int(min(ok, key=lambda i: (-a[i], r[i], i)))
 
 
 def _pair(acc: ArrayLike, cost: ArrayLike) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,8 @@ if TYPE_CHECKING:  # pandas/matplotlib load lazily: ``format_flops`` serves ``sp
 
 __all__ = [
     "PAPER_POINTS", "CHANCE_MARGIN", "paper_point_label", "format_flops", "display_params", "format_params",
-    "chance_accuracy", "chance_of_config", "chance_warning", "knee_trial", "answer_table", "plot_table",
+    "chance_accuracy", "chance_of_config", "chance_warning", "knee_trial", "selection_note", "answer_table",
+    "plot_table",
     "frontier_figure", "frontier_png", "frontier_html", "brief",
 ]
 
@@ -196,7 +197,7 @@ def knee_trial(trials: pd.DataFrame) -> str | None:
     front = trials[trials["pareto"].fillna(False).astype(bool)]
     if not len(front):
         return None
-    k = knee_point(front["test_accuracy"].astype(float).tolist(), front["train_flops"].astype(float).tolist())
+    k = knee_point(front[_selected(front)].astype(float).tolist(), front["train_flops"].astype(float).tolist())
     return None if k is None else str(front["trial_id"].iloc[int(k)])
 
 
@@ -208,19 +209,23 @@ def answer_table(rows: pd.DataFrame, title: str, *, knee: str | None, base: Mapp
     The knee gets the word ``knee`` in its own column (no ``*``); FLOPs read as ``format_flops``; parameters as
     ``format_params`` against ``base``; ``reason`` shows why a trial failed or was infeasible. Given a ``width``
     (a terminal's) the table would overflow, the parameters, reasons and run ids go on lines under each row
-    instead (``stacked_table``): rich would otherwise truncate parameter names (``sieving.frac…``).
+    instead (``stacked_table``): rich would otherwise truncate parameter names (``sieving.frac…``). Validation accuracy (what
+    selects) comes first and test accuracy (reported only) beside it; a search without a validation split shows
+    test alone, and its title says it selects on test (``selection_note``).
     """
     from rich.table import Table
 
     cols: list[tuple[str, str]] = [("knee", "left"), ("trial", "left")]
     cols += [("status", "left")] * status + [("frontier", "left")] * frontier
+    cols += [("val acc", "right")] * _has_val(rows)
     cols += [("test acc", "right"), ("training FLOPs", "right"), ("ratio to dense", "right")]
     records = []
     for r in rows.to_dict("records"):
-        acc, ratio = r.get("test_accuracy"), r.get("flops_ratio")
+        val, acc, ratio = r.get("val_accuracy"), r.get("test_accuracy"), r.get("flops_ratio")
         ok = str(r.get("status", "")) not in ("FAILED", "INFEASIBLE")
         cells = ["knee" if knee is not None and str(r.get("trial_id")) == knee else "", str(r.get("trial_id", ""))]
         cells += [str(r.get("status", ""))] * status + (["yes" if r.get("pareto") else ""] if frontier else [])
+        cells += [f"{float(val):.4f}" if ok and _finite(val) else "-"] * _has_val(rows)
         cells += [f"{float(acc):.4f}" if ok and _finite(acc) else "-",
                   format_flops(r.get("train_flops")) if ok else "-", f"{float(ratio):.4f}" if _finite(ratio) else "-"]
         under = {"parameters": format_params(r.get("params"), base, sep="\0")}
@@ -298,6 +303,22 @@ def _pack(items: list[str], room: int) -> list[str]:
     return lines
 
 
+def _selected(df: pd.DataFrame) -> str:
+    from spfde_search.pareto import selection_metric
+
+    return selection_metric(df["val_accuracy"] if "val_accuracy" in df.columns else None)
+
+
+def _has_val(df: pd.DataFrame) -> bool:
+    return _selected(df) == "val_accuracy"
+
+
+def selection_note(df: pd.DataFrame) -> str:
+    """'' when ``df`` selects on validation accuracy; else the warning every output of such a search carries."""
+    return "" if _has_val(df) else ("selected on TEST accuracy (no validation split: data.val_size 0, or a search "
+                                    "from before validation); its front is optimistically biased")
+
+
 def _finite(x: Any) -> bool:
     try:
         return x is not None and not isinstance(x, bool) and math.isfinite(float(x))
@@ -345,7 +366,7 @@ def _numeric(trials: pd.DataFrame) -> pd.DataFrame:
     if "pareto" not in df.columns:
         df["pareto"] = False
     df["pareto"] = df["pareto"].fillna(False).astype(bool)
-    for col in ("test_accuracy", "train_flops", "flops_ratio"):
+    for col in ("val_accuracy", "test_accuracy", "train_flops", "flops_ratio"):
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else math.nan
     if "status" not in df.columns:
         df["status"] = "COMPLETED"
@@ -353,10 +374,10 @@ def _numeric(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """Rows drawn as points: trained (not FAILED / INFEASIBLE) with a test accuracy and a FLOPs ratio; adds
-    ``paper_point`` and ``knee``."""
+    """Rows drawn as points: trained (not FAILED / INFEASIBLE) with a selection accuracy (validation, else test)
+    and a FLOPs ratio; adds ``paper_point`` and ``knee``."""
     df = _numeric(trials)
-    df = df[df["test_accuracy"].notna() & df["flops_ratio"].notna() & ~df["status"].isin(["FAILED", "INFEASIBLE"])]
+    df = df[df[_selected(trials)].notna() & df["flops_ratio"].notna() & ~df["status"].isin(["FAILED", "INFEASIBLE"])]
     configs = df["config"] if "config" in df.columns else [None] * len(df)
     df = df.assign(paper_point=[paper_point_label(c) for c in configs]).reset_index(drop=True)
     knee = knee_trial(df)
@@ -390,6 +411,7 @@ def frontier_figure(trials: pd.DataFrame, title: str | None = None, *, flops_bud
     from matplotlib.transforms import blended_transform_factory
 
     df = plot_table(trials)
+    y = _selected(trials)
     fig = Figure(figsize=(8, 5.5), dpi=120)
     ax = fig.add_subplot()
     labels: list[tuple[str, float, float, str, bool]] = []  # text, x, y, gid, below: placed once the limits are known
@@ -397,30 +419,30 @@ def frontier_figure(trials: pd.DataFrame, title: str | None = None, *, flops_bud
     stopped = df["status"].isin(_STOPPED) | ~full
     other = df[stopped]
     if len(other):
-        ax.scatter(other["flops_ratio"], other["test_accuracy"], s=30, c="gray", marker="x",
+        ax.scatter(other["flops_ratio"], other[y], s=30, c="gray", marker="x",
                    label=f"stopped early / partial budget ({len(other)})", gid="stopped")
     rest = df[~stopped & ~df["pareto"]]
     if len(rest):
-        ax.scatter(rest["flops_ratio"], rest["test_accuracy"], s=24, c="tab:blue", alpha=0.7,
+        ax.scatter(rest["flops_ratio"], rest[y], s=24, c="tab:blue", alpha=0.7,
                    label=f"completed, dominated ({len(rest)})", gid="dominated")
     front = df[df["pareto"]].sort_values("flops_ratio")
     if len(front):
-        ax.step(front["flops_ratio"], front["test_accuracy"], where="post", c="tab:red", lw=1.5, alpha=0.8)
-        ax.scatter(front["flops_ratio"], front["test_accuracy"], s=60, c="tab:red", edgecolors="black",
+        ax.step(front["flops_ratio"], front[y], where="post", c="tab:red", lw=1.5, alpha=0.8)
+        ax.scatter(front["flops_ratio"], front[y], s=60, c="tab:red", edgecolors="black",
                    zorder=3, label=f"Pareto frontier ({len(front)})", gid="frontier")
-        for (x, y), ids in front.groupby(["flops_ratio", "test_accuracy"], sort=False)["trial_id"]:
-            labels.append((", ".join(map(str, ids)), x, y, "trial-label", False))  # identical points: one label
+        for (px, py), ids in front.groupby(["flops_ratio", y], sort=False)["trial_id"]:
+            labels.append((", ".join(map(str, ids)), px, py, "trial-label", False))  # identical points: one label
     knee = df[df["knee"]]
     if len(knee):
-        ax.scatter(knee["flops_ratio"], knee["test_accuracy"], s=220, marker="D", facecolors="none",
+        ax.scatter(knee["flops_ratio"], knee[y], s=220, marker="D", facecolors="none",
                    edgecolors="black", linewidths=2, zorder=5,
                    label=f"knee: trial {knee['trial_id'].iloc[0]}", gid="knee")
     paper = df[df["paper_point"] != ""]
     if len(paper):
-        ax.scatter(paper["flops_ratio"], paper["test_accuracy"], s=160, marker="*", c="gold",
+        ax.scatter(paper["flops_ratio"], paper[y], s=160, marker="*", c="gold",
                    edgecolors="black", zorder=4, label="paper's hand-picked points", gid="paper")
         for _, r in paper.iterrows():
-            labels.append((r["paper_point"], r["flops_ratio"], r["test_accuracy"], "paper-label", True))
+            labels.append((r["paper_point"], r["flops_ratio"], r[y], "paper-label", True))
     bad = _infeasible(trials)
     if len(bad):  # no accuracy: drawn on the bottom edge at the FLOPs they would have cost
         ax.scatter(bad["flops_ratio"], [0.03] * len(bad), transform=blended_transform_factory(ax.transData,
@@ -431,11 +453,11 @@ def frontier_figure(trials: pd.DataFrame, title: str | None = None, *, flops_bud
                    label=f"FLOPs budget ({flops_budget:.3g}x dense)", gid="budget")
     _place_labels(ax, labels)
     ax.set_xlabel("training FLOPs (fraction of dense training)")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel("validation accuracy" if y == "val_accuracy" else "test accuracy (selected on test: no validation split)")
     head = _title(trials, title)
-    warn = chance_warning(df["test_accuracy"].max() if len(df) else None, chance)
+    warn = chance_warning(df[y].max() if len(df) else None, chance)
     if warn:
-        head += f"\nwarning: best accuracy {df['test_accuracy'].max():.3f} is near chance ({chance:.3f})"
+        head += f"\nwarning: best accuracy {df[y].max():.3f} is near chance ({chance:.3f})"
     ax.set_title(head, fontsize=10, color="firebrick" if warn else "black")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -470,7 +492,8 @@ def frontier_png(trials: pd.DataFrame, path: str | Path, title: str | None = Non
 
 def _hover(r: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> str:
     lines = [f"trial {r.get('trial_id', '')} ({r.get('status', '')})" + ("  KNEE" if r.get("knee") else ""),
-             f"test accuracy {float(r['test_accuracy']):.4f}",
+             *([f"validation accuracy {float(r['val_accuracy']):.4f}"] if _finite(r.get("val_accuracy")) else []),
+             f"test accuracy {float(r['test_accuracy']):.4f}" if _finite(r.get("test_accuracy")) else "test accuracy -",
              f"training FLOPs {format_flops(r.get('train_flops'))} ({float(r['flops_ratio']):.4f}x dense)"]
     if r.get("run_id"):
         lines.append(f"MLflow run {r['run_id']}")
@@ -480,11 +503,15 @@ def _hover(r: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> str:
     return "\n".join(lines)
 
 
+def _acc(v: Any) -> str:
+    return f"{float(v):.4f}" if _finite(v) else "-"
+
+
 def _svg_with_titles(fig: Figure, df: pd.DataFrame, base: Mapping[str, Any] | None = None) -> str:
     """The figure as inline SVG; every trial gets an invisible hit target whose <title> is its hover text."""
     ax = fig.axes[0]
     for _, r in df.iterrows():
-        ax.plot([r["flops_ratio"]], [r["test_accuracy"]], "o", ms=12, alpha=0.0,
+        ax.plot([r["flops_ratio"]], [r[_selected(df)]], "o", ms=12, alpha=0.0,
                 gid=f"point-{re.sub(r'[^A-Za-z0-9_-]', '_', str(r.get('trial_id', '')))}")
     buf = io.StringIO()
     fig.savefig(buf, format="svg")
@@ -510,12 +537,12 @@ def frontier_html(trials: pd.DataFrame, path: str | Path, title: str | None = No
     rows = []
     for _, r in front.iterrows():
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
-            "knee" if r["knee"] else "", r.get("trial_id", ""), f"{float(r['test_accuracy']):.4f}",
+            "knee" if r["knee"] else "", r.get("trial_id", ""), _acc(r.get("val_accuracy")), _acc(r.get("test_accuracy")),
             format_flops(r.get("train_flops")), f"{float(r['flops_ratio']):.4f}",
             format_params(r.get("params"), base), r.get("paper_point", ""), r.get("run_id", ""))) + "</tr>")
-    warn = chance_warning(df["test_accuracy"].max() if len(df) else None, chance)
+    warn = chance_warning(df[_selected(trials)].max() if len(df) else None, chance)
     head = html.escape(_title(trials, title)).replace("\n", "<br>")
-    cols = "".join(f"<th>{c}</th>" for c in ("knee", "trial", "test acc", "training FLOPs", "ratio to dense",
+    cols = "".join(f"<th>{c}</th>" for c in ("knee", "trial", "val acc", "test acc", "training FLOPs", "ratio to dense",
                                             "parameters", "paper point", "MLflow run"))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title or 'Pareto frontier')}</title>
@@ -529,11 +556,12 @@ tr:has(td:first-child:not(:empty)) {{ background: #fff3c4; font-weight: 600; }}
 </style></head><body>
 <h3>{head}</h3>
 {f'<p class="warn">warning: {html.escape(warn)}</p>' if warn else ''}
+{f'<p class="warn">{html.escape(selection_note(trials))}</p>' if selection_note(trials) else ''}
 <p>Hover a point for its trial, parameters and MLflow run.</p>
 {svg}
 <h4>Pareto frontier ({len(front)} of {len(trials)} trials), cheapest first</h4>
 <table><thead><tr>{cols}</tr></thead><tbody>
-{chr(10).join(rows) if rows else '<tr><td colspan="8">no completed full-budget trial yet</td></tr>'}
+{chr(10).join(rows) if rows else '<tr><td colspan="9">no completed full-budget trial yet</td></tr>'}
 </tbody></table>
 </body></html>
 """

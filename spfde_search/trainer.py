@@ -49,7 +49,7 @@ class EpochMetrics:
     epoch: int  # completed epochs (1-based)
     loss: float
     train_accuracy: float
-    test_accuracy: float | None  # None where this epoch was not evaluated (train.eval_every, eval_epochs)
+    test_accuracy: float | None  # None where not evaluated: with a validation split, only the last epoch is
     train_flops: int  # cumulative, measured
     predicted_train_flops: int  # cumulative, from the config alone
     dense_train_flops: int  # whole run, dense, full set
@@ -63,6 +63,7 @@ class EpochMetrics:
     regrown_fraction: float = 0.0  # weights grown at this epoch's boundary / weights of the sparse layers
     forgetting_events: int = 0  # events in the window that ranked this boundary's sieve step (0: no sieve step)
     moved_with_events: int = 0  # samples moved out at this boundary that had >= 1 forgetting event in the window
+    val_accuracy: float | None = None  # validation (data.val_size): where evaluated (train.eval_every, eval_epochs)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,8 +73,11 @@ class Trainer:
     """Runs one config. ``for m in trainer.epochs(): ...`` then ``trainer.summary()``.
 
     ``eval_epochs``: completed-epoch numbers (1-based, as ``EpochMetrics.epoch``) that are evaluated on top of
-    ``train.eval_every`` and the last epoch, so a rung-based scheduler (ASHA) sees a test accuracy at each of
-    its rungs; it may also be changed later through the ``eval_epochs`` attribute (a set).
+    ``train.eval_every`` and the last epoch, so a rung-based scheduler (ASHA) sees an accuracy at each of its
+    rungs; it may also be changed later through the ``eval_epochs`` attribute (a set).
+
+    With a validation split (``data.val_size`` > 0) those epochs evaluate validation, which is what selects, and
+    the test set is evaluated once, after the last epoch, only to be reported; without one they evaluate test.
     """
 
     def __init__(
@@ -280,7 +284,10 @@ class Trainer:
                 )
             seen = sum(sizes)
             loss_sum = float((loss_host * torch.tensor(sizes, dtype=loss_host.dtype)).sum())
-            test_acc = self.evaluate() if ep.evaluate or (e + 1) in self.eval_epochs else None
+            scheduled = ep.evaluate or (e + 1) in self.eval_epochs
+            has_val = self.data.spec.num_val > 0
+            val_acc = self.evaluate("val") if has_val and scheduled else None
+            test_acc = self.evaluate("test") if (e + 1 == T if has_val else scheduled) else None
             self.epoch = e + 1
             dt = time.perf_counter() - t0
             self.wall_seconds += dt
@@ -303,17 +310,20 @@ class Trainer:
                 regrown_fraction=grown / self.plan.sparse_numel if self.plan.sparse_numel else 0.0,
                 forgetting_events=sieved["forgetting_events"],
                 moved_with_events=sieved["moved_with_events"],
+                val_accuracy=val_acc,
             )
             self.history.append(m)
             yield m
 
     @torch.no_grad()
-    def evaluate(self) -> float:
-        """Test accuracy; the correct count stays on the device until the end (one read)."""
+    def evaluate(self, split: str = "test") -> float:
+        """Accuracy on the test or validation (``"val"``) split; the correct count stays on the device until the
+        end (one read)."""
         self.model.eval()
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         total = 0
-        for x, y in self.data.test_batches(self.cfg.train.eval_batch_size):
+        batches = self.data.val_batches if split == "val" else self.data.test_batches
+        for x, y in batches(self.cfg.train.eval_batch_size):
             with self._autocast():
                 out = self.model(self._prep(x))
             correct += (out.argmax(1) == y).sum()
@@ -335,6 +345,7 @@ class Trainer:
             "freezing": sieve_only - self.train_flops if self.epoch == pred.epochs else pred.saved["freezing"],
         }
         return {
+            "val_accuracy": last.val_accuracy if last else None,  # None without a validation split
             "test_accuracy": last.test_accuracy if last else None,
             "train_accuracy": last.train_accuracy if last else None,
             "loss": last.loss if last else None,
@@ -353,7 +364,7 @@ class Trainer:
             "execution": dict(self.execution),
             "config": self.cfg.to_dict(),
             # per epoch: epoch, density, regrown_fraction, forgetting_events, moved_with_events, frozen_units,
-            # partial_size, lr, test_accuracy (None where not evaluated), train_flops, ... (EpochMetrics;
+            # partial_size, lr, val_accuracy / test_accuracy (None where not evaluated), train_flops, ... (EpochMetrics;
             # `spfde train --json`)
             "history": [m.as_dict() for m in self.history],
         }

@@ -67,6 +67,7 @@ def infeasible_metrics(a: Assessment) -> dict[str, Any]:
     return {
         **a.report_fields(),
         "epoch": 0,
+        "val_accuracy": 0.0,
         "test_accuracy": 0.0,
         "train_accuracy": 0.0,
         "loss": float("nan"),
@@ -144,7 +145,7 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
         except TrainingDiverged as e:
             # a terminal result, not an exception: Ray retries crashed workers (FailureConfig), never a divergence
             tune.report({**last, **fields, "diverged": True, "error": f"TrainingDiverged: {e}",
-                         "epoch": int(last.get("epoch", 0)), "test_accuracy": 0.0})
+                         "epoch": int(last.get("epoch", 0)), "val_accuracy": 0.0, "test_accuracy": 0.0})
 
 
 def _report_epoch(metrics: dict[str, Any], epoch: int, total: int, every: int, trainer: Any, work: str,

@@ -48,7 +48,7 @@ def search(
         None, "--flops-budget", help="max training FLOPs: ratio of dense (0.3, 0.3x, 30%) or absolute (2.5e12, 800G)"
     ),
     initial: str = typer.Option(None, "--initial", help="seed the sampler with known points: paper"),
-    early_stopping: str = typer.Option(None, "--early-stopping", help="none, asha (on test accuracy) or moasha (multi-objective: accuracy at the rung and predicted FLOPs) (default: none)"),
+    early_stopping: str = typer.Option(None, "--early-stopping", help="none, asha (on validation accuracy) or moasha (multi-objective: accuracy at the rung and predicted FLOPs) (default: none)"),
     grace_period: int = typer.Option(None, "--grace-period", help="ASHA/MOASHA: first rung epoch r; rungs at r*eta^k (default: 1)"),
     reduction_factor: int = typer.Option(None, "--reduction-factor", help="ASHA/MOASHA reduction factor eta: the top 1/eta of a rung go on (default: 2)"),
     address: str = typer.Option(None, "--address", help="join an existing Ray cluster (host:port or auto) (default: embedded)"),
@@ -71,7 +71,8 @@ def search(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="more output (-v: trial starts and epochs, -vv: worker logs)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="only the final front"),
 ) -> None:
-    """Search sparsity x freezing x sieving for the Pareto front of test accuracy vs training FLOPs."""
+    """Search sparsity x freezing x sieving for the Pareto front of validation accuracy vs training FLOPs (test
+    accuracy reported beside it; the base config's data.val_size, default min(5000, test set))."""
     from .precheck import PrecheckError, check_search_options
 
     try:  # typos answer before torch, Optuna and Ray are imported (cli/precheck.py)
@@ -79,7 +80,7 @@ def search(
     except PrecheckError as e:
         _fail(str(e))
     from ..config import ConfigError, load_config, parse_overrides
-    from ..plots import brief, chance_accuracy, chance_warning, format_flops
+    from ..plots import brief, chance_accuracy, chance_warning, format_flops, selection_note
     from ..search import (
         DEFAULT_STORAGE,
         SearchError,
@@ -91,6 +92,7 @@ def search(
         load_settings,
         prepare,
         run_search,
+        selected_on,
     )
     from ..search.progress import quiet_library_noise
     from ..tracking import callbacks_for, describe_tracking, tracking_settings
@@ -123,6 +125,9 @@ def search(
                 if stored.get(k) != v:
                     _fail(f"--{k.replace('_', '-')} {v!r} differs from the original search ({stored.get(k)!r}); "
                           f"resume with the original arguments or none")
+            if given_base is not None and (given_base.get("data") or {}).get("val_size") is None:
+                # unset: the search resolved it when it started (search/prepare.py); compare the rest
+                given_base["data"]["val_size"] = (settings.base_config.get("data") or {}).get("val_size")
             if given_base is not None and given_base != settings.base_config:
                 _fail("--config/--set give a different base config than the original search; resume with the "
                       "original arguments or none")
@@ -184,6 +189,10 @@ def search(
         if prep.space.note:
             console.print(f"space {s.space}: {prep.space.note}", highlight=False)
         console.print(describe_tracking(s), highlight=False)
+        nval = prep.base.data.val_size or 0
+        console.print(f"selecting on validation accuracy ({nval} images, data.val_size); test accuracy is measured "
+                      "once per trial and only reported" if nval else "warning: no validation split (data.val_size "
+                      "0): selecting on TEST accuracy, so the front is optimistically biased", highlight=False)
     try:
         out = run_search(s, resume=resume is not None, console=console, verbose=v, prepared=prep, callbacks=callbacks_for(s))
     except StorageFull as e:  # not bad input: the disk filled up (or went read-only) under a running search
@@ -218,10 +227,13 @@ def search(
         console.print(front_table(out.front, f"Pareto front of {s.name} (hypervolume {out.hypervolume:.4f})",
                                   base=s.base_config, width=table_width(console)))
     done = out.table[out.table["status"] == "COMPLETED"]
-    warn = chance_warning(done["test_accuracy"].max() if len(done) else None,
+    metric = selected_on(out.table)
+    warn = chance_warning(done[metric].max() if len(done) else None,
                           chance_accuracy((s.base_config.get("data") or {}).get("name")))
     if warn:
         console.print(f"warning: {warn}", style="bold yellow", highlight=False)
+    if selection_note(out.table):
+        console.print(f"warning: {selection_note(out.table)}", style="bold yellow", highlight=False)
     console.print(f"trials table: {out.path}/trials.parquet", highlight=False)
     if len(out.table) and not out.table["status"].isin(["COMPLETED", "EARLY_STOPPED"]).any() \
             and (out.table["status"] == "FAILED").any():

@@ -88,6 +88,13 @@ def write_json_doc(target: str, doc: Mapping[str, Any]) -> None:
               "'-' for stdout", code=1)
 
 
+def _fmt(v: Any) -> str:
+    try:
+        return f"{float(v):.4f}" if v is not None and math.isfinite(float(v)) else "-"
+    except (TypeError, ValueError):
+        return "-"
+
+
 @app.command()
 def pareto(
     name: str | None = typer.Argument(None, help="search name (spfde search --name) (default: the latest search)"),
@@ -95,12 +102,32 @@ def pareto(
     experiment: str | None = ExpOpt,
     json_out: str | None = JsonOpt,
     all_trials: bool = typer.Option(False, "--all", help="list every trial, with why a trial failed or was refused"),
+    max_flops: float | None = typer.Option(
+        None, "--max-flops", metavar="R",
+        help="the answer at a budget: the best schedule (by validation accuracy) with training FLOPs <= R "
+             "(R <= 1: ratio of dense training), as in `spfde export --max-flops`"),
 ) -> None:
-    """Show the search's answer read back from MLflow: the Pareto frontier (accuracy vs training FLOPs) and its
-    knee, the hypervolume, and a warning when the best accuracy is near chance."""
+    """Show the search's answer read back from MLflow: the Pareto frontier (validation accuracy vs training FLOPs,
+    test accuracy beside it) and its knee, the hypervolume, and a warning when the best accuracy is near chance;
+    with --max-flops, the best schedule within that budget."""
+    if max_flops is not None and not (max_flops > 0 and math.isfinite(max_flops)):  # bad input before anything
+        from ..export import check_max_flops
+
+        try:
+            check_max_flops(max_flops)
+        except ValueError as e:
+            _fail(str(e))
     _precheck(tracking_uri, name)
+    from ..export import choose, selected_on
     from ..pareto import hypervolume
-    from ..plots import answer_table, chance_accuracy, chance_warning, display_params, knee_trial
+    from ..plots import (
+        answer_table,
+        chance_accuracy,
+        chance_warning,
+        display_params,
+        knee_trial,
+        selection_note,
+    )
     from ..tracking import TrackingUnavailable, frontier_table, read_trials, resolve_tracking_uri
 
     try:
@@ -115,12 +142,19 @@ def pareto(
         df.loc[df["status"].isin(["RUNNING", "PENDING"]), "status"] = "INTERRUPTED"
     front = frontier_table(df)
     knee = knee_trial(front)
-    hv = float(hypervolume(front["test_accuracy"].to_numpy(float), front["flops_ratio"].to_numpy(float))) \
+    metric = selected_on(df) if len(df) else "val_accuracy"
+    hv = float(hypervolume(front[metric].to_numpy(float), front["flops_ratio"].to_numpy(float))) \
         if len(front) else 0.0
     base = _base_config(parent)
     chance = chance_accuracy(base.get("data.name"))
     done = df[df["status"] == "COMPLETED"] if len(df) else df
-    warn = chance_warning(done["test_accuracy"].max() if len(done) else None, chance)
+    warn = chance_warning(done[metric].max() if len(done) else None, chance)
+    note = selection_note(df) if len(df) else ""
+    best = choose(front, "max-accuracy", max_flops=max_flops) if max_flops is not None and len(front) else None
+    if max_flops is not None and (best is None or not len(best)):
+        cheapest = (f"; the cheapest frontier schedule costs {front['flops_ratio'].min():.4g}x dense "
+                    f"({front['train_flops'].min():.4g} training FLOPs)") if len(front) else " (no frontier yet)"
+        _fail(f"no completed schedule of {name!r} within --max-flops {max_flops:g}{cheapest}", code=1)
     if json_out is not None:
         frontier = _records(front)
         for r in frontier:
@@ -128,10 +162,16 @@ def pareto(
             r["sampled"] = display_params(r["params"], base)
         doc: dict[str, Any] = {
             "search": name, "parent_run_id": parent.info.run_id, "experiment_id": parent.info.experiment_id,
-            "trials": len(df), "hypervolume": hv, "hypervolume_reference": {"test_accuracy": 0.0, "flops_ratio": 1.0},
+            "selected_on": metric, "trials": len(df), "hypervolume": hv,
+            "hypervolume_reference": {metric: 0.0, "flops_ratio": 1.0},
             "knee": next((r for r in frontier if r["knee"]), None), "chance_accuracy": chance,
-            "warning": warn or None, "frontier": frontier,
+            "warning": " ".join(w for w in (warn, note) if w) or None, "frontier": frontier,
         }
+        if best is not None and max_flops is not None:
+            answer = _records(best.drop(columns=["pick"]))[0]
+            answer["sampled"] = display_params(answer["params"], base)
+            doc["at_budget"] = {"max_flops": max_flops, "bound": "flops_ratio" if max_flops <= 1 else "train_flops",
+                                "best": answer}
         if all_trials:
             doc["all_trials"] = _records(df)
         write_json_doc(json_out, doc)
@@ -139,16 +179,31 @@ def pareto(
             return
 
     n_done = len(done)
-    title = (f"search {name}: {'all trials' if all_trials else 'Pareto frontier'} ({len(front)} on the frontier; "
-             f"{n_done} completed of {len(df)} trials; hypervolume {hv:.4f})")
-    rows = df if all_trials else front
     console = make_console()
-    console.print(answer_table(rows, title, knee=knee, base=base, status=True, frontier=all_trials,
-                               reason=all_trials, run_id=True, width=table_width(console)))
+    if best is not None and max_flops is not None:
+        bound = f"{max_flops:g}x dense" if max_flops <= 1 else f"{max_flops:.4g} training FLOPs"
+        r = best.iloc[0]
+        title = (f"search {name}: the best schedule within {bound} (by {metric}; {len(front)} on the frontier, "
+                 f"{n_done} completed of {len(df)} trials)")
+        console.print(answer_table(best, title, knee=knee, base=base, status=True, run_id=True,
+                                   width=table_width(console)))
+        params = display_params(r["params"], base)
+        typer.echo(f"best within {bound}: trial {r['trial_id']}  validation accuracy "
+                   f"{_fmt(r.get('val_accuracy'))}  test accuracy {_fmt(r.get('test_accuracy'))}  training FLOPs "
+                   f"{float(r['train_flops']):.4g} ({float(r['flops_ratio']):.4f}x dense)  "
+                   + "  ".join(f"{k}={v}" for k, v in params.items()))
+    else:
+        title = (f"search {name}: {'all trials' if all_trials else 'Pareto frontier'} ({len(front)} on the "
+                 f"frontier; {n_done} completed of {len(df)} trials; hypervolume {hv:.4f})")
+        rows = df if all_trials else front
+        console.print(answer_table(rows, title, knee=knee, base=base, status=True, frontier=all_trials,
+                                   reason=all_trials, run_id=True, width=table_width(console)))
     if warn:
         typer.echo(f"warning: {warn}", err=True)
     if gone:
         typer.echo(f"warning: {gone}", err=True)
+    if note:
+        typer.echo(f"warning: {note}", err=True)
     if not len(front):
         typer.echo("no completed full-budget trial yet" + (" (was the tracking server down? run `spfde sync "
                    f"{name}`)" if len(df) else ""), err=True)
@@ -365,7 +420,8 @@ def export(
     max_flops: float | None = typer.Option(None, "--max-flops",
                                            help="only schedules with training FLOPs <= F (F <= 1: FLOPs ratio)"),
     min_accuracy: float | None = typer.Option(None, "--min-accuracy",
-                                              help="only schedules with test accuracy >= A (fraction, or percent)"),
+                                              help="only schedules with validation accuracy >= A (fraction, or "
+                                                   "percent)"),
     tracking_uri: str | None = UriOpt,
     experiment: str | None = ExpOpt,
 ) -> None:
@@ -389,7 +445,8 @@ def export(
         at = f" at {e.filename}" if e.filename and str(e.filename) != str(target) else ""
         _fail(f"cannot write the configs to {target} ({e.strerror or e}{at}); give a writable --out DIR", code=1)
     for w in written:
-        typer.echo(f"{w.path}  trial {w.trial_id}  run {w.run_id}  acc {w.test_accuracy:.4f}  "
+        typer.echo(f"{w.path}  trial {w.trial_id}  run {w.run_id}  val {_fmt(w.val_accuracy)}  "
+                   f"test {w.test_accuracy:.4f}  "
                    f"training FLOPs {format_flops(w.train_flops)}  ratio {w.flops_ratio:.4f}")
 
 

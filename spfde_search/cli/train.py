@@ -163,13 +163,18 @@ def train(
         with progress:
             for m in trainer.epochs():
                 test = "-" if m.test_accuracy is None else f"{m.test_accuracy:.2%}"  # train.eval_every
+                if m.val_accuracy is not None or trainer.data.spec.num_val:  # data.val_size: val, test at the end
+                    test = f"{'-' if m.val_accuracy is None else format(m.val_accuracy, '.2%')}  test {test}"
+                    label = "val"
+                else:
+                    label = "test"
                 msg = (
                     f"epoch {m.epoch}/{cfg.train.epochs}  loss {m.loss:.4f}  train {m.train_accuracy:.2%}  "
-                    f"test {test}  flops {human(m.train_flops)} (ratio {m.flops_ratio:.4f})  "
+                    f"{label} {test}  flops {human(m.train_flops)} (ratio {m.flops_ratio:.4f})  "
                     f"density {m.density:.3f}  regrown {m.regrown_fraction:.4f}  frozen {m.frozen_units}  "
                     f"partial {m.partial_size}  {m.epoch_seconds:.1f}s"
                 )
-                progress.update(task, info=f"test {test}")
+                progress.update(task, info=f"{label} {test}")
                 console.print(msg)
                 if checkpoint_dir is not None:
                     trainer.save_checkpoint(checkpoint_dir)
@@ -180,6 +185,8 @@ def train(
     t = Table(title="SpFDE run summary")
     t.add_column("metric")
     t.add_column("value", justify="right")
+    if s.get("val_accuracy") is not None:
+        t.add_row("validation accuracy", f"{s['val_accuracy']:.4f}")
     t.add_row("test accuracy", f"{s['test_accuracy']:.4f}")
     t.add_row("training FLOPs (measured)", f"{s['train_flops']:,} ({human(s['train_flops'])})")
     t.add_row("training FLOPs (predicted)", f"{s['predicted_train_flops']:,}")

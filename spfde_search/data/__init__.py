@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from .bundle import DataBundle
 from .checks import DataError, DataNotFoundError, check_raw
-from .loading import dataset_spec, load_data
+from .loading import dataset_spec, default_val_size, load_data
 from .sources import DEFAULT_CIFAR_ROOT, DEFAULT_MNIST_ROOT
 from .spec import DATASETS, DatasetEntry, DatasetSpec
 from .subsets import balanced_subset
@@ -38,5 +38,6 @@ __all__ = [
     "check_raw",
     "crop_flip",
     "dataset_spec",
+    "default_val_size",
     "load_data",
 ]

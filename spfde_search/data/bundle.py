@@ -1,4 +1,5 @@
-"""The `DataBundle` interface the trainer uses: training batches by sample id, the test set in order."""
+"""The `DataBundle` interface the trainer uses: training batches by sample id, the validation and test sets in
+order."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class DataBundle(ABC):
     spec: DatasetSpec
     train_targets: Tensor  # long, CPU, length spec.num_train, in sample-id order
     test_targets: Tensor  # long, CPU, length spec.num_test
+    val_targets: Tensor  # long, CPU, length spec.num_val (empty: no validation split)
     device: torch.device
 
     @abstractmethod
@@ -32,6 +34,11 @@ class DataBundle(ABC):
     @abstractmethod
     def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield (x, y) on the device over the whole test set, in order, without augmentation."""
+
+    @abstractmethod
+    def val_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield (x, y) on the device over the validation split, in order, without augmentation (none if
+        ``spec.num_val`` is 0)."""
 
     def _check_indices(self, indices: Tensor, batch_size: int) -> Tensor:
         if batch_size < 1:

@@ -1,5 +1,10 @@
-"""``imagefolder`` (ImageNet layout): scanning train/ and val/ once per process, and `_FolderBundle`, which
-streams images through a multi-worker DataLoader with per-item seeded augmentation behind the same API."""
+"""``imagefolder`` (ImageNet layout): scanning train/ and val/ (and test/) once per process, and `_FolderBundle`,
+which streams images through a multi-worker DataLoader with per-item seeded augmentation behind the same API.
+
+Which folder is which: in the two-folder ImageNet layout (train/, val/) val/ is the **test** set, as it is what
+ImageNet results are reported on, and ``data.val_size`` draws validation from train/ like the tensor sets. With
+a third folder test/, test/ is the test set and val/ the validation set (``data.val_size`` images of it,
+class-balanced)."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from spfde_search.config import DataConfig
 from .bundle import DataBundle
 from .checks import DataError, DataNotFoundError
 from .spec import DatasetSpec
-from .subsets import _subset_rng, balanced_subset
+from .subsets import _subset_rng, balanced_subset, train_val_ids
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -28,6 +33,7 @@ class _FolderScan:
     classes: tuple[str, ...]
     train: tuple[tuple[str, int], ...]
     test: tuple[tuple[str, int], ...]
+    val: tuple[tuple[str, int], ...] | None = None  # val/ when a test/ folder holds the test set
 
     @property
     def train_targets(self) -> Tensor:
@@ -70,11 +76,25 @@ def _scan_folder(root: Path) -> _FolderScan:
             f"imagefolder: {val_dir} has class folders missing from {train_dir}: {', '.join(unknown[:5])}"
             f"{' ...' if len(unknown) > 5 else ''}; both splits must use the same classes"
         )
+    test_dir = root / "test"
+    if test_dir.is_dir():  # three folders: test/ is the test set, val/ the validation set
+        try:
+            test_classes, _ = find_classes(str(test_dir))
+        except FileNotFoundError as e:
+            raise DataNotFoundError(f"imagefolder: {e}; lay it out as <split>/<class>/*.jpg") from None
+        unknown = sorted(set(test_classes) - set(classes))
+        if unknown:
+            raise DataError(f"imagefolder: {test_dir} has class folders missing from {train_dir}: "
+                            f"{', '.join(unknown[:5])}; all splits must use the same classes")
+    else:
+        test_dir = val_dir
     train = make_dataset(str(train_dir), class_to_idx, IMG_EXTENSIONS, allow_empty=True)
-    test = make_dataset(str(val_dir), class_to_idx, IMG_EXTENSIONS, allow_empty=True)
-    if not train or not test:
+    test = make_dataset(str(test_dir), class_to_idx, IMG_EXTENSIONS, allow_empty=True)
+    val = make_dataset(str(val_dir), class_to_idx, IMG_EXTENSIONS, allow_empty=True) if test_dir != val_dir else None
+    if not train or not test or val == []:
         raise DataNotFoundError(
-            f"imagefolder: no images ({', '.join(IMG_EXTENSIONS)}) under {train_dir} or {val_dir}"
+            f"imagefolder: no images ({', '.join(IMG_EXTENSIONS)}) under {train_dir}, {val_dir}"
+            + (f" or {test_dir}" if test_dir != val_dir else "")
         )
     empty = sorted(set(classes) - {classes[t] for _, t in train})
     if empty:
@@ -82,7 +102,7 @@ def _scan_folder(root: Path) -> _FolderScan:
             f"imagefolder: class folders without training images in {train_dir}: {', '.join(empty[:5])}"
             f"{' ...' if len(empty) > 5 else ''}; add images or remove the folders"
         )
-    return _FolderScan(tuple(classes), tuple(train), tuple(test))
+    return _FolderScan(tuple(classes), tuple(train), tuple(test), None if val is None else tuple(val))
 
 
 class _FolderItems(torch.utils.data.Dataset):
@@ -129,16 +149,22 @@ class _FolderBundle(DataBundle):
 
         scan = _scan_folder(_folder_root(cfg))
         self.spec, self.device, self._workers = spec, device, cfg.num_workers
-        train_ids = torch.arange(len(scan.train))
         test_ids = torch.arange(len(scan.test))
-        if cfg.train_subset is not None:
-            train_ids = balanced_subset(scan.train_targets, spec.num_train, _subset_rng(seed, 0))
+        if scan.val is None:  # validation (if any) drawn from train/, as for the tensor sets
+            train_ids, val_ids = train_val_ids(scan.train_targets, cfg.train_subset, cfg.val_size, seed, spec.name)
+            self._val = [scan.train[i] for i in val_ids.tolist()]
+        else:  # validation is the val/ folder, data.val_size images of it
+            train_ids, _ = train_val_ids(scan.train_targets, cfg.train_subset, 0, seed, spec.name)
+            val_targets = torch.tensor([t for _, t in scan.val], dtype=torch.long)
+            val_ids = balanced_subset(val_targets, spec.num_val, _subset_rng(seed, 2))
+            self._val = [scan.val[i] for i in val_ids.tolist()]
         if cfg.test_subset is not None:
             test_ids = balanced_subset(scan.test_targets, spec.num_test, _subset_rng(seed, 1))
         self._train = [scan.train[i] for i in train_ids.tolist()]
         self._test = [scan.test[i] for i in test_ids.tolist()]
         self.train_targets = torch.tensor([t for _, t in self._train], dtype=torch.long)
         self.test_targets = torch.tensor([t for _, t in self._test], dtype=torch.long)
+        self.val_targets = torch.tensor([t for _, t in self._val], dtype=torch.long)
         size = cfg.image_size
         norm = [T.ToTensor(), T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD)]
         self._aug = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *norm])
@@ -167,7 +193,15 @@ class _FolderBundle(DataBundle):
             yield x.to(self.device, non_blocking=nb), y.to(self.device, non_blocking=nb), i.to(self.device)
 
     def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-        items = _FolderItems(self._test, torch.arange(len(self._test)), self._plain, None)
+        return self._in_order(self._test, batch_size)
+
+    def val_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        return self._in_order(self._val, batch_size)
+
+    def _in_order(self, samples: list[tuple[str, int]], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        if not samples:
+            return
+        items = _FolderItems(samples, torch.arange(len(samples)), self._plain, None)
         nb = self.device.type == "cuda"
         for x, y, _ in _one_line_errors(self._loader(items, batch_size)):
             yield x.to(self.device, non_blocking=nb), y.to(self.device, non_blocking=nb)

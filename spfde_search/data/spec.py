@@ -21,8 +21,9 @@ class DatasetSpec:
     channels: int
     image_size: int
     num_classes: int
-    num_train: int  # after data.train_subset
+    num_train: int  # after data.train_subset, and after carving the validation split out of it
     num_test: int  # after data.test_subset
+    num_val: int = 0  # data.val_size (0: no validation split)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class _RawData:
     test_x: Tensor
     test_y: Tensor
     files: tuple[str, str, str, str] = ("training images", "training labels", "test images", "test labels")
+    val_x: Tensor | None = None  # the validation split (drawn from the training images by `load_data`)
+    val_y: Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,10 @@ class _TensorBundle(DataBundle):
         self._train_y = raw.train_y.to(device=device, dtype=torch.long)
         self._test_x = raw.test_x.to(device)
         self._test_y = raw.test_y.to(device=device, dtype=torch.long)
+        vx = raw.val_x if raw.val_x is not None else raw.test_x[:0]
+        vy = raw.val_y if raw.val_y is not None else raw.test_y[:0]
+        self.val_targets = vy.to(torch.long).cpu()
+        self._val_x, self._val_y = vx.to(device), vy.to(device=device, dtype=torch.long)
         shape = (1, entry.channels, 1, 1)
         self._mean = torch.tensor(entry.mean, dtype=torch.float32, device=device).reshape(shape)
         self._std = torch.tensor(entry.std, dtype=torch.float32, device=device).reshape(shape)
@@ -58,10 +62,16 @@ class _TensorBundle(DataBundle):
             yield self._normalise(x), self._train_y[b], b
 
     def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        return self._in_order(self._test_x, self._test_y, batch_size)
+
+    def val_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        return self._in_order(self._val_x, self._val_y, batch_size)
+
+    def _in_order(self, x: Tensor, y: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        for s in range(0, self.spec.num_test, batch_size):
-            yield self._normalise(self._test_x[s : s + batch_size]), self._test_y[s : s + batch_size]
+        for s in range(0, len(y), batch_size):
+            yield self._normalise(x[s : s + batch_size]), y[s : s + batch_size]
 
 
 def crop_flip(x: Tensor, dy: Tensor, dx: Tensor, flip: Tensor, pad: int) -> Tensor:

@@ -1,8 +1,10 @@
 """The search: Ray Tune + Optuna multi-objective search over SpFDE schedules, recorded in ``trials.parquet``.
 
-Objectives: maximise ``test_accuracy``, minimise ``run_train_flops`` (the predicted training FLOPs of the whole
-run, known from the config, so an early-stopped trial is told to the sampler with its true cost). The frontier
-itself is computed from ``trials.parquet``: COMPLETED trials that trained all epochs, by measured FLOPs.
+Objectives: maximise ``val_accuracy`` (the validation split, ``data.val_size``; ``test_accuracy`` only when a
+search has none, and then every output says so), minimise ``run_train_flops`` (the predicted training FLOPs of
+the whole run, known from the config, so an early-stopped trial is told to the sampler with its true cost). The
+frontier itself is computed from ``trials.parquet``: COMPLETED trials that trained all epochs, by measured FLOPs.
+Test accuracy is measured once at the end of each trial and only reported.
 
 Layout of ``<storage>/<name>/``: Ray Tune's experiment (``tuner.pkl``, experiment state, one folder per trial
 with ``result.json`` and checkpoints), plus ``search.json`` (settings, for ``--resume``) and ``trials.parquet``
@@ -32,6 +34,7 @@ from .results import (
     load_trials,
     pareto_front,
     rows_to_arrow,
+    selected_on,
     trial_row,
     write_parquet,
 )
@@ -47,6 +50,7 @@ from .settings import (
     experiment_uri,
     finished_meta,
     load_settings,
+    objectives,
 )
 
 __all__ = [
@@ -70,6 +74,7 @@ __all__ = [
     "finished_meta",
     "driver_alive",
     "load_settings",
+    "objectives",
     "load_trials",
     "pareto_front",
     "front_hypervolume",
@@ -77,4 +82,5 @@ __all__ = [
     "rows_to_arrow",
     "trial_row",
     "front_table",
+    "selected_on",
 ]

@@ -41,13 +41,13 @@ from .runtime import (
 )
 from .settings import (
     MODES,
-    OBJECTIVES,
     SEARCH_JSON,
     TRIALS_PARQUET,
     SearchError,
     SearchSettings,
     experiment_uri,
     finished_meta,
+    objectives,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,7 +74,7 @@ def _search_json(prep: Prepared, status: str, extra: Mapping[str, Any] | None = 
         "flops_budget_absolute": (prep.budget.value * prep.dense_flops if prep.budget and prep.budget.kind == "ratio"
                                   else (prep.budget.value if prep.budget else None)),
         "dense_train_flops": prep.dense_flops,
-        "objectives": {"test_accuracy": "max", "run_train_flops": "min"},
+        "objectives": dict(zip(objectives(prep.base.data.val_size), MODES, strict=True)),
         "parameters": {k: repr(v) for k, v in prep.space.distributions.items()},
         "initial_points": prep.points,
         "created": _now(),
@@ -161,7 +161,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
         if tuner is None:
             searcher = _search_cls()(
                 space=prep.space.fn,
-                metric=list(OBJECTIVES),
+                metric=list(objectives(prep.base.data.val_size)),
                 mode=list(MODES),
                 sampler=make_sampler(s.sampler, s.seed, prep.space, s.num_samples),
                 points_to_evaluate=prep.points or None,
@@ -172,7 +172,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
                 trainable,
                 tune_config=tune.TuneConfig(
                     search_alg=ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent),
-                    scheduler=_scheduler(s, prep.base.train.epochs, uri),
+                    scheduler=_scheduler(s, prep.base.train.epochs, uri, objectives(prep.base.data.val_size)[0]),
                     num_samples=s.num_samples,
                     reuse_actors=True,  # one worker process per slot: torch is imported once, not per trial
                     trial_dirname_creator=_trial_dirname,

@@ -23,6 +23,7 @@ from search_spaces import (
 from trainables import Assessment, Budget, BudgetError, assess
 
 from ..config import Config, ConfigError
+from ..data import dataset_spec, default_val_size
 from ..storage import exists
 from .results import _fmt_params
 from .settings import (
@@ -116,6 +117,10 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> Prepared:
     check_storage(settings.storage_path)
     try:
         base = Config.parse(settings.base_config)
+        if not resume and base.data.val_size is None:  # a search selects on validation unless told otherwise
+            base = base.with_overrides({"data.val_size": default_val_size(base.data)})
+            settings.base_config = base.to_dict()  # search.json keeps it: a resume and every trial see the same
+        dataset_spec(base.data)  # a validation split larger than what is left, named before anything else
     except ConfigError as e:
         raise SearchError(f"base config: {e}") from None
     try:

@@ -8,6 +8,7 @@ a log file) the same status is a plain line after each finished trial, so a log 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -94,7 +95,7 @@ class _Progress:
         if self.verbose >= 2 and not r.get("infeasible"):
             self._print(
                 f"[dim]  {trial.trial_id} epoch {r.get('epoch')}/{r.get('epochs_total')} "
-                f"acc {_num(r, 'test_accuracy'):.4f} loss {_num(r, 'loss'):.4f}[/dim]"
+                f"{_accuracies(r)} loss {_num(r, 'loss'):.4f}[/dim]"
             )
 
     def finished(self, table: pd.DataFrame, trial_id: str) -> None:
@@ -110,7 +111,7 @@ class _Progress:
         st = str(row["status"])
         color = _COLORS.get(st, "white")
         if st in ("COMPLETED", "EARLY_STOPPED"):
-            detail = (f"acc {row['test_accuracy']:.4f}  {format_flops(row['train_flops'])} "
+            detail = (f"{_accuracies(row)}  {format_flops(row['train_flops'])} "
                       f"({row['flops_ratio']:.3f}x dense)  {row['epochs_completed']} ep  {row['wall_seconds']:.1f}s")
         else:
             detail = brief(row["error"], 240)
@@ -119,6 +120,14 @@ class _Progress:
                     + (f"\n      {params}" if params else ""))
         if self._live is None:
             self._print(f"[dim]  search: {self.status_text()}[/dim]")
+
+
+def _accuracies(r: Mapping[str, Any]) -> str:
+    """``val 0.8123 test 0.8050`` (what selects first; ``-`` where not evaluated), or ``test ...`` alone for a
+    search without a validation split."""
+    val, test = _num(r, "val_accuracy"), _num(r, "test_accuracy")
+    t = f"test {test:.4f}" if math.isfinite(test) else "test -"
+    return f"val {val:.4f} {t}" if math.isfinite(val) else t
 
 
 # Messages a user cannot act on: shown from -v on (verbose >= 2), hidden by default.

@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 
 from ..config import Config, ConfigError, apply_overrides
 from ..execution import RESULT_KEY, with_execution
-from ..pareto import above_chance, front_indices, hypervolume, knee_point
+from ..pareto import above_chance, front_indices, hypervolume, knee_point, selection_metric
 from ..storage import exists, filesystem, write_bytes
 from .settings import DEFAULT_STORAGE, HV_COMPUTE_CSV, TRIALS_PARQUET, SearchError, experiment_uri
 
 TRIAL_COLUMNS = [
-    "trial_id", "status", "full_budget", "epochs_completed", "test_accuracy", "train_flops",
+    "trial_id", "status", "full_budget", "epochs_completed", "val_accuracy", "test_accuracy", "train_flops",
     "predicted_train_flops", "dense_train_flops", "flops_ratio", "saved_sparsity", "saved_freezing",
     "saved_sieving", "freeze_start_epoch", "wall_seconds", "error", "node_ip", "node_id", "params", "config",
     "run_train_flops", "run_flops_ratio", "ray_status", "started_at", "finished_at",
@@ -144,6 +144,7 @@ def trial_row(trial: Any, base: Mapping[str, Any], ray_status: str | None = None
         "status": status,
         "full_budget": bool(status == "COMPLETED" and total > 0 and epochs >= total),
         "epochs_completed": epochs,
+        "val_accuracy": _num(r, "val_accuracy") if trained and epochs > 0 else float("nan"),
         "test_accuracy": _num(r, "test_accuracy") if trained and epochs > 0 else float("nan"),
         "train_flops": _num(r, "train_flops") if trained and epochs > 0 else float("nan"),
         "predicted_train_flops": _num(r, "predicted_train_flops") if trained and epochs > 0 else _num(r, "run_train_flops"),
@@ -225,14 +226,21 @@ def load_trials(name_or_path: str, storage_path: str = DEFAULT_STORAGE) -> pd.Da
     raise SearchError(f"no {TRIALS_PARQUET} found for {name_or_path!r}")
 
 
+def selected_on(df: pd.DataFrame) -> str:
+    """The column that selects in this table: ``val_accuracy``, or ``test_accuracy`` for a search without a
+    validation split or from before validation existed (``pareto.selection_metric``)."""
+    return selection_metric(df["val_accuracy"] if "val_accuracy" in df.columns else None)
+
+
 def front_candidates(df: pd.DataFrame) -> pd.Series:
-    """Which rows may enter the front and the hypervolume: COMPLETED, full budget, finite accuracy and FLOPs,
-    and above chance (``pareto.above_chance``, chance from each row's own config)."""
+    """Which rows may enter the front and the hypervolume: COMPLETED, full budget, finite selection accuracy
+    (``selected_on``: validation) and FLOPs, and above chance on it (``pareto.above_chance``, chance from each
+    row's own config)."""
     if df.empty:
         return pd.Series(dtype=bool, index=df.index)
     from ..plots import chance_of_config
 
-    acc = df["test_accuracy"].astype(float)
+    acc = df[selected_on(df)].astype(float)
     chance = [chance_of_config(c) for c in df["config"]] if "config" in df else None
     return ((df["status"] == "COMPLETED") & df["full_budget"].astype(bool) & np.isfinite(acc)
             & np.isfinite(df["train_flops"].astype(float))
@@ -248,13 +256,14 @@ def load_rows(uri: str) -> list[dict[str, Any]]:
 
 
 def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
-    """COMPLETED full-budget trials on the frontier of test accuracy (max) vs training FLOPs (min), cheapest
-    first, with ``knee`` marking the knee point. Early-stopped, failed, infeasible and chance-level trials never
-    enter (``front_candidates``)."""
+    """COMPLETED full-budget trials on the frontier of validation accuracy (max; ``selected_on``) vs training
+    FLOPs (min), cheapest first, with ``knee`` marking the knee point. Early-stopped, failed, infeasible and
+    chance-level trials never enter (``front_candidates``); test accuracy never selects."""
+    metric = selected_on(df)
     ok = df[front_candidates(df)]
     if ok.empty:
         return ok.assign(knee=pd.Series(dtype=bool))
-    acc = ok["test_accuracy"].to_numpy(float)
+    acc = ok[metric].to_numpy(float)
     flops = ok["train_flops"].to_numpy(float)
     idx = front_indices(acc, flops)
     knee = knee_point(acc, flops)
@@ -266,7 +275,7 @@ def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
 def front_hypervolume(front: pd.DataFrame) -> float:
     if front.empty:
         return 0.0
-    return hypervolume(front["test_accuracy"].to_numpy(float), front["flops_ratio"].to_numpy(float))
+    return hypervolume(front[selected_on(front)].to_numpy(float), front["flops_ratio"].to_numpy(float))
 
 
 def search_cost(table: pd.DataFrame, wall_seconds: float, before: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -291,7 +300,7 @@ def compute_curve(table: pd.DataFrame) -> pd.DataFrame:
 
     d = table.sort_values(["finished_at", "trial_id"], na_position="last").reset_index(drop=True)
     ok = front_candidates(d)
-    spent, hv = hypervolume_curve(d["test_accuracy"], d["flops_ratio"], d["spent_train_flops"], ok.to_numpy())
+    spent, hv = hypervolume_curve(d[selected_on(d)], d["flops_ratio"], d["spent_train_flops"], ok.to_numpy())
     return pd.DataFrame({
         "trial_id": d["trial_id"], "status": d["status"], "finished_at": d["finished_at"],
         "spent_train_flops": spent, "spent_seconds": d["spent_seconds"].astype(float).fillna(0.0).cumsum(),

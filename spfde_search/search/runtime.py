@@ -90,7 +90,7 @@ def _trainable(prep: Prepared) -> Any:
 
 def _rungs(s: SearchSettings, epochs: int) -> list[int]:
     """Epochs at which an early-stopping scheduler compares trials: the trainer evaluates there even with
-    ``train.eval_every`` > 1, so every rung sees a test accuracy."""
+    ``train.eval_every`` > 1, so every rung sees an accuracy (validation, or test without a validation split)."""
     if s.early_stopping == "none":
         return []
     from .scheduler import rung_epochs
@@ -98,12 +98,13 @@ def _rungs(s: SearchSettings, epochs: int) -> list[int]:
     return rung_epochs(max(epochs, 1), min(s.grace_period, max(epochs, 1)), s.reduction_factor)
 
 
-def _scheduler(s: SearchSettings, epochs: int, uri: str | None = None) -> Any:
+def _scheduler(s: SearchSettings, epochs: int, uri: str | None = None, metric: str = "val_accuracy") -> Any:
+    """ASHA or MOASHA on ``metric`` (the selection accuracy, ``settings.objectives``), or None."""
     if s.early_stopping == "moasha":
         from .scheduler import RUNGS_JSON, make_moasha
 
         return make_moasha(max(epochs, 1), min(s.grace_period, max(epochs, 1)), s.reduction_factor,
-                           f"{uri}/{RUNGS_JSON}" if uri else None)
+                           f"{uri}/{RUNGS_JSON}" if uri else None, metric)
     if s.early_stopping != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
@@ -111,7 +112,7 @@ def _scheduler(s: SearchSettings, epochs: int, uri: str | None = None) -> Any:
     return ASHAScheduler(
         # epochs, not Ray's iteration count: a trial resumes from its own state, which may be ahead of Ray's
         # checkpoint (trainables/_state.py)
-        metric="test_accuracy", mode="max", time_attr="epoch", max_t=max(epochs, 1),
+        metric=metric, mode="max", time_attr="epoch", max_t=max(epochs, 1),
         grace_period=min(s.grace_period, max(epochs, 1)), reduction_factor=s.reduction_factor,
     )
 

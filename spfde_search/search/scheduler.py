@@ -91,7 +91,8 @@ class RungBook:
         return cls([int(r) for r in d["rungs"]], float(d["eta"]), recs, {str(k): int(v) for k, v in d.get("stopped", {}).items()})
 
 
-def make_moasha(epochs: int, grace_period: int, reduction_factor: int, state_uri: str | None) -> Any:
+def make_moasha(epochs: int, grace_period: int, reduction_factor: int, state_uri: str | None,
+                metric: str = "val_accuracy") -> Any:
     """The Ray Tune scheduler (``ray.tune.schedulers.FIFOScheduler`` with MOASHA's stop decisions)."""
     from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
@@ -117,7 +118,7 @@ def make_moasha(epochs: int, grace_period: int, reduction_factor: int, state_uri
             return self._book
 
         def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
-            return True  # the objectives are fixed: test_accuracy (max) and run_train_flops (min)
+            return True  # the objectives are fixed: `metric` (max) and run_train_flops (min)
 
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
             if result.get("infeasible"):
@@ -128,7 +129,7 @@ def make_moasha(epochs: int, grace_period: int, reduction_factor: int, state_uri
                 return TrialScheduler.CONTINUE  # the last epoch: the trial completes on its own
             if trial.trial_id in self.book.stopped:  # stopped before a crash, rerun by a --resume: stopped again
                 return TrialScheduler.STOP
-            go = self.book.on_result(trial.trial_id, epoch, result.get("test_accuracy"), result.get("run_train_flops"))
+            go = self.book.on_result(trial.trial_id, epoch, result.get(metric), result.get("run_train_flops"))
             if go is None:
                 return TrialScheduler.CONTINUE
             if self.state_uri:

@@ -16,7 +16,7 @@ from ..choices import SAMPLERS as SAMPLERS  # re-exported: spfde_search.search.S
 from ..storage import exists, is_uri, join, read_bytes, resolve_storage, write_bytes
 
 DEFAULT_STORAGE = "runs/search"
-OBJECTIVES = ("test_accuracy", "run_train_flops")
+OBJECTIVES = ("val_accuracy", "run_train_flops")  # with data.val_size 0: ("test_accuracy", ...), see `objectives`
 MODES = ("max", "min")
 SEARCH_JSON = "search.json"
 TRIALS_PARQUET = "trials.parquet"
@@ -27,6 +27,13 @@ RUNGS_JSON = "moasha_rungs.json"  # MOASHA's rung book (search/scheduler.py)
 # overwrite what we write after the resume (search/callbacks.py removes them from the staging folder).
 HV_COMPUTE_CSV = "hypervolume_vs_compute.csv"
 OWN_FILES = (SEARCH_JSON, TRIALS_PARQUET, SKIPPED_JSON, RUNGS_JSON, HV_COMPUTE_CSV)
+
+
+def objectives(val_size: int | None) -> tuple[str, str]:
+    """What the sampler and the rungs optimise: validation accuracy (max) and predicted training FLOPs (min);
+    test accuracy only when the base config has no validation split (``data.val_size`` 0 or unset, as in a
+    search from before validation existed), which every output then says."""
+    return ("val_accuracy" if (val_size or 0) > 0 else "test_accuracy", "run_train_flops")
 
 
 class SearchError(ValueError):

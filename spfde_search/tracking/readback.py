@@ -77,7 +77,7 @@ def frontier_table(df: pd.DataFrame) -> pd.DataFrame:
     """Frontier rows of a read-back table, by ascending training FLOPs."""
     if not len(df):
         return df
-    return df[df["pareto"]].sort_values(["train_flops", "test_accuracy"]).reset_index(drop=True)
+    return df[df["pareto"]].sort_values("train_flops", kind="stable").reset_index(drop=True)
 
 
 def download_config(client: Any, run_id: str) -> dict[str, Any]:

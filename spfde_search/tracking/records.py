@@ -20,7 +20,7 @@ TERMINAL = ("COMPLETED", "EARLY_STOPPED", "FAILED", "INFEASIBLE", "INTERRUPTED")
 MLFLOW_STATUS = {"COMPLETED": "FINISHED", "EARLY_STOPPED": "FINISHED", "FAILED": "FAILED", "INFEASIBLE": "FAILED",
                  "INTERRUPTED": "KILLED"}
 FINAL_METRICS = (
-    "test_accuracy", "train_flops", "predicted_train_flops", "dense_train_flops", "flops_ratio",
+    "val_accuracy", "test_accuracy", "train_flops", "predicted_train_flops", "dense_train_flops", "flops_ratio",
     "saved_sparsity", "saved_freezing", "saved_sieving", "freeze_start_epoch", "epochs_completed", "wall_seconds",
     "run_train_flops", "run_flops_ratio",
 )
@@ -63,8 +63,10 @@ class TrialRecord:
 
     @property
     def on_frontier_candidate(self) -> bool:
-        return (self.status == "COMPLETED" and self.full_budget and _finite(self.final.get("test_accuracy"))
-                and _finite(self.final.get("train_flops")))
+        """Completed, full budget, measured; which accuracy then selects is decided over all trials
+        (``frontier.selected_on``: validation, or test for a search without a validation split)."""
+        return (self.status == "COMPLETED" and self.full_budget and _finite(self.final.get("train_flops"))
+                and (_finite(self.final.get("val_accuracy")) or _finite(self.final.get("test_accuracy"))))
 
     @property
     def front_eligible(self) -> bool:
