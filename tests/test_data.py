@@ -318,6 +318,55 @@ def test_synthetic_is_learnable() -> None:
     assert torch.equal(next(again.test_batches(200))[0], xt)
 
 
+# ---------------------------------------------------------------- validation split
+
+
+def test_auto_val_size_golden() -> None:
+    from spfde_search.data.subsets import auto_val_size
+
+    assert auto_val_size(60000, 2000, 1000) == 1000  # the demo: as many as the test set, from outside
+    assert auto_val_size(60000, 10000, 10000) == 5000  # capped at 5,000
+    assert auto_val_size(60000, 60000, 10000) == 5000  # nothing outside: carved, a tenth would be 6,000
+    assert auto_val_size(512, 512, 256) == 51  # small set: a tenth of the training set
+    assert auto_val_size(200, 150, 100) == 15  # 50 outside is fewer than 100: carve a tenth instead
+
+
+def test_val_split_outside_the_training_subset_leaves_training_unchanged() -> None:
+    from spfde_search.data.subsets import train_val_ids
+
+    y = torch.arange(300) % 3
+    plain, none = train_val_ids(y, 120, 0, seed=4, name="s")
+    train, val = train_val_ids(y, 120, 60, seed=4, name="s")
+    assert none.numel() == 0 and torch.equal(train, plain)  # the same training images as without validation
+    assert not set(train.tolist()) & set(val.tolist()) and len(set(val.tolist())) == 60
+    assert y[val].bincount().tolist() == [20, 20, 20]  # class-balanced
+    assert torch.equal(train_val_ids(y, 120, 60, seed=4, name="s")[1], val)  # same seed: same images
+    assert not torch.equal(train_val_ids(y, 120, 60, seed=5, name="s")[1], val)
+
+
+def test_val_split_carved_out_of_the_training_set() -> None:
+    from spfde_search.data.subsets import train_val_ids
+
+    y = torch.arange(100) % 4
+    train, val = train_val_ids(y, None, 20, seed=0, name="s")
+    assert len(train) == 80 and len(val) == 20 and not set(train.tolist()) & set(val.tolist())
+    assert sorted(train.tolist() + val.tolist()) == list(range(100))
+    assert y[val].bincount().tolist() == [5, 5, 5, 5]
+    cfg = DataConfig(name="synthetic", synthetic_train=100, synthetic_test=40, val_size=20)
+    spec = dataset_spec(cfg)
+    assert (spec.num_train, spec.num_val, spec.num_test) == (80, 20, 40)
+    b = load_data(cfg, seed=0, device=CPU)
+    xs, ys = zip(*b.val_batches(8), strict=True)
+    assert torch.cat(xs).shape[0] == 20 and torch.equal(torch.cat(ys), b.val_targets)
+
+
+def test_val_size_larger_than_what_is_left() -> None:
+    cfg = DataConfig(name="synthetic", synthetic_train=200, synthetic_test=40, train_subset=100, val_size=101)
+    with pytest.raises(ConfigError, match=r"data.val_size=101 is larger than what is left .* use at most 100"):
+        dataset_spec(cfg)
+    assert dataset_spec(cfg.model_copy(update={"val_size": 100})).num_train == 100  # exactly the 100 outside
+
+
 # ---------------------------------------------------------------- imagefolder
 
 
@@ -349,6 +398,27 @@ def test_imagefolder(tmp_path: Path) -> None:
     assert all(torch.equal(u, v) for p, q in zip(run1, run2, strict=True) for u, v in zip(p, q, strict=True))
     xs, ys = zip(*b.test_batches(4), strict=True)
     assert torch.cat(xs).shape == (5, 3, 16, 16) and torch.equal(torch.cat(ys), b.test_targets)
+
+
+def test_imagefolder_val_folder_is_validation_beside_a_test_folder(tmp_path: Path) -> None:
+    """train/ + val/: val/ is the test set and validation comes from train/; with test/ as well, val/ is the
+    validation set and test/ the test set."""
+    make_folder(tmp_path, {"a": (6, 2), "b": (6, 2)})
+    cfg = DataConfig(name="imagefolder", root=str(tmp_path), image_size=16, num_workers=0, val_size=4)
+    assert dataset_spec(cfg) == DatasetSpec("imagefolder", 3, 16, 2, 8, 4, 4)  # carved out of train/
+    from spfde_search.data.folder import _scan_folder
+
+    _scan_folder.cache_clear()
+    for cls in ("a", "b"):
+        (tmp_path / "test" / cls).mkdir(parents=True)
+        (tmp_path / "val" / cls / "0.png").rename(tmp_path / "test" / cls / "0.png")
+    spec = dataset_spec(cfg.model_copy(update={"val_size": 2}))
+    assert (spec.num_train, spec.num_val, spec.num_test) == (12, 2, 2)
+    b = load_data(cfg.model_copy(update={"val_size": 2}), 0, CPU)
+    assert sorted(b.val_targets.tolist()) == [0, 1] and sum(len(y) for _, y in b.val_batches(4)) == 2
+    with pytest.raises(ConfigError, match="larger than the imagefolder val/ folder"):
+        dataset_spec(cfg.model_copy(update={"val_size": 3}))
+    _scan_folder.cache_clear()
 
 
 def test_imagefolder_missing(tmp_path: Path) -> None:

@@ -40,6 +40,15 @@ def test_filters():
         choose(FRONT, "all", max_flops=-1)
 
 
+def test_picks_read_validation_never_test():
+    """With validation accuracies every pick and filter reads them: the test order (d best) is ignored."""
+    front = FRONT.assign(val_accuracy=[0.71, 0.79, 0.85, 0.84])  # on validation c beats d
+    assert choose(front, "max-accuracy")["trial_id"].tolist() == ["c"]
+    assert choose(front, "max-accuracy", max_flops=0.25)["trial_id"].tolist() == ["b"]
+    assert choose(front, "min-flops", min_accuracy=0.845)["trial_id"].tolist() == ["c"]  # test 0.82 < 0.845
+
+
+
 @pytest.mark.mlflow
 def test_export_writes_complete_configs_with_a_provenance_header(synced_store, tmp_path):
     uri, recs = synced_store["uri"], synced_store["records"]

@@ -176,3 +176,24 @@ def test_above_chance_is_strictly_above_chance_plus_margin():
     # per-point chance; unknown chance (NaN / None) lets a finite accuracy through
     assert above_chance([0.3, 0.3, 0.02], [0.5, float("nan"), 0.01], margin=0.0).tolist() == [False, True, True]
     assert above_chance([0.0, float("nan")], None).tolist() == [True, False]
+
+
+def test_selection_metric_is_validation_when_any_trial_has_one():
+    from spfde_search.pareto import selection_metric
+
+    assert selection_metric([float("nan"), 0.7, None]) == "val_accuracy"
+    # no validation split (data.val_size 0) or a search from before validation: test selects, and says so
+    assert selection_metric([float("nan"), None]) == "test_accuracy"
+    assert selection_metric(None) == "test_accuracy"
+    assert selection_metric([True, "x"]) == "test_accuracy"
+
+
+def test_best_within_a_budget():
+    from spfde_search.pareto import best_within
+
+    acc = [0.80, 0.90, 0.85, 0.90, float("nan")]
+    ratio = [0.04, 0.15, 0.08, 0.12, 0.01]
+    assert best_within(acc, ratio, 0.05) == 0
+    assert best_within(acc, ratio, 0.1) == 2
+    assert best_within(acc, ratio, 0.2) == 3  # a tie on accuracy goes to the cheaper schedule
+    assert best_within(acc, ratio, 0.03) is None  # the NaN point never answers

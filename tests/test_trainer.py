@@ -274,6 +274,24 @@ def test_eval_every_and_forced_eval_epochs(trainer_cfg: Callable[..., Config]) -
     assert [m.test_accuracy is not None for m in ms] == [True, False, True, True]
 
 
+def test_validation_where_read_and_test_once_at_the_end(trainer_cfg: Callable[..., Config]) -> None:
+    """With data.val_size the evaluated epochs (eval_every, the rungs, the last) read validation, and the test
+    set is evaluated once, after the last epoch; the validation split is carved out of the training set here
+    (no images outside it), so the training set shrinks by its size and the FLOPs prediction follows."""
+    plain = Trainer(trainer_cfg({"train.eval_every": 3}))
+    tr = Trainer(trainer_cfg({"train.eval_every": 3, "data.val_size": 20}), eval_epochs={1})
+    assert tr.data.spec.num_val == 20 and tr.data.spec.num_train == plain.data.spec.num_train - 20
+    ms = list(tr.epochs())
+    assert [m.val_accuracy is not None for m in ms] == [True, False, True, True]
+    assert [m.test_accuracy is not None for m in ms] == [False, False, False, True]
+    s = tr.summary()
+    assert s["val_accuracy"] == ms[-1].val_accuracy and s["test_accuracy"] == ms[-1].test_accuracy
+    assert s["val_accuracy"] == tr.evaluate("val") and s["test_accuracy"] == tr.evaluate("test")
+    assert s["train_flops"] == s["predicted_train_flops"]
+    # without a validation split nothing changes: test where evaluated, no validation accuracy
+    assert all(m.val_accuracy is None for m in plain.epochs())
+
+
 def test_sieving_at_dtau_1_sees_forgetting(trainer_cfg: Callable[..., Config]) -> None:
     """Issue 9: at dtau = 1 the counts used to reset before any sample could be compared with an earlier
     presentation, so every sample had 0 events and sieving was random. Now the last correctness survives."""

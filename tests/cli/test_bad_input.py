@@ -177,3 +177,20 @@ def test_impossible_budget_range(tmp_path: Path, low: str, high: str, says: str)
     line = one_error(cli("search", "--space", "budget", "--budget-range", low, high, "-n", "4", "--tracking-uri", "none",
                          "--storage-path", str(tmp_path), sets=TINY))
     assert says in line and "--budget-range" in line
+
+
+# ---------------------------------------------------------------- validation split and the answer at a budget
+
+
+def test_val_size_larger_than_what_is_left_train_and_search(tmp_path: Path) -> None:
+    """64 synthetic training images, nothing outside them: at most half (32) may be carved out."""
+    for args in (["train"], ["search", "--storage-path", str(tmp_path), "--tracking-uri", "none", "-n", "1"]):
+        line = one_error(cli(*args, sets=[*TINY, "data.val_size=40"]))
+        assert "data.val_size=40" in line and "use at most 32" in line, line
+
+
+def test_pareto_max_flops_not_positive(tmp_path: Path) -> None:
+    for bad in ("0", "-0.1"):
+        line = one_error(cli("pareto", "any", "--max-flops", bad, "--tracking-uri",
+                             f"sqlite:///{tmp_path / 'none.db'}"))
+        assert "--max-flops must be a positive number" in line, line

@@ -73,21 +73,26 @@ def test_ray_adapter_stops_and_persists(tmp_path):
     state = str(tmp_path / "moasha_rungs.json")
     s = make_moasha(epochs=4, grace_period=1, reduction_factor=3, state_uri=state)
     r = {"epochs_total": 4, "run_train_flops": 1.0}
-    assert s.on_trial_result(None, _Trial("a"), {**r, "epoch": 1, "test_accuracy": 0.9}) == TrialScheduler.CONTINUE
-    assert s.on_trial_result(None, _Trial("b"), {**r, "epoch": 1, "test_accuracy": 0.5, "run_train_flops": 2.0}) \
+    assert s.on_trial_result(None, _Trial("a"), {**r, "epoch": 1, "val_accuracy": 0.9}) == TrialScheduler.CONTINUE
+    assert s.on_trial_result(None, _Trial("b"), {**r, "epoch": 1, "val_accuracy": 0.5, "run_train_flops": 2.0}) \
         == TrialScheduler.STOP
     # infeasible reports and the last epoch never stop a trial
     assert s.on_trial_result(None, _Trial("c"), {"infeasible": True, "epoch": 0}) == TrialScheduler.CONTINUE
-    assert s.on_trial_result(None, _Trial("a"), {**r, "epoch": 4, "test_accuracy": 0.1}) == TrialScheduler.CONTINUE
+    assert s.on_trial_result(None, _Trial("a"), {**r, "epoch": 4, "val_accuracy": 0.1}) == TrialScheduler.CONTINUE
     saved = json.loads((tmp_path / "moasha_rungs.json").read_text())
     assert saved["stopped"] == {"b": 1}
     # a fresh scheduler (a --resume) continues from the saved rungs: "b" was recorded, a third arrival is ranked
     # among a and b
     s2 = make_moasha(epochs=4, grace_period=1, reduction_factor=3, state_uri=state)
     assert s2.book.records[1].keys() == {"a", "b"}
-    assert s2.on_trial_result(None, _Trial("d"), {**r, "epoch": 1, "test_accuracy": 0.4, "run_train_flops": 3.0}) \
+    assert s2.on_trial_result(None, _Trial("d"), {**r, "epoch": 1, "val_accuracy": 0.4, "run_train_flops": 3.0}) \
         == TrialScheduler.STOP
     assert not math.isnan(s2.book.records[1]["d"][0])
+    # it ranks on the selection accuracy it was given: validation, never a test accuracy in the same result
+    s3 = make_moasha(epochs=4, grace_period=1, reduction_factor=3, state_uri=None)
+    s3.on_trial_result(None, _Trial("a"), {**r, "epoch": 1, "val_accuracy": 0.9, "test_accuracy": 0.1})
+    assert s3.on_trial_result(None, _Trial("b"), {**r, "epoch": 1, "val_accuracy": 0.5, "test_accuracy": 0.99,
+                                                  "run_train_flops": 2.0}) == TrialScheduler.STOP
     import ray.cloudpickle as cp
 
     assert cp.loads(cp.dumps(s2)).rungs == [1, 3]  # the Tuner pickles its scheduler into tuner.pkl
@@ -106,7 +111,7 @@ def test_asha_counts_epochs_and_ends_at_the_runs_last_one(tmp_path):
     asha = _scheduler(s, epochs=4)
     asha.on_trial_add(None, _Trial("a"))
     # epoch 4 of 4 is the run's end even where Ray counted only 2 iterations since the restore
-    assert asha.on_trial_result(None, _Trial("a"), {"epoch": 4, "training_iteration": 2, "test_accuracy": 0.5}) \
+    assert asha.on_trial_result(None, _Trial("a"), {"epoch": 4, "training_iteration": 2, "val_accuracy": 0.5}) \
         == TrialScheduler.STOP
 
 
@@ -206,9 +211,13 @@ def test_moasha_joint_search_on_fashion_mnist(tmp_path):
     assert (table["status"] == "EARLY_STOPPED").sum() >= 1, table[["status", "epochs_completed"]]
     assert not table["error"].str.contains("freezing", case=False).any()
     assert "INFEASIBLE" not in set(table["status"])
-    # stopped trials were evaluated at their rung (epoch 1) although train.eval_every = 3
+    # stopped trials were evaluated on validation at their rung (epoch 1) although train.eval_every = 3; the test
+    # set is evaluated once, at the end of a trial, so only completed trials have a test accuracy
     stopped = table[table["status"] == "EARLY_STOPPED"]
-    assert (stopped["epochs_completed"] == 1).all() and stopped["test_accuracy"].notna().all()
+    assert (stopped["epochs_completed"] == 1).all() and stopped["val_accuracy"].notna().all()
+    assert stopped["test_accuracy"].isna().all()
+    done = table[table["status"] == "COMPLETED"]
+    assert len(done) and done["val_accuracy"].notna().all() and done["test_accuracy"].notna().all()
     # compute: search.json == sum over Ray's own per-trial records of the last measured train_flops
     meta = json.loads((d / "search.json").read_text())
     ray_total = 0.0

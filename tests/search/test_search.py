@@ -109,6 +109,27 @@ def test_a_chance_level_trial_is_reported_but_never_on_the_front_nor_in_the_hype
     assert f.hypervolume == pytest.approx(compute_frontier([r for r in recs if r.trial_id != "t1"]).hypervolume)
 
 
+def test_front_selects_on_validation_never_on_test():
+    """Trials whose test accuracy would put them on the front but whose validation accuracy does not stay off;
+    a table without validation (data.val_size 0, or from before it existed) selects on test."""
+    from spfde_search.search import front_hypervolume, selected_on
+
+    rows = [
+        {"trial_id": "a", "status": "COMPLETED", "full_budget": True, "val_accuracy": 0.80, "test_accuracy": 0.70,
+         "train_flops": 10.0, "flops_ratio": 0.5},
+        {"trial_id": "b", "status": "COMPLETED", "full_budget": True, "val_accuracy": 0.75, "test_accuracy": 0.95,
+         "train_flops": 10.0, "flops_ratio": 0.5},  # best on test, dominated on validation by a
+        {"trial_id": "c", "status": "COMPLETED", "full_budget": True, "val_accuracy": 0.60, "test_accuracy": 0.65,
+         "train_flops": 4.0, "flops_ratio": 0.2},
+    ]
+    df = pd.DataFrame(rows)
+    front = pareto_front(df)
+    assert selected_on(df) == "val_accuracy" and front["trial_id"].tolist() == ["c", "a"]
+    assert front_hypervolume(front) == pytest.approx(0.6 * 0.3 + 0.8 * 0.5)  # area under validation accuracy
+    old = df.drop(columns=["val_accuracy"])
+    assert selected_on(old) == "test_accuracy" and pareto_front(old)["trial_id"].tolist() == ["c", "b"]
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_end_to_end_fashion_mnist(tmp_path):
@@ -121,6 +142,7 @@ def test_end_to_end_fashion_mnist(tmp_path):
                          env={**os.environ, "COLUMNS": "200"})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "Pareto front of e2e" in res.stdout and "test acc" in res.stdout and "ratio to dense" in res.stdout
+    assert "val acc" in res.stdout and "selecting on validation accuracy (500 images" in res.stdout
     df = pd.read_parquet(tmp_path / "e2e" / "trials.parquet")
     assert len(df) == 4 and df["trial_id"].is_unique
     assert set(TRIAL_COLUMNS) <= set(df.columns)
@@ -130,9 +152,13 @@ def test_end_to_end_fashion_mnist(tmp_path):
     assert len(done) >= 1 and done["full_budget"].all() and (done["epochs_completed"] == 2).all()
     assert (done["flops_ratio"] <= 0.5 + 1e-9).all()
     assert (done["train_flops"] == done["predicted_train_flops"]).all()  # measured == predicted
+    # every trained trial selects on validation; the completed ones also report test, measured at their end
+    assert done["val_accuracy"].notna().all() and done["test_accuracy"].notna().all()
+    assert df.loc[df["status"] == "EARLY_STOPPED", "val_accuracy"].notna().all()
     for _, r in df.iterrows():  # the config is the base config plus the sampled params, nothing else
         cfg, params = json.loads(r["config"]), json.loads(r["params"])
         assert cfg["data"]["name"] == "fashion_mnist" and cfg["data"]["train_subset"] == 1000
+        assert cfg["data"]["val_size"] == 500  # the search's default, min(5000, the 500-image test set)
         for k, v in params.items():
             sec, key = k.split(".")
             assert cfg[sec][key] == v

@@ -72,6 +72,29 @@ def test_frontier_flags_match_an_independent_check():
     assert {t for t, on in flags.items() if on} == independent_front(pts) == {"t0", "t1", "t3", "t4"}
 
 
+def test_frontier_and_budget_metrics_select_on_validation():
+    """Pareto tags, hypervolume, best and best-at-budget read validation accuracy; test accuracy rides along.
+    Records without validation (a search from before it, e.g. make_records) select on test, as above."""
+    from spfde_search.tracking import compute_frontier
+
+    recs = make_records()[:5]
+    # validation accuracies that disagree with test: by test the frontier is t0, t1, t3, t4
+    val = {"t0": 0.95, "t1": 0.70, "t2": 0.75, "t3": 0.80, "t4": 0.80}
+    for r in recs:
+        r.final["val_accuracy"] = val[r.trial_id]
+    front = compute_frontier(recs)
+    pts = {r.trial_id: (val[r.trial_id], r.final["train_flops"]) for r in recs}
+    assert {t for t, on in front.flags.items() if on} == independent_front(pts) == {"t0", "t1", "t2"}
+    assert front.hypervolume == pytest.approx(hypervolume(list(val.values()), [r.final["flops_ratio"] for r in recs]))
+    m = front.metrics()
+    # best by validation is t0 (0.95), whose test accuracy is 0.80, not the best test accuracy (0.85, t3)
+    assert (m["best_val_accuracy"], m["best_test_accuracy"]) == (0.95, 0.80)
+    assert "best_at_0.05_val_accuracy" not in m and "best_at_0.1_val_accuracy" not in m  # nothing that cheap
+    assert (m["best_at_0.2_val_accuracy"], m["best_at_0.2_test_accuracy"]) == (0.70, 0.78)
+    # within 0.25: t2 (validation 0.75, test 0.70) answers, not t1 (validation 0.70, test 0.78)
+    assert compute_frontier(recs, ratios=(0.25,)).at_budget == {0.25: (0.75, 0.70)}
+
+
 def test_sync_writes_parent_nested_runs_frontier_and_artifacts(synced_store, tmp_path):
     uri, recs = synced_store["uri"], synced_store["records"]
     c = _client(uri)

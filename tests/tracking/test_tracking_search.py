@@ -87,12 +87,18 @@ def _check_store(c, parents, trials, table: pd.DataFrame):
         if row["status"] == "COMPLETED":
             assert r.data.metrics["train_flops"] == row["train_flops"]
             assert r.data.metrics["test_accuracy"] == pytest.approx(row["test_accuracy"])
-            hist = c.get_metric_history(r.info.run_id, "test_accuracy")
+            assert r.data.metrics["val_accuracy"] == pytest.approx(row["val_accuracy"])
+            # validation every epoch (train.eval_every 1); test once, after the last epoch
+            hist = c.get_metric_history(r.info.run_id, "val_accuracy")
             assert sorted(m.step for m in hist) == list(range(1, int(row["epochs_completed"]) + 1))
+            hist = c.get_metric_history(r.info.run_id, "test_accuracy")
+            assert [m.step for m in hist] == [int(row["epochs_completed"])]
+            assert r.data.params["data.val_size"] == "500"  # the search's default: min(5000, the test set)
             assert r.data.params["data.train_subset"] == "1000"
             assert [f.path for f in c.list_artifacts(r.info.run_id)] == ["config.yaml"]
-    # pareto=true on exactly the non-dominated completed full-budget trials, computed here from MLflow alone
-    pts = {t: (r.data.metrics["test_accuracy"], r.data.metrics["train_flops"]) for t, r in by.items()
+    # pareto=true on exactly the trials non-dominated on (validation accuracy, training FLOPs) among the completed
+    # full-budget ones, computed here from MLflow alone
+    pts = {t: (r.data.metrics["val_accuracy"], r.data.metrics["train_flops"]) for t, r in by.items()
            if r.data.tags["spfde.status"] == "COMPLETED" and r.data.tags.get("spfde.full_budget") == "true"}
     assert pts, "no completed trial"
     tagged = {t for t, r in by.items() if r.data.tags.get("pareto") == "true"}
@@ -101,6 +107,16 @@ def _check_store(c, parents, trials, table: pd.DataFrame):
     assert {"pareto_front.parquet", "pareto_front.csv", "pareto_front.png", "pareto_front.html",
             "search.json"} <= names
     assert c.get_metric_history(parent.info.run_id, "hypervolume")
+    # best-at-budget metrics: the best validation accuracy within each ratio, and that trial's test accuracy
+    for cap in (0.05, 0.1, 0.2):
+        fits = [r for t, r in by.items() if t in pts and r.data.metrics["flops_ratio"] <= cap]
+        key = f"best_at_{cap:g}_val_accuracy"
+        if not fits:
+            assert key not in parent.data.metrics
+            continue
+        best = max(fits, key=lambda r: r.data.metrics["val_accuracy"])
+        assert parent.data.metrics[key] == pytest.approx(best.data.metrics["val_accuracy"])
+        assert parent.data.metrics[f"best_at_{cap:g}_test_accuracy"] == pytest.approx(best.data.metrics["test_accuracy"])
     assert parent.data.params["search.space"] == "smoke" and "space.sparsity.ratio" in parent.data.params
     return parent, by, tagged
 
@@ -115,7 +131,25 @@ def test_readme_search_lands_in_the_sqlite_store(search):
     # spfde pareto reads the same frontier back
     res = CliRunner().invoke(app, ["pareto", NAME, "--tracking-uri", uri, "--json"])
     assert res.exit_code == 0, res.output
-    assert {r["trial_id"] for r in json.loads(res.stdout)["frontier"]} == tagged
+    doc = json.loads(res.stdout)
+    assert {r["trial_id"] for r in doc["frontier"]} == tagged and doc["selected_on"] == "val_accuracy"
+    for r in doc["frontier"]:  # both accuracies, as MLflow holds them
+        m = by[r["trial_id"]].data.metrics
+        assert (r["val_accuracy"], r["test_accuracy"]) == (m["val_accuracy"], m["test_accuracy"])
+    # the answer at a budget: the best validation accuracy within R x dense, whatever the test accuracies say
+    done = table[(table["status"] == "COMPLETED") & table["full_budget"]]
+    cap = float(done["flops_ratio"].median())
+    fits = done[done["flops_ratio"] <= cap]
+    want = fits.sort_values(["val_accuracy", "train_flops"], ascending=[False, True]).iloc[0]
+    res = CliRunner().invoke(app, ["pareto", NAME, "--tracking-uri", uri, "--max-flops", str(cap), "--json"])
+    assert res.exit_code == 0, res.output
+    best = json.loads(res.stdout)["at_budget"]["best"]
+    assert best["trial_id"] == want["trial_id"] and best["flops_ratio"] <= cap
+    assert best["val_accuracy"] == pytest.approx(want["val_accuracy"])
+    assert best["test_accuracy"] == pytest.approx(want["test_accuracy"])
+    res = CliRunner().invoke(app, ["pareto", NAME, "--tracking-uri", uri, "--max-flops", str(cap)])
+    assert res.exit_code == 0, res.output
+    assert f"trial {want['trial_id']}" in res.output and "validation accuracy" in res.output
 
 
 def test_export_then_train_reproduces_training_flops_exactly(search, tmp_path):
