@@ -306,3 +306,14 @@ def test_search_quality_ended_by_counts_trials_in_the_order_they_ended() -> None
     assert sq.ended_by(mine, spent, 25.0).tolist() == [False, True, True]  # a budget equal to the spend counts it
     assert sq.ended_by(mine, spent, 44.9).tolist() == [False, True, True]
     assert sq.ended_by(mine, spent, 1e9).tolist() == [True, True, True]
+
+
+@pytest.mark.slow
+def test_val_overhead_smoke(tmp_path: Path) -> None:
+    import json
+
+    out, log = smoke("val_overhead", tmp_path)
+    has(out, "runs.csv", "val_overhead.json")
+    result = json.loads((out / "val_overhead.json").read_text())
+    assert result["pairs"] == 2 and result["val_size"] > 0 and result["total_cpu_ratio"] > 0
+    assert "summed CPU time after/before" in log
