@@ -165,7 +165,7 @@ def pareto(
             "selected_on": metric, "trials": len(df), "hypervolume": hv,
             "hypervolume_reference": {metric: 0.0, "flops_ratio": 1.0},
             "knee": next((r for r in frontier if r["knee"]), None), "chance_accuracy": chance,
-            "warning": " ".join(w for w in (warn, note) if w) or None, "frontier": frontier,
+            "warning": warn or None, "selection_warning": note or None, "frontier": frontier,
         }
         if best is not None and max_flops is not None:
             answer = _records(best.drop(columns=["pick"]))[0]

@@ -87,6 +87,9 @@ def test_pareto_json_knee_hypervolume_and_latest_search(synced_store, tmp_path):
         want = hypervolume([r["test_accuracy"] for r in doc["frontier"]], [r["flops_ratio"] for r in doc["frontier"]])
         assert doc["hypervolume"] == pytest.approx(want) and doc["hypervolume"] > 0
         assert doc["warning"] is None and doc["chance_accuracy"] == pytest.approx(0.1)
+        # these trials have no validation accuracy (a search without a split, or from before it): test selected,
+        # and the answer says so
+        assert doc["selected_on"] == "test_accuracy" and "selected on TEST" in doc["selection_warning"]
     out = tmp_path / "p.json"
     res = _run("pareto", "s1", "--json", str(out), "--tracking-uri", uri)
     assert res.exit_code == 0 and json.loads(out.read_text())["knee"]["trial_id"] == "t0"
