@@ -53,7 +53,8 @@ def selected_on(records: Sequence[TrialRecord]) -> str:
 
 
 def _candidates(records: Sequence[TrialRecord], metric: str) -> list[TrialRecord]:
-    return [r for r in records if r.on_frontier_candidate and _finite(r.final.get(metric))]
+    """The trials that may enter the front and the hypervolume (``TrialRecord.front_eligible`` on ``metric``)."""
+    return [r for r in records if r.front_eligible(metric)]
 
 
 def _value(r: TrialRecord, key: str) -> float | None:

@@ -68,15 +68,15 @@ class TrialRecord:
         return (self.status == "COMPLETED" and self.full_budget and _finite(self.final.get("train_flops"))
                 and (_finite(self.final.get("val_accuracy")) or _finite(self.final.get("test_accuracy"))))
 
-    @property
-    def front_eligible(self) -> bool:
-        """A frontier candidate that also beats chance (``pareto.above_chance``): may enter the front and the
-        hypervolume. A chance-level trial is still reported and counted as completed."""
+    def front_eligible(self, metric: str) -> bool:
+        """A frontier candidate whose selection accuracy ``metric`` (``frontier.selected_on``) is finite and beats
+        chance (``pareto.above_chance``): may enter the front and the hypervolume. A chance-level trial is still
+        reported and counted as completed."""
         from spfde_search.pareto import above_chance
         from spfde_search.plots import chance_of_config
 
-        return self.on_frontier_candidate and bool(
-            above_chance([float(self.final["test_accuracy"])], chance_of_config(self.config))[0])
+        return self.on_frontier_candidate and _finite(self.final.get(metric)) and bool(
+            above_chance([float(self.final[metric])], chance_of_config(self.config))[0])
 
     def row(self) -> dict[str, Any]:
         out: dict[str, Any] = {"trial_id": self.trial_id, "status": self.status, "full_budget": self.full_budget}

@@ -37,7 +37,7 @@ def runs_view_state(search: str, metric_keys: Iterable[str] = ()) -> dict[str, A
     (``test_accuracy`` always), ``flops_ratio`` and ``pareto`` as columns (few, so all fit beside the run names)."""
     q = search.replace("'", "\\'")
     accuracy = sorted({"test_accuracy", *(k for k in metric_keys if k.endswith("accuracy"))},
-                      key=lambda k: (k != "test_accuracy", k))
+                      key=lambda k: (k != "val_accuracy", k != "test_accuracy", k))  # what selects first
     return {
         "searchFilter": f"tags.`spfde.search` = '{q}' and tags.`spfde.role` = 'trial'",
         "orderByKey": "metrics.`flops_ratio`",
