@@ -13,7 +13,8 @@ from spfde_search.tracking.views import VIEW_TAG_PREFIX, ensure_runs_view, runs_
 def test_view_state_filters_the_trials_and_shows_accuracy_flops_and_pareto():
     st = runs_view_state("it's", ["loss", "train_accuracy", "test_accuracy", "val_accuracy", "flops_ratio"])
     assert st["searchFilter"] == "tags.`spfde.search` = 'it\\'s' and tags.`spfde.role` = 'trial'"
-    assert st["selectedColumns"] == ["metrics.`test_accuracy`", "metrics.`train_accuracy`", "metrics.`val_accuracy`",
+    # validation first (what selects), then test (the report)
+    assert st["selectedColumns"] == ["metrics.`val_accuracy`", "metrics.`test_accuracy`", "metrics.`train_accuracy`",
                                      "metrics.`flops_ratio`", "tags.`pareto`"]
     assert (st["orderByKey"], st["orderByAsc"]) == ("metrics.`flops_ratio`", True)
     assert runs_view_state("s")["selectedColumns"][0] == "metrics.`test_accuracy`"  # before any metric is logged
