@@ -124,7 +124,7 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
                 copy_as_latest(trainer.load_checkpoint(got), work)
             except CheckpointError as e:  # terminal: a retry would read the same damaged files
                 where = store.uri if store is not None else "the trial's Ray checkpoint"
-                tune.report({**fields, "diverged": True, "epoch": 0, "test_accuracy": 0.0,
+                tune.report({**fields, "diverged": True, "epoch": 0, "val_accuracy": 0.0, "test_accuracy": 0.0,
                              "error": f"CheckpointError: {str(e).replace(str(got), where)}"})
                 return
         with contextlib.suppress(OSError, ValueError):
