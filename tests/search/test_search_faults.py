@@ -82,6 +82,16 @@ def mlflow_trials(db: Path, name: str) -> tuple[object, list[object]]:
     return parents[0], list(trials)
 
 
+def assert_completed_or_lost(df: pd.DataFrame) -> None:
+    """Every trial COMPLETED, or INTERRUPTED because the driver died before Ray's experiment snapshot saw it:
+    then with the LOST note and the epochs it trained (its compute is in the table, it is not retrained)."""
+    from spfde_search.search.callbacks import LOST
+
+    for r in df.itertuples():
+        assert r.status == "COMPLETED" or (r.status == "INTERRUPTED" and r.error == LOST
+                                           and r.epochs_completed >= 1), df[["trial_id", "status", "error"]]
+
+
 def check_mlflow_matches_table(db: Path, name: str, df: pd.DataFrame) -> None:
     """Every trial exactly once and terminal; pareto tags and parent metrics = a recomputation from the table."""
     parent, runs = mlflow_trials(db, name)
@@ -91,14 +101,17 @@ def check_mlflow_matches_table(db: Path, name: str, df: pd.DataFrame) -> None:
     status = dict(zip(df["trial_id"], df["status"], strict=True))
     assert {r.data.tags["spfde.trial_id"]: r.data.tags["spfde.status"] for r in runs} == status
     done = df[(df["status"] == "COMPLETED") & df["full_budget"]]
-    # these searches are on 10-class Fashion-MNIST: a trial at or below chance + 1 point never enters the front
-    fair = done[done["test_accuracy"] > 0.1 + 0.01]
-    want = independent_front({r.trial_id: (r.test_accuracy, r.train_flops) for r in fair.itertuples()})
+    # the front selects on validation accuracy (test accuracy where a search has no validation split)
+    sel = "val_accuracy" if "val_accuracy" in done and done["val_accuracy"].notna().any() else "test_accuracy"
+    # these searches are on 10-class data: a trial at or below chance + 1 point never enters the front
+    fair = done[done[sel] > 0.1 + 0.01]
+    want = independent_front({r.trial_id: (getattr(r, sel), r.train_flops) for r in fair.itertuples()})
     assert {r.data.tags["spfde.trial_id"] for r in runs if r.data.tags.get("pareto") == "true"} == want
     m = parent.data.metrics
     assert m["trials_completed"] == len(done) and m["frontier_size"] == len(want)
-    assert m["best_test_accuracy"] == pytest.approx(done["test_accuracy"].max())
-    hv = hypervolume(fair["test_accuracy"].to_numpy(float), fair["flops_ratio"].to_numpy(float), ref=(0.0, 1.0)) \
+    best = done.loc[done[sel].idxmax()]  # the best trial by the selection accuracy; its test accuracy is reported
+    assert m["best_test_accuracy"] == pytest.approx(best["test_accuracy"])
+    hv = hypervolume(fair[sel].to_numpy(float), fair["flops_ratio"].to_numpy(float), ref=(0.0, 1.0)) \
         if len(fair) else 0.0
     assert m["hypervolume"] == pytest.approx(hv)
     assert parent.info.status == "FINISHED"
@@ -188,7 +201,11 @@ def test_driver_killed_after_two_trials_then_resume_counts_every_trial_once(tmp_
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     after = pd.read_parquet(parquet)
     assert len(after) == 4 and after["trial_id"].is_unique
-    assert set(after["status"]) == {"COMPLETED"}, after[["trial_id", "status", "error"]]
+    # a trial running at a SIGKILL that Ray's last experiment snapshot never saw is kept INTERRUPTED with the
+    # compute it spent (issue 23, item 0); every other trial completes, each exactly once
+    assert_completed_or_lost(after)
+    if sig == signal.SIGINT:  # Tune saved its state at the interruption: every trial resumes and completes
+        assert set(after["status"]) == {"COMPLETED"}, after[["trial_id", "status", "error"]]
     check_mlflow_matches_table(tmp_path / "mlflow.db", name, after)
 
 
@@ -316,14 +333,18 @@ def test_two_same_name_searches_started_together_one_runs_one_is_refused(tmp_pat
     check_mlflow_matches_table(tmp_path / "mlflow.db", "twin", df)
 
 
+EPOCHS_KILLED = 16
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_killed_trial_worker_is_retried_from_its_checkpoint_and_completes(tmp_path):
     name = "wk"
     folder = tmp_path / "runs" / name
     log = tmp_path / "driver.log"
-    # 6 epochs: the kill lands mid-trial even when epochs are quick (with 3, a fast trial sometimes ended first)
-    driver = start(search_cmd(tmp_path, name, samples=1, epochs=6), log)
+    # 16 epochs: the kill lands mid-trial even when epochs are quick (Ray's result.json, which the test reads, trails
+    # the trial; with 6, a trial evaluating only validation ended before the kill landed)
+    driver = start(search_cmd(tmp_path, name, samples=1, epochs=EPOCHS_KILLED), log)
 
     def worker_pid() -> int | None:
         assert driver.poll() is None, log.read_text()[-3000:]
@@ -341,7 +362,8 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint_and_completes(tmp_
         kill_group(driver)
     assert rc == 0, log.read_text()[-3000:]
     df = pd.read_parquet(folder / "trials.parquet")
-    assert df["status"].tolist() == ["COMPLETED"] and df["epochs_completed"].tolist() == [6], df.to_dict("records")
+    assert df["status"].tolist() == ["COMPLETED"] and df["epochs_completed"].tolist() == [EPOCHS_KILLED], \
+        df.to_dict("records")
     pids = {json.loads(ln)["pid"] for rj in folder.glob("trial_*/result.json") for ln in rj.read_text().splitlines()
             if ln.strip()}
     assert pid in pids and len(pids) >= 2  # epochs after the kill came from a new worker

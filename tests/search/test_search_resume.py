@@ -13,7 +13,12 @@ import pandas as pd
 import pytest
 from waiting import group_alive, wait_until
 
+from spfde_search.search.callbacks import LOST
+
 TERMINAL = {"COMPLETED", "EARLY_STOPPED", "FAILED", "INFEASIBLE"}
+# enough epochs that the driver is still running when a trial has ended and the next one has reported an epoch
+# (with 3 epochs of 768 images, validation-only evaluation made a trial take 0.2 s and the search ended first)
+EPOCHS = 16
 
 
 def _table(path: Path) -> pd.DataFrame | None:
@@ -29,8 +34,8 @@ def test_sigkill_then_resume_accounts_for_every_trial_once(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("sparsity.ratio: {type: float, low: 0.5, high: 0.95}\n"
                      "sieving.fraction: {type: float, low: 0.0, high: 0.3, step: 0.1}\n")
-    args = ["--space", str(space), "--set", "data.name=synthetic", "--set", "data.synthetic_train=768",
-            "--set", "train.epochs=3", "--set", "train.update_interval=1", "--num-samples", "3",
+    args = ["--space", str(space), "--set", "data.name=synthetic", "--set", "data.synthetic_train=1536",
+            "--set", f"train.epochs={EPOCHS}", "--set", "train.update_interval=1", "--num-samples", "3",
             "--max-concurrent", "1", "--cpus-per-trial", "2", "--sampler", "random", "--seed", "5",
             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     base_cmd = [sys.executable, "-m", "spfde_search.cli", "search", "--storage-path", str(tmp_path)]
@@ -65,14 +70,16 @@ def test_sigkill_then_resume_accounts_for_every_trial_once(tmp_path):
     assert "Pareto front of r1" in res.stdout
     after = pd.read_parquet(parquet)
     assert len(after) == 3 and after["trial_id"].is_unique
-    assert set(after["status"]) <= TERMINAL
+    assert set(after["status"]) <= TERMINAL | {"INTERRUPTED"}
     done_before = before[before["status"].isin(TERMINAL)]
     for _, r in done_before.iterrows():  # finished trials are kept as they were, not rerun
         row = after[after["trial_id"] == r["trial_id"]].iloc[0]
         assert row["status"] == r["status"] and row["params"] == r["params"]
     killed = before[before["status"] == "RUNNING"]["trial_id"].tolist()
-    for tid in killed:
-        if tid in set(after["trial_id"]):
-            row = after[after["trial_id"] == tid].iloc[0]
-            assert row["status"] == "COMPLETED" and row["epochs_completed"] == 3
-    assert (after["status"] == "COMPLETED").sum() == 3
+    for tid in killed:  # resumed from its checkpoint, or kept INTERRUPTED with its compute when Ray's last
+        # experiment snapshot never saw it (issue 23, item 0): either way exactly once, never retrained from scratch
+        row = after[after["trial_id"] == tid].iloc[0]
+        assert (row["status"] == "COMPLETED" and row["epochs_completed"] == EPOCHS) or (
+            row["status"] == "INTERRUPTED" and row["error"] == LOST and row["epochs_completed"] >= 1), row.to_dict()
+    others = after[~after["trial_id"].isin(killed)]
+    assert (others["status"] == "COMPLETED").all(), others[["trial_id", "status", "error"]]
