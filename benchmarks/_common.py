@@ -278,6 +278,22 @@ def sync(device: Any) -> None:
 # ---------------------------------------------------------------- timed schedules (freezing / sieving vs time)
 
 
+def runnable_points(space_name: str, base: Any, n: int, seed: int) -> list[dict[str, Any]]:
+    """The first ``n`` distinct points of a built-in space, drawn at random, that the trainable would run (both arms
+    of a paired benchmark must train them)."""
+    from search_spaces import resolve_space, sample_random
+    from trainables import assess
+
+    space = resolve_space(space_name, base)
+    points: list[dict[str, Any]] = []
+    for t in sample_random(space.fn, 200, seed=seed):
+        if assess(t.params, base.to_dict()).feasible and t.params not in points:
+            points.append(t.params)
+        if len(points) == n:
+            break
+    return points
+
+
 def schedule_variants(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[str, dict[str, Any]]]:
     """Baseline (x=0, y=0), freezing alone at each x > 0, sieving alone at each y > 0."""
     out: list[tuple[str, dict[str, Any]]] = [("x0_y0", {"freezing.target_flops_reduction": 0.0, "sieving.fraction": 0.0})]

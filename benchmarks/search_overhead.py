@@ -27,11 +27,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import append_section, base_parser, machine_info, output_dir, should_append  # noqa: E402
+from _common import append_section, base_parser, machine_info, output_dir, runnable_points, should_append  # noqa: E402
 
-from search_spaces import resolve_space, sample_random, trial_config  # noqa: E402
+from search_spaces import trial_config  # noqa: E402
 from spfde_search.config import load_config  # noqa: E402
-from trainables import assess  # noqa: E402
 
 
 def stats(xs: list[float]) -> dict[str, float]:
@@ -62,13 +61,7 @@ def main() -> None:
                      "train.update_interval": 1}
     overrides["train.threads"] = args.cpus
     base = load_config(None, overrides)
-    space = resolve_space("smoke", base)
-    points: list[dict] = []
-    for t in sample_random(space.fn, 200, seed=args.seed):  # feasible configs only: both arms must train
-        if assess(t.params, base.to_dict()).feasible and t.params not in points:
-            points.append(t.params)
-        if len(points) == args.configs:
-            break
+    points = runnable_points("smoke", base, args.configs, args.seed)
 
     import torch
 

@@ -31,15 +31,15 @@ from _common import (  # noqa: E402
     machine_info,
     md_table,
     output_dir,
+    runnable_points,
     save_rows,
     should_append,
     spread,
 )
 
-from search_spaces import resolve_space, sample_random, trial_config  # noqa: E402
+from search_spaces import trial_config  # noqa: E402
 from spfde_search.config import load_config  # noqa: E402
 from spfde_search.data import default_val_size  # noqa: E402
-from trainables import assess  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,13 +67,7 @@ def main() -> None:
                           "train.epochs": 1})
     base = load_config(ROOT / "configs" / "demo_search.yaml", overrides)
     val = default_val_size(base.data)
-    space = resolve_space("smoke", base)
-    points: list[dict] = []
-    for t in sample_random(space.fn, 200, seed=args.seed):  # runnable configs only: both arms must train
-        if assess(t.params, base.to_dict()).feasible and t.params not in points:
-            points.append(t.params)
-        if len(points) == args.configs:
-            break
+    points = runnable_points("smoke", base, args.configs, args.seed)
     import torch
 
     _run(trial_config(base, {**points[0], "data.val_size": val}), torch)  # warm-up (imports, data cache): untimed
