@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from spfde_search.config import Config, ConfigError, config_to_yaml
+from spfde_search.pareto import selected_on
 
 __all__ = ["PICKS", "Exported", "choose", "check_out_dir", "default_out_dir", "export_search"]
 
@@ -35,13 +36,6 @@ class Exported:
     train_flops: float
     flops_ratio: float
     val_accuracy: float = float("nan")  # what chose it (NaN: a search without a validation split chose on test)
-
-
-def selected_on(front: pd.DataFrame) -> str:
-    """The accuracy column picks and filters read: ``val_accuracy``, else ``test_accuracy`` (no validation)."""
-    from spfde_search.pareto import selection_metric
-
-    return selection_metric(front["val_accuracy"] if "val_accuracy" in front.columns else None)
 
 
 def check_max_flops(max_flops: float | None) -> None:

@@ -61,6 +61,12 @@ def selection_metric(val_values: Iterable[Any] | None) -> str:
     return TEST_ACCURACY
 
 
+def selected_on(table: Any) -> str:
+    """The column that selects in a trials table (a DataFrame): ``selection_metric`` of its ``val_accuracy``
+    column, ``test_accuracy`` where it has none (a search from before validation existed)."""
+    return selection_metric(table["val_accuracy"] if "val_accuracy" in table.columns else None)
+
+
 def best_within(acc: ArrayLike, ratio: ArrayLike, max_ratio: float) -> int | None:
     """Index of the most accurate point whose FLOPs ratio is at most ``max_ratio`` (a tie goes to the cheaper
     point, then the first); None when no point with finite coordinates fits. "The answer at a budget"."""

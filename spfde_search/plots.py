@@ -246,9 +246,9 @@ def answer_table(rows: pd.DataFrame, title: str, *, knee: str | None, base: Mapp
 
 
 def _selected(df: pd.DataFrame) -> str:
-    from spfde_search.pareto import selection_metric
+    from spfde_search.pareto import selected_on  # lazily, as every import here
 
-    return selection_metric(df["val_accuracy"] if "val_accuracy" in df.columns else None)
+    return selected_on(df)
 
 
 def _has_val(df: pd.DataFrame) -> bool:

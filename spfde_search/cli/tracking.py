@@ -118,8 +118,8 @@ def pareto(
         except ValueError as e:
             _fail(str(e))
     _precheck(tracking_uri, name)
-    from ..export import choose, selected_on
-    from ..pareto import hypervolume
+    from ..export import choose
+    from ..pareto import hypervolume, selected_on
     from ..plots import (
         answer_table,
         chance_accuracy,

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from ..config import Config, ConfigError, apply_overrides
 from ..execution import RESULT_KEY, with_execution
-from ..pareto import above_chance, front_indices, hypervolume, knee_point, selection_metric
+from ..pareto import above_chance, front_indices, hypervolume, knee_point, selected_on
 from ..storage import exists, filesystem, write_bytes
 from .settings import DEFAULT_STORAGE, HV_COMPUTE_CSV, TRIALS_PARQUET, SearchError, experiment_uri
 
@@ -224,12 +224,6 @@ def load_trials(name_or_path: str, storage_path: str = DEFAULT_STORAGE) -> pd.Da
             fs, path = filesystem(c)
             return pq.read_table(path, filesystem=fs).to_pandas()
     raise SearchError(f"no {TRIALS_PARQUET} found for {name_or_path!r}")
-
-
-def selected_on(df: pd.DataFrame) -> str:
-    """The column that selects in this table: ``val_accuracy``, or ``test_accuracy`` for a search without a
-    validation split or from before validation existed (``pareto.selection_metric``)."""
-    return selection_metric(df["val_accuracy"] if "val_accuracy" in df.columns else None)
 
 
 def front_candidates(df: pd.DataFrame) -> pd.Series:

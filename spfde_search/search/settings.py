@@ -13,10 +13,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..choices import SAMPLERS as SAMPLERS  # re-exported: spfde_search.search.SAMPLERS
+from ..pareto import TEST_ACCURACY, VAL_ACCURACY
 from ..storage import exists, is_uri, join, read_bytes, resolve_storage, write_bytes
 
 DEFAULT_STORAGE = "runs/search"
-OBJECTIVES = ("val_accuracy", "run_train_flops")  # with data.val_size 0: ("test_accuracy", ...), see `objectives`
+OBJECTIVES = (VAL_ACCURACY, "run_train_flops")  # with data.val_size 0: ("test_accuracy", ...), see `objectives`
 MODES = ("max", "min")
 SEARCH_JSON = "search.json"
 TRIALS_PARQUET = "trials.parquet"
@@ -33,7 +34,7 @@ def objectives(val_size: int | None) -> tuple[str, str]:
     """What the sampler and the rungs optimise: validation accuracy (max) and predicted training FLOPs (min);
     test accuracy only when the base config has no validation split (``data.val_size`` 0 or unset, as in a
     search from before validation existed), which every output then says."""
-    return ("val_accuracy" if (val_size or 0) > 0 else "test_accuracy", "run_train_flops")
+    return (VAL_ACCURACY if (val_size or 0) > 0 else TEST_ACCURACY, "run_train_flops")
 
 
 class SearchError(ValueError):
