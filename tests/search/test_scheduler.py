@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from typing import Any
 
 import pytest
 
@@ -67,15 +68,24 @@ class _Trial:
         self.trial_id = tid
 
 
+def _b_stopped_at_rung_1(state: str, epochs: int) -> tuple[Any, dict[str, Any]]:
+    """A MOASHA scheduler saving to ``state`` after "a" (0.9, 1 FLOP) reached rung 1 and "b" (0.5, 2 FLOPs, dominated)
+    was stopped there; returns it and the result fields both trials share."""
+    from ray.tune.schedulers import TrialScheduler
+
+    s = make_moasha(epochs=epochs, grace_period=1, reduction_factor=3, state_uri=state)
+    r = {"epochs_total": epochs, "run_train_flops": 1.0}
+    assert s.on_trial_result(None, _Trial("a"), {**r, "epoch": 1, "val_accuracy": 0.9}) == TrialScheduler.CONTINUE
+    assert s.on_trial_result(None, _Trial("b"), {**r, "epoch": 1, "val_accuracy": 0.5, "run_train_flops": 2.0}) \
+        == TrialScheduler.STOP
+    return s, r
+
+
 def test_ray_adapter_stops_and_persists(tmp_path):
     from ray.tune.schedulers import TrialScheduler
 
     state = str(tmp_path / "moasha_rungs.json")
-    s = make_moasha(epochs=4, grace_period=1, reduction_factor=3, state_uri=state)
-    r = {"epochs_total": 4, "run_train_flops": 1.0}
-    assert s.on_trial_result(None, _Trial("a"), {**r, "epoch": 1, "val_accuracy": 0.9}) == TrialScheduler.CONTINUE
-    assert s.on_trial_result(None, _Trial("b"), {**r, "epoch": 1, "val_accuracy": 0.5, "run_train_flops": 2.0}) \
-        == TrialScheduler.STOP
+    s, r = _b_stopped_at_rung_1(state, epochs=4)
     # infeasible reports and the last epoch never stop a trial
     assert s.on_trial_result(None, _Trial("c"), {"infeasible": True, "epoch": 0}) == TrialScheduler.CONTINUE
     assert s.on_trial_result(None, _Trial("a"), {**r, "epoch": 4, "val_accuracy": 0.1}) == TrialScheduler.CONTINUE
@@ -249,17 +259,13 @@ def test_a_stopped_trial_stays_stopped_after_a_restart(tmp_path):
     from ray.tune.schedulers import TrialScheduler
 
     state = str(tmp_path / "moasha_rungs.json")
-    s = make_moasha(epochs=6, grace_period=1, reduction_factor=3, state_uri=state)
-    r = {"epochs_total": 6, "run_train_flops": 1.0}
-    assert s.on_trial_result(None, _Trial("a"), {**r, "epoch": 1, "test_accuracy": 0.9}) == TrialScheduler.CONTINUE
-    assert s.on_trial_result(None, _Trial("b"), {**r, "epoch": 1, "test_accuracy": 0.5, "run_train_flops": 2.0}) \
-        == TrialScheduler.STOP
+    _, r = _b_stopped_at_rung_1(state, epochs=6)
     for _ in range(2):  # any number of resumes
         s = make_moasha(epochs=6, grace_period=1, reduction_factor=3, state_uri=state)
         for epoch in (1, 2):
-            assert s.on_trial_result(None, _Trial("b"), {**r, "epoch": epoch, "test_accuracy": 0.5,
+            assert s.on_trial_result(None, _Trial("b"), {**r, "epoch": epoch, "val_accuracy": 0.5,
                                                          "run_train_flops": 2.0}) == TrialScheduler.STOP
-        assert s.on_trial_result(None, _Trial("a"), {**r, "epoch": 2, "test_accuracy": 0.9}) == TrialScheduler.CONTINUE
+        assert s.on_trial_result(None, _Trial("a"), {**r, "epoch": 2, "val_accuracy": 0.9}) == TrialScheduler.CONTINUE
     assert json.loads((tmp_path / "moasha_rungs.json").read_text())["stopped"] == {"b": 1}
 
 
