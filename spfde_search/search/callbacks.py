@@ -126,9 +126,10 @@ def _make_table_callback(
                 _forget_staged_copies(trials)
                 self.staged_cleared = True
 
-        def _write(self, trials: list[Any]) -> pd.DataFrame:
+        def _write(self, trials: list[Any], fresh: tuple[str, dict[str, Any]] | None = None) -> pd.DataFrame:
             self.trials = list(trials)
-            rows = [trial_row(t, base, self.ended.get(t.trial_id), self.times) for t in trials]
+            new = dict([fresh]) if fresh is not None else {}
+            rows = [trial_row(t, base, self.ended.get(t.trial_id), self.times, new.get(t.trial_id)) for t in trials]
             rows += _kept_rows(self.previous, {t.trial_id for t in trials}, self.stopped)
             table = rows_to_arrow(rows)
             try:
@@ -177,7 +178,8 @@ def _make_table_callback(
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             if self.ended.get(trial.trial_id) == "RUNNING":
                 del self.ended[trial.trial_id]  # Tune's own status is RUNNING by now
-            self._write(trials)  # per-epoch progress of running trials (a few KB)
+            # per-epoch progress of running trials (a few KB), with this result: Tune stores it after the callbacks
+            self._write(trials, (trial.trial_id, result))
             if progress is not None:
                 progress.epoch(trial, result)
 

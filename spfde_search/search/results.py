@@ -113,9 +113,12 @@ def _num(r: Mapping[str, Any], key: str) -> float:
         return float("nan")
 
 
-def trial_row(trial: Any, base: Mapping[str, Any], ray_status: str | None = None, times: Mapping[str, float] | None = None) -> dict[str, Any]:
+def trial_row(trial: Any, base: Mapping[str, Any], ray_status: str | None = None, times: Mapping[str, float] | None = None,
+              result: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One row of ``trials.parquet``. ``result``: the trial's newest result where Tune has not stored it yet (it
+    calls ``on_trial_result`` before ``trial.update_last_result``)."""
     ray_status = ray_status or str(trial.status)
-    r = dict(trial.last_result or {})
+    r = dict(result if result is not None else trial.last_result or {})
     from search_spaces import config_params  # optuna: loaded on the driver anyway
 
     params = dict(trial.config or {})

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from holds import Hold
 from test_tracking_support import free_port, independent_front, make_records, write_search_dir
 from waiting import group_alive, wait_until
 
@@ -174,7 +175,9 @@ def test_driver_killed_after_two_trials_then_resume_counts_every_trial_once(tmp_
     name = "kr"
     parquet = tmp_path / "runs" / name / "trials.parquet"
     log = tmp_path / "driver.log"
-    driver = start(search_cmd(tmp_path, name, samples=4, epochs=3), log)  # 3 epochs: the stop lands mid-trial
+    hold = Hold(tmp_path / "hold")
+    hold.at(2 * 3 + 1)  # 2 trials of 3 epochs, then the third waits after its first epoch: the stop lands mid-trial
+    driver = start(search_cmd(tmp_path, name, samples=4, epochs=3), log, env=hold.env())
 
     def two_done() -> bool:  # 2 trials finished and the third has reported (and checkpointed) an epoch
         df = table(parquet)
@@ -266,8 +269,10 @@ def test_resume_from_a_snapshot_older_than_the_trials_state(tmp_path):
     name = "stale"
     folder = tmp_path / "runs" / name
     log = tmp_path / "driver.log"
-    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0.5"}  # frequent snapshots: one names an early checkpoint
-    driver = start(search_cmd(tmp_path, name, samples=1, epochs=8), log, env=env)
+    hold = Hold(tmp_path / "hold")
+    hold.at(2)  # the trial waits after epoch 2 until a snapshot naming its checkpoint is copied
+    # frequent snapshots: one names an early checkpoint
+    driver = start(search_cmd(tmp_path, name, samples=1, epochs=8), log, env=hold.env(TUNE_GLOBAL_CHECKPOINT_S="0.5"))
     copy: dict[str, bytes] = {}
 
     def stale_enough() -> int | None:
@@ -277,11 +282,12 @@ def test_resume_from_a_snapshot_older_than_the_trials_state(tmp_path):
             k = _named_checkpoint(snap)
             if k is not None and max(_epochs(folder), default=0) <= k + 2:
                 copy.update(snap)
+                hold.at(k + 4)  # on to epoch k+3 reported; the trial waits after the next one
             return None
         k = _named_checkpoint(copy)
         assert k is not None
         done = max(_epochs(folder), default=0)
-        assert done < 8, "the trial finished before the kill: make its epochs longer"
+        assert done < 8, "the trial finished before the kill"
         return done if done >= k + 3 else None  # epoch k+3 reported: Ray's checkpoint_k is two behind
 
     try:
@@ -333,7 +339,7 @@ def test_two_same_name_searches_started_together_one_runs_one_is_refused(tmp_pat
     check_mlflow_matches_table(tmp_path / "mlflow.db", "twin", df)
 
 
-EPOCHS_KILLED = 16
+EPOCHS_KILLED = 4
 
 
 @pytest.mark.ray
@@ -342,9 +348,9 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint_and_completes(tmp_
     name = "wk"
     folder = tmp_path / "runs" / name
     log = tmp_path / "driver.log"
-    # 16 epochs: the kill lands mid-trial even when epochs are quick (Ray's result.json, which the test reads, trails
-    # the trial; with 6, a trial evaluating only validation ended before the kill landed)
-    driver = start(search_cmd(tmp_path, name, samples=1, epochs=EPOCHS_KILLED), log)
+    hold = Hold(tmp_path / "hold")
+    hold.at(1)  # the trial waits after its first epoch until its worker is killed: the kill lands mid-trial
+    driver = start(search_cmd(tmp_path, name, samples=1, epochs=EPOCHS_KILLED), log, env=hold.env())
 
     def worker_pid() -> int | None:
         assert driver.poll() is None, log.read_text()[-3000:]
@@ -357,6 +363,7 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint_and_completes(tmp_
     try:
         pid = wait_until(worker_pid, 600, "the trial's first epoch", detail=lambda: log.read_text()[-3000:])
         os.kill(pid, signal.SIGKILL)
+        hold.release()  # the retried worker runs on
         rc = driver.wait(timeout=900)
     finally:
         kill_group(driver)

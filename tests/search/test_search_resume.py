@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from holds import Hold
 from waiting import group_alive, wait_until
 
 from spfde_search.search.callbacks import LOST
 
 TERMINAL = {"COMPLETED", "EARLY_STOPPED", "FAILED", "INFEASIBLE"}
-# enough epochs that the driver is still running when a trial has ended and the next one has reported an epoch
-# (with 3 epochs of 768 images, validation-only evaluation made a trial take 0.2 s and the search ended first)
-EPOCHS = 16
+EPOCHS = 3
 
 
 def _table(path: Path) -> pd.DataFrame | None:
@@ -41,8 +40,10 @@ def test_sigkill_then_resume_accounts_for_every_trial_once(tmp_path):
     base_cmd = [sys.executable, "-m", "spfde_search.cli", "search", "--storage-path", str(tmp_path)]
     parquet = tmp_path / "r1" / "trials.parquet"
     log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 - closed in the finally below
+    hold = Hold(tmp_path / "hold")
+    hold.at(EPOCHS + 1)  # the second trial waits after its first epoch: the kill lands mid-trial, however quick
     driver = subprocess.Popen([*base_cmd, *args, "--name", "r1"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)  # own process group: Ray's processes die with it below
+                              start_new_session=True, env=hold.env())  # own process group: Ray's die with it below
     def killable() -> pd.DataFrame | None:
         df = _table(parquet)
         # kill once a trial has finished and the running one has reported (and checkpointed) an epoch

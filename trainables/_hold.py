@@ -1,0 +1,40 @@
+"""A pause after each epoch report, for the test suite's fault tests; it does nothing unless ``$SPFDE_TEST_HOLD``
+names a folder.
+
+Fault tests kill or interrupt a search at a chosen moment ("two trials ended and the third has reported an
+epoch"). Waiting for that moment by polling races the trials on a fast machine: a 3-epoch trial of 512 images
+takes half a second, so the moment passed between two polls and the search ended first. With a hold the moment
+is made, not caught: after each report the trainable appends a line to ``FOLDER/reported`` and, while the number
+in ``FOLDER/hold`` is at most the count of lines, waits (the test moves the number on, or deletes the file, to
+release it). Trials run one at a time in those tests, so the count is the search's epoch reports in order.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+ENV = "SPFDE_TEST_HOLD"
+REPORTED = "reported"
+HOLD = "hold"
+
+
+def hold_after_report() -> None:
+    where = os.environ.get(ENV)
+    if not where:
+        return
+    folder = Path(where)
+    with open(folder / REPORTED, "a") as f:  # one short append per report: atomic on a local file system
+        f.write(f"{os.getpid()}\n")
+    count = len((folder / REPORTED).read_text().splitlines())
+    while True:
+        try:
+            at = int((folder / HOLD).read_text())
+        except (OSError, ValueError):  # no hold (or being rewritten: read again)
+            if not (folder / HOLD).exists():
+                return
+            at = count
+        if count < at:
+            return
+        time.sleep(0.05)
