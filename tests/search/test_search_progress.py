@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from holds import Hold
 from rich.console import Console
 
 from spfde_search.search.progress import _Progress, quiet_library_noise
@@ -85,7 +86,9 @@ def test_terminal_output_while_trials_run_shows_counts_and_elapsed(tmp_path):
            "--num-samples", "2", "--max-concurrent", "1", "--storage-path", str(tmp_path / "runs"),
            "--name", "pty", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     leader, follower = pty.openpty()
-    env = {**os.environ, "COLUMNS": "200", "LINES": "50", "TERM": "xterm"}
+    hold = Hold(tmp_path / "hold")
+    hold.at(1)  # the first trial waits after its first epoch until the live block has shown it running
+    env = hold.env(COLUMNS="200", LINES="50", TERM="xterm")
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdin=follower, stdout=follower, stderr=follower, env=env,
                             start_new_session=True)
     os.close(follower)
@@ -106,6 +109,7 @@ def test_terminal_output_while_trials_run_shows_counts_and_elapsed(tmp_path):
             text = ANSI.sub("", raw.decode(errors="replace"))
             if not seen_live and re.search(r"running 1, pending \d+, done 0 of 2 .*elapsed \d+", text):
                 seen_live = True  # mid-run: a trial running, none finished, the clock moving
+                hold.release()
             if proc.poll() is not None and not ready:
                 break
         proc.wait(timeout=60)
