@@ -317,3 +317,94 @@ def test_val_overhead_smoke(tmp_path: Path) -> None:
     result = json.loads((out / "val_overhead.json").read_text())
     assert result["pairs"] == 2 and result["val_size"] > 0 and result["total_cpu_ratio"] > 0
     assert "summed CPU time after/before" in log
+
+
+def test_search_heldout_hypervolume_golden_on_the_log_axis_with_the_085_reference() -> None:
+    import math
+
+    sh = _bench_module("search_heldout")
+    # (FLOPs ratio, validation, test): c is dominated on validation by a (dearer, less accurate), so it is not
+    # selected although its test accuracy (0.95) would add area; d is below the reference on test: adds nothing
+    ratio = [0.01, 0.1, 0.05, 0.5]
+    val = [0.90, 0.92, 0.89, 0.93]
+    test = [0.88, 0.91, 0.95, 0.84]
+    sel = sh.validation_front(val, ratio, [True] * 4)
+    assert sel.tolist() == [True, True, False, True]
+    # log10 axis, reference (0.85, log10 1 = 0): a holds 0.03 from -2 to -1, b 0.06 from -1 to 0 (d adds nothing)
+    assert math.isclose(sh.heldout_hypervolume(test, ratio, sel), 0.03 * 1 + 0.06 * 1, rel_tol=1e-12)
+    # two points only: a alone spans -2..0 at 0.03
+    assert math.isclose(sh.heldout_hypervolume(test, ratio, [True, False, False, False]), 0.03 * 2, rel_tol=1e-12)
+    # an ineligible point never enters the front (a not eligible: c is no longer dominated and is selected)
+    assert sh.validation_front(val, ratio, [False, True, True, True]).tolist() == [False, True, True, True]
+    assert math.isclose(sh.heldout_hypervolume(test, ratio, [False, True, True, False]),
+                        0.10 * (math.log10(0.1) - math.log10(0.05)) + 0.10 * 1, rel_tol=1e-12)
+
+
+def test_search_heldout_selection_reads_validation_never_test() -> None:
+    import numpy as np
+
+    sh = _bench_module("search_heldout")
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = 12
+        ratio, val = rng.uniform(0.01, 1.0, n), rng.uniform(0.8, 0.95, n)
+        eligible = rng.random(n) > 0.2
+        sel = sh.validation_front(val, ratio, eligible)
+        for _ in range(5):  # any test accuracies: the same points are chosen
+            test = rng.uniform(0.7, 1.0, n)
+            assert (sh.validation_front(val, ratio, eligible) == sel).all()
+            assert sh.heldout_hypervolume(test, ratio, sel) >= 0
+    # the chosen points do move with validation accuracy
+    assert sh.validation_front([0.9, 0.95], [0.1, 0.2], [True, True]).tolist() == [True, True]
+    assert sh.validation_front([0.96, 0.95], [0.1, 0.2], [True, True]).tolist() == [True, False]
+
+
+def test_search_heldout_grid_draw_is_without_replacement_and_seeded() -> None:
+    sh = _bench_module("search_heldout")
+    grid = {"sparsity.ratio": [0.6, 0.9, 0.95], "freezing.target_flops_reduction": [0.0, 0.1, 0.2, 0.25],
+            "sieving.fraction": [0.0, 0.1, 0.2, 0.25]}
+    a, b = sh.grid_draw(grid, 16, 0), sh.grid_draw(grid, 16, 1)
+    keys = [tuple(sorted(p.items())) for p in a]
+    assert len(a) == 16 and len(set(keys)) == 16  # no point twice
+    assert all(p[k] in grid[k] for p in a for k in grid) and all(set(p) == set(grid) for p in a)
+    assert a == sh.grid_draw(grid, 16, 0) and a != b  # the seed alone fixes the draw
+    assert len(sh.grid_draw(grid, 100, 0)) == 48  # never more than the grid holds
+
+
+def test_search_heldout_paired_rule_needs_the_interval_and_four_of_five_seeds() -> None:
+    sh = _bench_module("search_heldout")
+    base = {s: 0.1 + 0.05 * s for s in range(10)}  # seeds differ a lot: the rule must pair them
+
+    def verdict(diffs: list[float], seeds: int = 10) -> str:
+        x = {s: base[s] + d for s, d in enumerate(diffs) if s < seeds}
+        return sh.paired_verdict(x, base, "x", "y")[0]
+
+    assert verdict([0.02, 0.03, 0.02, 0.025, 0.03]).endswith("`x` BEATS `y`")
+    assert verdict([-0.02, -0.03, -0.02, -0.025, -0.03]).endswith("`y` BEATS `x`")
+    assert verdict([0.02, -0.03, 0.02, -0.025, 0.01]).endswith("neither shown")
+    # the t interval lies above 0 (mean 0.035, half-width 0.017) but x is higher in 7 of 10 seeds only: no win
+    assert verdict([0.05] * 7 + [0.0] * 3).endswith("neither shown")
+    assert verdict([0.05] * 8 + [0.0] * 2).endswith("`x` BEATS `y`")
+    assert verdict([0.02, 0.03, 0.02, 0.025, 0.03], seeds=3).endswith("no verdict: 3 of 5 seeds")
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@needs_fmnist
+def test_search_heldout_smoke_stores_resumes_and_reports(tmp_path: Path) -> None:
+    import pandas as pd
+
+    out, log = smoke("search_heldout", tmp_path, timeout=1500)
+    has(out, "trials.csv", "searches.csv", "fidelity.csv", "heldout_report.csv", "heldout_hv.png")
+    first = pd.read_parquet(out / "searches.parquet")
+    assert sorted(first["method"]) == sorted(["budget+tpe", "budget+gp", "grid16", "headline"]), first
+    grid = pd.read_parquet(out / "trials.parquet").query("method == 'grid16'")
+    assert len(grid) == 2 and grid["val_accuracy"].notna().all()
+    fid = pd.read_parquet(out / "fidelity.parquet")
+    assert fid["config_id"].nunique() == 3 and set(fid["schedule"]) == {1, 2}
+    # a rerun trains nothing: every search and fidelity run is stored
+    _, log = smoke("search_heldout", tmp_path, timeout=600)
+    assert "skipped 4 search(es) already stored" in log and "fidelity: 6 run(s) stored, 0 to train" in log, log[-2000:]
+    assert len(pd.read_parquet(out / "searches.parquet")) == 4 and len(pd.read_parquet(out / "fidelity.parquet")) == len(fid)
+    _, log = smoke("search_heldout", tmp_path, timeout=300, extra=("--report",))
+    assert "no verdict: 1 of 5 seeds" in log and "MOASHA's first rung" in log, log[-2000:]
