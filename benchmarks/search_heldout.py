@@ -100,7 +100,9 @@ def parse_args(argv: list[str] | None = None) -> Any:
     p.add_argument("--fidelity-at", nargs="+", type=int, default=[8, 12, 20], help="fidelity: the rungs reported first")
     a = p.parse_args(argv)
     if a.smoke_test:
-        a.trials, a.headline_trials, a.seeds = 2, 2, [0]
+        # seed 1: at this toy size GP's model on seed 0 keeps proposing RigL splits that cannot reach the lowest
+        # stratified target, and the search stops after 50 skipped points (at the decisive size it does not)
+        a.trials, a.headline_trials, a.seeds = 2, 2, [1]
         a.train_subset, a.test_subset, a.val_size, a.epochs, a.update_interval = 128, 100, 64, 2, 1
         a.fidelity_configs, a.fidelity_every, a.fidelity_short, a.fidelity_at = 3, 1, [1], [1]
     small = [n for n in ("trials", "epochs", "update_interval", "concurrent", "threads", "fidelity_configs",
@@ -258,12 +260,13 @@ def run_searches(a: Any, out: Path, key: str, todo: list[tuple[str, int]]) -> tu
                 max_concurrent=a.concurrent, cpus_per_trial=1.0, num_cpus=a.concurrent, storage_path=str(storage),
                 gpus_per_trial=(1.0 / a.concurrent) if a.device == "cuda" else 0.0)
             settings = SearchSettings(**kw)
-            ts, error = time.perf_counter(), ""
+            ts, error, stop = time.perf_counter(), "", ""
             prep = prepare(settings)
             if points is not None:  # the paper arms: exactly these points, in this order
                 prep = dataclasses.replace(prep, points=points)
             try:
-                df = run_search(settings, verbose=0, prepared=prep).table.copy()
+                outcome = run_search(settings, verbose=0, prepared=prep)
+                df, stop = outcome.table.copy(), outcome.stop_reason
             except Exception as e:  # one failed search is a result, not a crash of the benchmark
                 error = f"{type(e).__name__}: {e}"
                 print(f"{name}: search failed: {error}")
@@ -279,7 +282,7 @@ def run_searches(a: Any, out: Path, key: str, todo: list[tuple[str, int]]) -> tu
                    "points": json.dumps(points) if points is not None else "",
                    "compute": float(spent[-1]) if len(spent) else 0.0,
                    "trial_seconds": float(secs[-1]) if len(secs) else 0.0, "seconds": time.perf_counter() - ts,
-                   "error": error, "concurrent": a.concurrent, "threads": a.threads, "device": a.device,
+                   "error": error, "stop_reason": stop, "concurrent": a.concurrent, "threads": a.threads, "device": a.device,
                    "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             sq.append(out, df, row)
             shutil.rmtree(storage / name, ignore_errors=True)  # its rows are stored; Ray's folder is 10 MB a search
@@ -309,7 +312,10 @@ def evaluate(searches: Any, trials: Any) -> list[dict[str, Any]]:
                                "c_grid": grid_c.get(seed, float("nan")), "hv": float("nan"), "front": 0,
                                "ended": 0, "bias": float("nan"), **{f"at_{b}": float("nan") for b in AT_BUDGETS}}
         rows.append(row)
-        if not len(mine) or seed not in grid_c:
+        if seed not in grid_c:
+            continue
+        if not len(mine):  # a search that trained nothing (it stopped, or failed) found no front: area 0
+            row["hv"] = 0.0
             continue
         spent, _, _ = sq.curve(mine)
         ended = sq.ended_by(mine, spent, grid_c[seed])
@@ -342,20 +348,21 @@ def report_body(a: Any, rows: list[dict[str, Any]], searches: Any, fidelity_md: 
     sec = []
     for m in arms:
         rs = [r for r in rows if r["arm"] == m]
-        sec.append([m, *(C.spread(100 * r[f"at_{b}"] for r in rs).fmt(".2f") for b in AT_BUDGETS),
-                    C.spread(100 * r["bias"] for r in rs).fmt("+.2f"), C.spread(r["front"] for r in rs).fmt(".0f")])
+        sec.append([m, *(_spread(100 * r[f"at_{b}"] for r in rs) for b in AT_BUDGETS),
+                    _spread((100 * r["bias"] for r in rs), "+.2f"), _spread((r["front"] for r in rs), ".0f")])
     wall = [[m, sum(r["arm"] == m for r in rows), sum(r["trials"] for r in rows if r["arm"] == m),
              f"{sum(r['seconds'] for r in rows if r['arm'] == m) / 3600:.2f}",
              f"{sum(r['trial_seconds'] for r in rows if r['arm'] == m) / 3600:.2f}",
-             C.spread(r["trial_seconds"] / max(r["trials"], 1) / 60 for r in rows if r["arm"] == m).fmt(".1f"),
-             C.spread(r["compute"] / r["c_grid"] for r in rows if r["arm"] == m and r["c_grid"] > 0).fmt(".2f")]
+             _spread((r["trial_seconds"] / max(r["trials"], 1) / 60 for r in rows if r["arm"] == m), ".1f"),
+             _spread(r["compute"] / r["c_grid"] for r in rows if r["arm"] == m and r["c_grid"] > 0)]
             for m in arms]
+    n_runs = {m: sum(r["arm"] == m for r in rows) for m in arms}
     wanted = [(m, s) for s in range(SEEDS_NEEDED) for m in DEFAULT_ARMS]
     have = {(r["arm"], r["seed"]) for r in rows}
     missing = [f"{m} seed {s}" for m, s in wanted if (m, s) not in have]
     no_grid = sorted({r["seed"] for r in rows} - set(grid_c))
     size = (f"{a.model}, Fashion-MNIST {a.train_subset} training images, {a.val_size} validation images drawn "
-            f"outside them, {'the full 10,000-image' if a.test_subset is None else a.test_subset} test set, "
+            f"outside them, {'the full 10,000-image' if a.test_subset is None else f'a {a.test_subset}-image'} test set, "
             f"{a.epochs} epochs, Δτ = {a.update_interval} (the paper grid's; the sampled spaces search their own), "
             f"batch 128, evaluation at the end only, device {a.device}; {a.trials} trained trials per arm (headline: "
             "its fixed points), no early stopping")
@@ -372,7 +379,8 @@ def report_body(a: Any, rows: list[dict[str, Any]], searches: Any, fidelity_md: 
         "Nothing that selects reads test accuracy; no setting was chosen from these numbers.",
         "",
         f"Setting: {size}. Seed s is the sampler seed and the config's `seed`, which also draws the training subset "
-        "and validation split (the code ties them), so each seed has its own 10k/5k images, shared by its arms. "
+        f"and validation split (the code ties them), so each seed has its own {a.train_subset} training and "
+        f"{a.val_size} validation images, shared by its arms; the test images are the same for every seed. "
         f"Arms: {', '.join(f'`{m}` ({ARMS[m][0]} space, {ARMS[m][1]})' for m in arms)}; the paper arms' points are "
         "enqueued (grid16: a seeded draw without replacement from the paper grid; headline: the paper's "
         "hand-picked points).",
@@ -398,10 +406,13 @@ def report_body(a: Any, rows: list[dict[str, Any]], searches: Any, fidelity_md: 
         C.md_table(["arm", "searches", "trials", "wall (h)", "trial-hours", "minutes per trial",
                     "compute (× grid16's, same seed)"], wall),
         "",
-        f"- Run: {len(rows)} stored searches ({', '.join(f'{m} × {len(hv.get(m, {}))}' for m in arms)}) of these "
+        f"- Run: {len(rows)} stored searches ({', '.join(f'{m} × {n_runs[m]}' for m in arms)}) of these "
         f"settings, {searches['seconds'].sum() / 3600:.1f} h of wall time in all.",
         f"- Not run: {', '.join(missing) if missing else 'nothing of the 4 arms × 5 seeds'}"
         + ("" if "joint+tpe" in arms else "; the optional `joint+tpe` arm was not run") + ".",
+        *(f"- `{r['method']}` seed {r['seed']} stopped early or failed ({r['trials']} trials): "
+          f"{(_text(r.get('stop_reason')) or _text(r.get('error')))[:300]}"
+          for r in searches.to_dict("records") if _text(r.get("stop_reason")) or _text(r.get("error"))),
         *([f"- Seeds without a `grid16` search (no compute budget, so no primary number): {no_grid}."] if no_grid else []),
         *fidelity_md,
         f"- Raw rows: `{C.rel_path(a.out_dir)}` (trials.*, searches.*, fidelity.*). Regenerate this section from "
@@ -410,10 +421,23 @@ def report_body(a: Any, rows: list[dict[str, Any]], searches: Any, fidelity_md: 
     return "\n".join(body), verdicts
 
 
+def _spread(values: Any, spec: str = ".2f") -> str:
+    """Median (IQR, min–max, n) of the finite values, '–' where there is none."""
+    sp = C.spread(values)
+    return sp.fmt(spec) if sp.n else "–"
+
+
+def _text(v: Any) -> str:
+    """A stored text cell ('' for None and for the NaN of a column added after the row was stored)."""
+    return v if isinstance(v, str) else ""
+
+
 def regen_args(a: Any) -> str:
     """The settings arguments that differ from the defaults (what ``--report`` needs to find the same rows)."""
     d = parse_args([])
-    flags = [f"--{k.replace('_', '-')} {getattr(a, k)} " for k in KEY_FIELDS
+    keys = (*KEY_FIELDS, "fidelity_configs", "fidelity_every", "fidelity_short", "fidelity_at")
+    val = lambda v: " ".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
+    flags = [f"--{k.replace('_', '-')} {val(getattr(a, k))} " for k in keys
              if getattr(a, k) != getattr(d, k) and getattr(a, k) is not None]
     return "".join(flags) + (f"--out {C.rel_path(a.out_dir)} " if a.out is not None else "")
 
@@ -463,7 +487,9 @@ def main(argv: list[str] | None = None) -> int:
         C.save_rows(rows, out, "heldout_report")
         plot(rows, out / "heldout_hv.png")
     fid_md = F.report_lines(a, out)
-    body, verdicts = report_body(a, rows, searches, fid_md) if has else ("No search stored with these settings.", [])
+    body, verdicts = (report_body(a, rows, searches, fid_md) if has
+                      else ("\n".join(["No search stored with these settings.", *fid_md]), []))
+    (out / "section.md").write_text(body + "\n")  # the section's body, also where RESULTS.md is not written
     for r in rows:
         print(f"{r['arm']:11s} seed {r['seed']}: held-out HV {r['hv']:.4f} over {r['ended']} trials ended by the "
               f"grid's compute ({r['front']} on the validation front), selection bias {100 * r['bias']:+.2f} points")

@@ -398,6 +398,7 @@ def test_search_heldout_smoke_stores_resumes_and_reports(tmp_path: Path) -> None
     has(out, "trials.csv", "searches.csv", "fidelity.csv", "heldout_report.csv", "heldout_hv.png")
     first = pd.read_parquet(out / "searches.parquet")
     assert sorted(first["method"]) == sorted(["budget+tpe", "budget+gp", "grid16", "headline"]), first
+    assert (first["trials"] == 2).all(), first  # every arm trained its trials (headline: its first 2 points)
     grid = pd.read_parquet(out / "trials.parquet").query("method == 'grid16'")
     assert len(grid) == 2 and grid["val_accuracy"].notna().all()
     fid = pd.read_parquet(out / "fidelity.parquet")
@@ -408,3 +409,6 @@ def test_search_heldout_smoke_stores_resumes_and_reports(tmp_path: Path) -> None
     assert len(pd.read_parquet(out / "searches.parquet")) == 4 and len(pd.read_parquet(out / "fidelity.parquet")) == len(fid)
     _, log = smoke("search_heldout", tmp_path, timeout=300, extra=("--report",))
     assert "no verdict: 1 of 5 seeds" in log and "MOASHA's first rung" in log, log[-2000:]
+    section = (out / "section.md").read_text()
+    assert section.startswith("**Rule (fixed before measuring).**")  # the rule before any number
+    assert section.index("**Rule") < section.index("| seed |") and "Not run: " in section and "--report" in section
