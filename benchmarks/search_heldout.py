@@ -11,6 +11,9 @@ trials at a time, ``--threads`` torch threads each), none with early stopping:
   the set ``--initial paper`` starts with), all of them;
 - ``joint+tpe`` (optional): today's default space with TPE.
 
+The paper arms run the ``paper`` space with the random sampler: their enqueued points fix every parameter, so the
+sampler would only pick a replacement for a point the searcher skipped as infeasible (none at the decisive size).
+
 Size (defaults = the decisive size): ResNet-8, Fashion-MNIST, a 10,000-image training subset, ``data.val_size``
 5,000 validation images drawn outside it, the full 10,000-image test set, 40 epochs, Δτ = 4, evaluation at the end
 only (``train.eval_every`` = epochs). Seeds are paired: seed s is the sampler seed AND the config's ``seed``, which
@@ -41,11 +44,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import logging
-import os
-import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -225,72 +224,28 @@ def paired_verdict(x: dict[int, float], y: dict[int, float], xname: str, yname: 
 
 
 def run_searches(a: Any, out: Path, key: str, todo: list[tuple[str, int]]) -> tuple[list[str], float]:
-    """Run the ``todo`` (arm, seed) searches seed-major, storing each as it finishes; (skipped for time, seconds)."""
-    root = str(C.REPO_ROOT)  # the checkout's packages win over the installed ones, in Ray's workers too
-    sys.path.insert(0, root)
-    os.environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
-    import hashlib
-
-    import ray
-
-    from spfde_search.search import SearchSettings, load_trials, prepare, run_search
+    """Run the ``todo`` (arm, seed) searches in order, storing each as it finishes (``search_quality.run_stored``);
+    returns (skipped for time, seconds)."""
+    from spfde_search.search import SearchSettings, prepare
     from spfde_search.search.optuna_search import resolve_sampler
 
-    storage = out / "searches"
-    storage.mkdir(parents=True, exist_ok=True)
-    tag = hashlib.sha256(key.encode()).hexdigest()[:8]
-    if not ray.is_initialized():
-        ray.init(num_cpus=a.concurrent, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
-                 object_store_memory=200 * 1024**2)
-    t0 = time.perf_counter()
-    skipped: list[str] = []
-    try:
-        for arm, seed in todo:
-            if a.time_budget_min is not None and time.perf_counter() - t0 > 60 * a.time_budget_min:
-                skipped.append(f"{arm} seed {seed}")
-                continue
-            space, sampler = ARMS[arm]
-            name = f"{arm.replace('+', '_')}_s{seed}_{tag}"
-            shutil.rmtree(storage / name, ignore_errors=True)  # a search cut short is run again from its start
-            base = base_config(a, seed)
-            points = arm_points(a, arm, base, seed)
-            kw: dict[str, Any] = dict(  # a dict: mypy does not see the defaults of the pydantic fields
-                name=name, space=space, base_config=base, sampler=sampler, seed=seed,
-                num_samples=len(points) if points is not None else a.trials, early_stopping="none",
-                max_concurrent=a.concurrent, cpus_per_trial=1.0, num_cpus=a.concurrent, storage_path=str(storage),
-                gpus_per_trial=(1.0 / a.concurrent) if a.device == "cuda" else 0.0)
-            settings = SearchSettings(**kw)
-            ts, error, stop = time.perf_counter(), "", ""
-            prep = prepare(settings)
-            if points is not None:  # the paper arms: exactly these points, in this order
-                prep = dataclasses.replace(prep, points=points)
-            try:
-                outcome = run_search(settings, verbose=0, prepared=prep)
-                df, stop = outcome.table.copy(), outcome.stop_reason
-            except Exception as e:  # one failed search is a result, not a crash of the benchmark
-                error = f"{type(e).__name__}: {e}"
-                print(f"{name}: search failed: {error}")
-                try:
-                    df = load_trials(str(storage / name))
-                except Exception:
-                    continue
-            df["method"], df["seed"], df["settings"] = arm, seed, key
-            spent, secs, _ = sq.curve(df)
-            counts = {str(k): int(v) for k, v in df["status"].value_counts().items()}
-            row = {"method": arm, "seed": seed, "settings": key, "trials": len(df), "counts": json.dumps(counts),
-                   "space": space, "sampler": resolve_sampler(sampler, prep.space, settings.num_samples)[0],
-                   "points": json.dumps(points) if points is not None else "",
-                   "compute": float(spent[-1]) if len(spent) else 0.0,
-                   "trial_seconds": float(secs[-1]) if len(secs) else 0.0, "seconds": time.perf_counter() - ts,
-                   "error": error, "stop_reason": stop, "concurrent": a.concurrent, "threads": a.threads, "device": a.device,
-                   "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            sq.append(out, df, row)
-            shutil.rmtree(storage / name, ignore_errors=True)  # its rows are stored; Ray's folder is 10 MB a search
-            print(f"{name}: {counts}, compute {row['compute']:.3g} FLOPs ({row['seconds']:.0f} s; "
-                  f"{time.perf_counter() - t0:.0f} s elapsed)", flush=True)
-    finally:
-        ray.shutdown()
-    return skipped, time.perf_counter() - t0
+    def make(arm: str, seed: int, name: str, storage: Path) -> tuple[Any, Any, dict[str, Any]]:
+        space, sampler = ARMS[arm]
+        base = base_config(a, seed)
+        points = arm_points(a, arm, base, seed)
+        kw: dict[str, Any] = dict(  # a dict: mypy does not see the defaults of the pydantic fields
+            name=name, space=space, base_config=base, sampler=sampler, seed=seed,
+            num_samples=len(points) if points is not None else a.trials, early_stopping="none",
+            max_concurrent=a.concurrent, cpus_per_trial=1.0, num_cpus=a.concurrent, storage_path=str(storage),
+            gpus_per_trial=(1.0 / a.concurrent) if a.device == "cuda" else 0.0)
+        settings = SearchSettings(**kw)
+        prep = prepare(settings)
+        if points is not None:  # the paper arms: exactly these points, in this order
+            prep = dataclasses.replace(prep, points=points)
+        used = resolve_sampler(sampler, prep.space, settings.num_samples)[0]
+        return settings, prep, {"space": space, "sampler": used, "points": json.dumps(points) if points else ""}
+
+    return sq.run_stored(a, out, key, todo, make)
 
 
 # ---------------------------------------------------------------- the report

@@ -376,6 +376,29 @@ def fronts_plot(runs: list[dict[str, Any]], trials: Any, methods: list[str], c_s
 
 def run_searches(a: Any, out: Path, key: str, todo: list[tuple[str, int]]) -> tuple[list[str], float]:
     """Run the ``todo`` searches seed-major, storing each as it finishes; returns (skipped for time, seconds)."""
+    from spfde_search.search import SearchSettings
+
+    base = base_config(a)
+
+    def make(m: str, seed: int, name: str, storage: Path) -> tuple[Any, Any, dict[str, Any]]:
+        space, sampler, es = METHODS[m]
+        kw: dict[str, Any] = dict(  # as a dict: mypy does not see the defaults of the pydantic fields
+            name=name, space=space, base_config=base, sampler=sampler, seed=seed,
+            num_samples=a.moasha_trials if es == "moasha" else a.trials, early_stopping=es,
+            grace_period=a.grace_period, reduction_factor=a.reduction_factor,
+            max_concurrent=a.concurrent, cpus_per_trial=1.0, num_cpus=a.concurrent, storage_path=str(storage),
+            gpus_per_trial=(1.0 / a.concurrent) if a.device == "cuda" else 0.0,
+        )
+        return SearchSettings(**kw), None, {}
+
+    return run_stored(a, out, key, todo, make)
+
+
+def run_stored(a: Any, out: Path, key: str, todo: list[tuple[str, int]], make: Any) -> tuple[list[str], float]:
+    """Run (method, seed) searches in order on one embedded Ray, appending each to the store as it finishes (a
+    failed search is stored as a result, with what its trials table holds); ``make(method, seed, name, storage)``
+    gives (``SearchSettings``, a ``Prepared`` or None, extra row fields). Returns (skipped for time, seconds).
+    Shared by ``search_heldout.py``."""
     # run from a checkout: the repository's search_spaces/ and trainables/ must win over whatever the installed
     # distribution maps; PYTHONPATH carries this to Ray's worker processes.
     root = str(C.REPO_ROOT)
@@ -385,11 +408,10 @@ def run_searches(a: Any, out: Path, key: str, todo: list[tuple[str, int]]) -> tu
 
     import ray
 
-    from spfde_search.search import SearchSettings, load_trials, run_search
+    from spfde_search.search import load_trials, run_search
 
     storage = out / "searches"
     storage.mkdir(parents=True, exist_ok=True)
-    base = base_config(a)
     tag = hashlib.sha256(key.encode()).hexdigest()[:8]
     if not ray.is_initialized():
         ray.init(num_cpus=a.concurrent, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
@@ -401,21 +423,14 @@ def run_searches(a: Any, out: Path, key: str, todo: list[tuple[str, int]]) -> tu
             if a.time_budget_min is not None and time.perf_counter() - t0 > 60 * a.time_budget_min:
                 skipped.append(f"{m} seed {seed}")
                 continue
-            space, sampler, es = METHODS[m]
             name = f"{m.replace('+', '_')}_s{seed}_{tag}"
             shutil.rmtree(storage / name, ignore_errors=True)  # a search cut short is run again from its start
-            kw: dict[str, Any] = dict(  # as a dict: mypy does not see the defaults of the pydantic fields
-                name=name, space=space, base_config=base, sampler=sampler, seed=seed,
-                num_samples=a.moasha_trials if es == "moasha" else a.trials, early_stopping=es,
-                grace_period=a.grace_period, reduction_factor=a.reduction_factor,
-                max_concurrent=a.concurrent, cpus_per_trial=1.0, num_cpus=a.concurrent, storage_path=str(storage),
-                gpus_per_trial=(1.0 / a.concurrent) if a.device == "cuda" else 0.0,
-            )
-            settings = SearchSettings(**kw)
             ts = time.perf_counter()
-            error = ""
+            error, stop, extra = "", "", {}
             try:
-                df = run_search(settings, verbose=0).table.copy()
+                settings, prepared, extra = make(m, seed, name, storage)
+                outcome = run_search(settings, verbose=0, prepared=prepared)
+                df, stop = outcome.table.copy(), outcome.stop_reason
             except Exception as e:  # one failed search is a result, not a crash of the benchmark
                 error = f"{type(e).__name__}: {e}"
                 print(f"{name}: search failed: {error}")
@@ -430,8 +445,8 @@ def run_searches(a: Any, out: Path, key: str, todo: list[tuple[str, int]]) -> tu
                    "compute": float(spent[-1]) if len(spent) else 0.0,
                    "trial_seconds": float(secs[-1]) if len(secs) else 0.0,
                    "hv_final": float(hv[-1]) if len(hv) else 0.0, "seconds": time.perf_counter() - ts,
-                   "error": error, "concurrent": a.concurrent, "threads": a.threads, "device": a.device,
-                   "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                   "error": error, "stop_reason": stop, "concurrent": a.concurrent, "threads": a.threads,
+                   "device": a.device, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
             append(out, df, row)
             shutil.rmtree(storage / name, ignore_errors=True)  # its rows are stored; Ray's folder is 10 MB a search
             print(f"{name}: {counts}, compute {row['compute']:.3g} FLOPs, HV {row['hv_final']:.4f} "
