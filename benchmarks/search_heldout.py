@@ -455,8 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from paper_claims import write_section
 
-    write_section(a.results_md, f"{NAME}:{C.rel_path(out)}", f"Held-out search evidence at the grid's compute "
-                  f"({a.device})", info, body)
+    write_section(a.results_md, f"{NAME}:{C.rel_path(out)}", f"Search quality on held-out test data at the grid's "
+                  f"compute ({a.device})", info, body)
     return 0
 
 

@@ -412,3 +412,38 @@ def test_search_heldout_smoke_stores_resumes_and_reports(tmp_path: Path) -> None
     section = (out / "section.md").read_text()
     assert section.startswith("**Rule (fixed before measuring).**")  # the rule before any number
     assert section.index("**Rule") < section.index("| seed |") and "Not run: " in section and "--report" in section
+
+
+def test_search_heldout_evaluate_counts_trials_ended_by_the_grids_compute_and_selects_on_validation() -> None:
+    import math
+
+    import pandas as pd
+
+    sh = _bench_module("search_heldout")
+
+    def trials(method: str, rows: list[tuple[float, float, float, float]]) -> pd.DataFrame:
+        # (FLOPs ratio, validation, test, compute spent), in the order the trials ended
+        return pd.DataFrame({
+            "trial_id": [f"{method}{i}" for i in range(len(rows))], "status": "COMPLETED", "full_budget": True,
+            "flops_ratio": [r[0] for r in rows], "val_accuracy": [r[1] for r in rows],
+            "test_accuracy": [r[2] for r in rows], "spent_train_flops": [r[3] for r in rows],
+            "train_flops": [r[3] for r in rows], "spent_seconds": 1.0,
+            "finished_at": [float(i) for i in range(len(rows))], "method": method, "seed": 0})
+
+    grid = trials("grid16", [(0.1, 0.90, 0.88, 10.0), (0.5, 0.92, 0.90, 10.0)])  # spends 20
+    # budget+tpe: its third trial ends after 5 + 10 + 30 > 20, so it is not counted though it is the best
+    tpe = trials("budget+tpe", [(0.01, 0.89, 0.87, 5.0), (0.1, 0.91, 0.93, 10.0), (0.05, 0.99, 0.99, 30.0)])
+    searches = pd.DataFrame({"method": ["grid16", "budget+tpe"], "seed": [0, 0], "seconds": [1.0, 1.0],
+                             "trial_seconds": [2.0, 3.0], "compute": [20.0, 45.0]})
+    rows = {r["arm"]: r for r in sh.evaluate(searches, pd.concat([grid, tpe], ignore_index=True))}
+    assert rows["budget+tpe"]["c_grid"] == 20.0 and rows["budget+tpe"]["ended"] == 2
+    # log10 axis, reference 0.85: grid 0.03 over [-1, log10 0.5] + 0.05 over [log10 0.5, 0]
+    lg = math.log10
+    assert math.isclose(rows["grid16"]["hv"], 0.03 * (lg(0.5) + 1) + 0.05 * -lg(0.5), rel_tol=1e-9)
+    assert math.isclose(rows["budget+tpe"]["hv"], 0.02 * 1 + 0.08 * 1, rel_tol=1e-9)
+    assert math.isclose(rows["budget+tpe"]["at_0.05"], 0.87) and math.isclose(rows["budget+tpe"]["at_0.1"], 0.93)
+    assert math.isclose(rows["budget+tpe"]["bias"], ((0.89 - 0.87) + (0.91 - 0.93)) / 2, abs_tol=1e-12)
+    # test accuracies never choose: lowering the front's test accuracies changes the score, not the points
+    worse = pd.concat([grid, tpe.assign(test_accuracy=[0.5, 0.5, 0.5])], ignore_index=True)
+    again = {r["arm"]: r for r in sh.evaluate(searches, worse)}
+    assert again["budget+tpe"]["front"] == rows["budget+tpe"]["front"] == 2 and again["budget+tpe"]["hv"] == 0.0
