@@ -449,7 +449,7 @@ def run_stored(a: Any, out: Path, key: str, todo: list[tuple[str, int]], make: A
                    "device": a.device, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
             append(out, df, row)
             shutil.rmtree(storage / name, ignore_errors=True)  # its rows are stored; Ray's folder is 10 MB a search
-            print(f"{name}: {counts}, compute {row['compute']:.3g} FLOPs, HV {row['hv_final']:.4f} "
+            print(f"{name}: {counts}, compute {row['compute']:.3g} FLOPs, test HV (ref 0, 1) {row['hv_final']:.4f} "
                   f"({row['seconds']:.0f} s; {time.perf_counter() - t0:.0f} s elapsed)", flush=True)
     finally:
         ray.shutdown()
