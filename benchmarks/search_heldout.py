@@ -99,9 +99,9 @@ def parse_args(argv: list[str] | None = None) -> Any:
     p.add_argument("--fidelity-at", nargs="+", type=int, default=[8, 12, 20], help="fidelity: the rungs reported first")
     a = p.parse_args(argv)
     if a.smoke_test:
-        # seed 1: at this toy size GP's model on seed 0 keeps proposing RigL splits that cannot reach the lowest
-        # stratified target, and the search stops after 50 skipped points (at the decisive size it does not)
-        a.trials, a.headline_trials, a.seeds = 2, 2, [1]
+        # seed 0: at this toy size GP's model keeps proposing splits that cannot reach the two lowest stratified
+        # targets; the searcher then queues them with a random split that reaches them (optuna_search._retry_target)
+        a.trials, a.headline_trials, a.seeds = 2, 2, [0]
         a.train_subset, a.test_subset, a.val_size, a.epochs, a.update_interval = 128, 100, 64, 2, 1
         a.fidelity_configs, a.fidelity_every, a.fidelity_short, a.fidelity_at = 3, 1, [1], [1]
     small = [n for n in ("trials", "epochs", "update_interval", "concurrent", "threads", "fidelity_configs",

@@ -150,6 +150,7 @@ class ProbeTrial:
         self._choose = choose
         self.params: dict[str, Any] = {}
         self.distributions: dict[str, BaseDistribution] = {}
+        self.suggestions: dict[str, Any] = {}  # sample_random: the suggestions, where ``params`` becomes the config's
 
     def _suggest(self, name: str, dist: BaseDistribution) -> Any:
         if name in self.distributions and self.distributions[name] != dist:
@@ -218,6 +219,7 @@ def sample_random(space: DefineByRun, n: int, seed: int = 0, fixed: Mapping[str,
     for _ in range(n):
         t = ProbeTrial(lambda name, d: fixed[name] if fixed and name in fixed else _random_value(rng, d))
         ret = run_space(space, t)
+        t.suggestions = dict(t.params)  # what was suggested, auxiliary parameters included
         t.params = ret
         out.append(t)
     return out

@@ -70,6 +70,27 @@ def make_sampler(name: str, seed: int | None, space: ResolvedSpace, num_samples:
 
 
 
+RANDOM_SPLIT_AFTER = 2  # misses of one stratified target before its split is drawn at random instead
+SPLIT_DRAWS = 200  # random splits tried for a target before it is given up
+
+
+def reaching_split(space: Any, base: dict[str, Any], target: float, seed: int) -> dict[str, Any] | None:
+    """A budget-space point (its Optuna suggestions, the target among them) whose split reaches ``target``: random
+    splits (``search_spaces.sample_random``, seeded) until one is feasible and within the target's tolerance; None
+    if ``SPLIT_DRAWS`` do not. Why: a model-based sampler asked again for a stratified target that few splits
+    reach (the lowest, at a small size) fits its model on the skipped points and proposes the same missing split
+    each time; GP did so 50 times in a row and the search stopped with nothing trained."""
+    from search_spaces import TARGET, sample_random, target_miss
+    from trainables import assess
+
+    for k in range(SPLIT_DRAWS):
+        probe = sample_random(space, 1, seed=seed * SPLIT_DRAWS + k, fixed={TARGET: target})[0]
+        a = assess(probe.params, base)
+        if a.feasible and not target_miss(target, a.run_flops_ratio):
+            return probe.suggestions
+    return None
+
+
 def _optuna_search_class() -> type:
     from ray.tune.search import Searcher
     from ray.tune.search.optuna import OptunaSearch
@@ -93,8 +114,8 @@ def _optuna_search_class() -> type:
         - auxiliary space parameters (``search_spaces.AUXILIARY``) stay in Optuna but not in the trial's config
           (the budget space's target travels beside it, ``search_spaces.trial_params``);
         - a budget-space split whose predicted ratio misses its target (``search_spaces.target_miss``) is skipped
-          like an infeasible point; a stratified first trial's target is queued again, so the stratification
-          survives the resampling.
+          like an infeasible point; a stratified first trial's target is queued again (``_retry_target``), so the
+          stratification survives the resampling.
         """
 
         skip_base: dict[str, Any] | None = None
@@ -171,9 +192,8 @@ def _optuna_search_class() -> type:
                 ot_trial = self._ot_trials.pop(trial_id)
                 if miss:
                     a.reason, a.violation = miss, abs(float(a.run_flops_ratio or 0) / float(cfg[TARGET]) - 1)
-                    point = {TARGET: cfg[TARGET]}
-                    if point in (self._points_to_evaluate or []):  # a stratified first trial: its target is
-                        self._ot_study.enqueue_trial(point)  # type: ignore[attr-defined]  # tried again, another split
+                    if {TARGET: cfg[TARGET]} in (self._points_to_evaluate or []):  # a stratified first trial
+                        self._retry_target(float(cfg[TARGET]))
                 try:
                     ot_trial.set_constraint("spfde", float(max(a.violation, 1e-9)))
                     self._ot_study.tell(ot_trial, [0.0, float(a.run_train_flops)])  # type: ignore[attr-defined]
@@ -188,6 +208,21 @@ def _optuna_search_class() -> type:
                     self._save_skips()
                     log.warning(self.stop_reason)
                     return Searcher.FINISHED
+
+        def _retry_target(self, target: float) -> None:
+            """Ask again for a stratified target a split missed, so the stratification survives: another split
+            from the sampler first, then (``RANDOM_SPLIT_AFTER`` misses on) a random split known to reach it;
+            a target no random split reaches is given up."""
+            misses = self.__dict__.setdefault("target_misses", {})  # a searcher pickled before it: none yet
+            misses[target] = n = misses.get(target, 0) + 1
+            point: dict[str, Any] | None = {TARGET: target}
+            if n >= RANDOM_SPLIT_AFTER:
+                point = reaching_split(self._space, self.skip_base or {}, target, seed=n)
+                if point is None:
+                    log.warning("no split of the space reaches %s=%.4g: that stratified target is given up",
+                                TARGET, target)
+                    return
+            self._ot_study.enqueue_trial(point)  # type: ignore[attr-defined]
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             ot_trial = self._ot_trials.get(trial_id)

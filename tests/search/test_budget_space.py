@@ -198,3 +198,34 @@ def test_paper_points_enter_the_budget_space_at_their_own_cost(base, space):
     first = pts[0]
     suggested, ret = _draw(space, random.Random(0), first)
     assert suggested[TARGET] == first[TARGET] and ret["sparsity.ratio"] == pytest.approx(0.9, abs=1e-3)
+
+
+def test_a_stratified_target_few_splits_reach_is_trained_not_given_up(tmp_path):
+    """GP on the budget space at a toy size (2 epochs, Δτ 1, seed 0): its first two stratified targets are reached
+    by few splits, and GP, fitting its model on the skipped points, proposed the same missing split each time it
+    was asked again: 50 skips in a row and the search stopped with nothing trained. Now a target missed twice gets
+    a random split that reaches it, and every stratified target is trained (no point is trained here: the
+    searcher's suggestions are checked, as the driver asks for them)."""
+    from search_spaces import TARGET
+    from spfde_search.search.optuna_search import _search_cls, make_sampler
+    from spfde_search.search.prepare import prepare
+    from spfde_search.search.settings import MODES, SearchSettings, objectives
+
+    n = 4
+    base = {"data": {"train_subset": 128, "test_subset": 100, "val_size": 64},
+            "train": {"epochs": 2, "update_interval": 1, "eval_every": 2, "device": "cpu"}}
+    s = SearchSettings(name="toy", space="budget", sampler="gp", seed=0, num_samples=n, base_config=base,
+                       storage_path=str(tmp_path))
+    prep = prepare(s)
+    searcher = _search_cls()(space=prep.space.fn, metric=list(objectives(prep.base.data.val_size)), mode=list(MODES),
+                             sampler=make_sampler("gp", 0, prep.space, n), points_to_evaluate=prep.points)
+    searcher.configure(prep.base.to_dict(), prep.budget, prep.dense_flops, s.max_skipped, None, n, None)
+    targets = []
+    for i in range(n):
+        cfg = searcher.suggest(f"t{i}")
+        assert isinstance(cfg, dict), (cfg, searcher.stop_reason)
+        targets.append(cfg[TARGET])
+        searcher.on_trial_complete(f"t{i}", {"val_accuracy": 0.5, "test_accuracy": 0.5, "train_flops": 1e9,
+                                             "epoch": 2, "epochs_total": 2})
+    assert sorted(targets) == sorted(p[TARGET] for p in prep.points), (targets, prep.points)
+    assert not searcher.stop_reason and len(searcher.skipped) <= 2 * len(prep.points)
