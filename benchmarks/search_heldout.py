@@ -404,8 +404,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         rs = sorted((r["seed"], r["hv"]) for r in rows if r["arm"] == m and r["hv"] == r["hv"])
         if rs:
             ax.plot([s for s, _ in rs], [v for _, v in rs], "o-", label=m)
-    ax.set_xlabel("seed")
-    ax.set_ylabel("held-out HV (test acc, log10 FLOPs ratio; ref 0.85, 1)")
+    ax.set_xlabel("seed (paired across arms)")
+    ax.set_xticks(sorted({int(r["seed"]) for r in rows}))
+    ax.set_ylabel("held-out hypervolume")
+    ax.set_title(f"test accuracy vs log10 FLOPs ratio, ref {REF}, at grid16's compute", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
