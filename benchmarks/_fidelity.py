@@ -49,20 +49,17 @@ def eval_epochs(a: Any) -> list[int]:
 
 def draw_configs(a: Any, base: dict[str, Any], n: int) -> list[dict[str, Any]]:
     """``n`` budget-space configs (see the module docstring): {config_id, target, params}."""
-    from search_spaces import TARGET, resolve_space, sample_random, target_miss
+    from search_spaces import TARGET, resolve_space
     from spfde_search.config import Config
-    from trainables import assess
+    from spfde_search.search.optuna_search import SPLIT_DRAWS, reaching_split
 
     space = resolve_space("budget", Config.parse(base))
     out = []
     for i, point in enumerate(space.fn.stratified_points(n, SEED)):
         t = float(point[TARGET])
-        for attempt in range(200):
-            params = sample_random(space.fn, 1, seed=10_000 * i + attempt, fixed={TARGET: t})[0].params
-            ok = assess(params, base)
-            if ok.feasible and not target_miss(t, ok.run_flops_ratio):
-                out.append({"config_id": i, "target": t, "params": params})
-                break
+        probe = reaching_split(space.fn, base, t, range(10_000 * i, 10_000 * i + SPLIT_DRAWS))
+        if probe is not None:
+            out.append({"config_id": i, "target": t, "params": probe.params})
     return out
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from trainables._hold import ENV, HOLD, REPORTED
+from trainables._hold import ENV, HOLD
 
 
 class Hold:
@@ -25,8 +25,3 @@ class Hold:
 
     def release(self) -> None:
         (self.folder / HOLD).unlink(missing_ok=True)
-
-    def reported(self) -> int:
-        """Epoch reports made so far (by every run of every trial started with this hold's environment)."""
-        path = self.folder / REPORTED
-        return len(path.read_text().splitlines()) if path.exists() else 0

@@ -126,10 +126,11 @@ def _make_table_callback(
                 _forget_staged_copies(trials)
                 self.staged_cleared = True
 
-        def _write(self, trials: list[Any], fresh: tuple[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+        def _write(self, trials: list[Any], fresh: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+            """``fresh``: results by trial id that Tune has not stored on the trial yet."""
             self.trials = list(trials)
-            new = dict([fresh]) if fresh is not None else {}
-            rows = [trial_row(t, base, self.ended.get(t.trial_id), self.times, new.get(t.trial_id)) for t in trials]
+            fresh = fresh or {}
+            rows = [trial_row(t, base, self.ended.get(t.trial_id), self.times, fresh.get(t.trial_id)) for t in trials]
             rows += _kept_rows(self.previous, {t.trial_id for t in trials}, self.stopped)
             table = rows_to_arrow(rows)
             try:
@@ -179,7 +180,7 @@ def _make_table_callback(
             if self.ended.get(trial.trial_id) == "RUNNING":
                 del self.ended[trial.trial_id]  # Tune's own status is RUNNING by now
             # per-epoch progress of running trials (a few KB), with this result: Tune stores it after the callbacks
-            self._write(trials, (trial.trial_id, result))
+            self._write(trials, {trial.trial_id: result})
             if progress is not None:
                 progress.epoch(trial, result)
 

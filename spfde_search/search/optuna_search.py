@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from search_spaces import ResolvedSpace
@@ -74,20 +75,20 @@ RANDOM_SPLIT_AFTER = 2  # misses of one stratified target before its split is dr
 SPLIT_DRAWS = 200  # random splits tried for a target before it is given up
 
 
-def reaching_split(space: Any, base: dict[str, Any], target: float, seed: int) -> dict[str, Any] | None:
-    """A budget-space point (its Optuna suggestions, the target among them) whose split reaches ``target``: random
-    splits (``search_spaces.sample_random``, seeded) until one is feasible and within the target's tolerance; None
-    if ``SPLIT_DRAWS`` do not. Why: a model-based sampler asked again for a stratified target that few splits
+def reaching_split(space: Any, base: dict[str, Any], target: float, seeds: Iterable[int]) -> Any:
+    """A budget-space probe (``search_spaces.ProbeTrial``: its ``suggestions``, the target among them, and the
+    config ``params``) whose split reaches ``target``: one random split per seed (``search_spaces.sample_random``)
+    until one is feasible and within the target's tolerance; None if no seed gives one. Why: a model-based sampler asked again for a stratified target that few splits
     reach (the lowest, at a small size) fits its model on the skipped points and proposes the same missing split
     each time; GP did so 50 times in a row and the search stopped with nothing trained."""
     from search_spaces import TARGET, sample_random, target_miss
     from trainables import assess
 
-    for k in range(SPLIT_DRAWS):
-        probe = sample_random(space, 1, seed=seed * SPLIT_DRAWS + k, fixed={TARGET: target})[0]
+    for seed in seeds:
+        probe = sample_random(space, 1, seed=seed, fixed={TARGET: target})[0]
         a = assess(probe.params, base)
         if a.feasible and not target_miss(target, a.run_flops_ratio):
-            return probe.suggestions
+            return probe
     return None
 
 
@@ -215,13 +216,15 @@ def _optuna_search_class() -> type:
             a target no random split reaches is given up."""
             misses = self.__dict__.setdefault("target_misses", {})  # a searcher pickled before it: none yet
             misses[target] = n = misses.get(target, 0) + 1
-            point: dict[str, Any] | None = {TARGET: target}
+            point: dict[str, Any] = {TARGET: target}
             if n >= RANDOM_SPLIT_AFTER:
-                point = reaching_split(self._space, self.skip_base or {}, target, seed=n)
-                if point is None:
+                probe = reaching_split(self._space, self.skip_base or {}, target,
+                                       range(n * SPLIT_DRAWS, (n + 1) * SPLIT_DRAWS))
+                if probe is None:
                     log.warning("no split of the space reaches %s=%.4g: that stratified target is given up",
                                 TARGET, target)
                     return
+                point = probe.suggestions
             self._ot_study.enqueue_trial(point)  # type: ignore[attr-defined]
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
