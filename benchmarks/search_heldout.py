@@ -28,7 +28,8 @@ training-FLOPs ratio to dense, reference (accuracy 0.85, ratio 1.0), per seed, o
 once the arm had spent what ``grid16`` spent in that seed (trials count in the order they ended,
 ``search_quality.ended_by``). An arm beats another iff the 95 % t interval of the paired difference over the seeds
 lies above 0 AND it is higher in >= 4 of 5 seeds (>= 80 %); with fewer than 5 paired seeds: "no verdict: k of 5
-seeds". Secondary: at 0.05/0.07/0.10/0.14/0.20 × dense, the test accuracy of the point the validation front would
+seeds", noting a side that can no longer be higher in 4 of 5 whatever the missing seeds give (the count alone
+already decides against it). Secondary: at 0.05/0.07/0.10/0.14/0.20 × dense, the test accuracy of the point the validation front would
 answer with (``pareto.best_within`` on validation accuracy); the selection bias (validation − test accuracy of the
 front points); wall time and trial-seconds per arm. Nothing that selects reads test accuracy.
 
@@ -44,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -208,8 +210,12 @@ def paired_verdict(x: dict[int, float], y: dict[int, float], xname: str, yname: 
     else:
         lo = hi = float("nan")
         ival = f"{d.mean():+.4f} (one seed)" if d.size else "–"
-    if d.size < SEEDS_NEEDED:
-        word = f"no verdict: {d.size} of {SEEDS_NEEDED} seeds"
+    need, missing = math.ceil(0.8 * SEEDS_NEEDED), SEEDS_NEEDED - d.size
+    if d.size < SEEDS_NEEDED:  # the count half of the rule may already be out of reach for one side or both
+        out = [f"`{a}` can no longer beat `{b}`" for a, b, k in ((xname, yname, wins), (yname, xname, losses))
+               if k + missing < need]
+        word = (f"neither shown (decided at {d.size} of {SEEDS_NEEDED} seeds: neither can be higher in {need})"
+                if len(out) == 2 else f"no verdict: {d.size} of {SEEDS_NEEDED} seeds" + (f"; {out[0]}" if out else ""))
     elif lo > 0 and wins >= 0.8 * d.size:
         word = f"`{xname}` BEATS `{yname}`"
     elif hi < 0 and losses >= 0.8 * d.size:
@@ -328,7 +334,8 @@ def report_body(a: Any, rows: list[dict[str, Any]], searches: Any, fidelity_md: 
         f"point (accuracy {REF[0]}, ratio {REF[1]}), per seed, over the trials each arm had ended once it had "
         "spent the training FLOPs `grid16` spent in that seed (trials count in the order they ended). An arm beats "
         "another iff the 95 % t interval of the paired difference over the seeds lies above 0 AND it is higher in "
-        "≥ 4 of 5 seeds; with fewer than 5 paired seeds: no verdict. Secondary: the test accuracy of the point the "
+        "≥ 4 of 5 seeds; with fewer than 5 paired seeds: no verdict, except that a side no longer able to be higher "
+        "in 4 of 5 seeds, whatever the missing seeds give, is said to be out of reach. Secondary: the test accuracy of the point the "
         "validation front answers with at 0.05/0.07/0.10/0.14/0.20 × dense (its most validation-accurate point "
         "within the budget), the selection bias (validation − test accuracy of the front points), wall time. "
         "Nothing that selects reads test accuracy; no setting was chosen from these numbers.",

@@ -385,7 +385,13 @@ def test_search_heldout_paired_rule_needs_the_interval_and_four_of_five_seeds() 
     # the t interval lies above 0 (mean 0.035, half-width 0.017) but x is higher in 7 of 10 seeds only: no win
     assert verdict([0.05] * 7 + [0.0] * 3).endswith("neither shown")
     assert verdict([0.05] * 8 + [0.0] * 2).endswith("`x` BEATS `y`")
-    assert verdict([0.02, 0.03, 0.02, 0.025, 0.03], seeds=3).endswith("no verdict: 3 of 5 seeds")
+    assert verdict([0.02, 0.03, 0.02, 0.025, 0.03], seeds=3).endswith(
+        "no verdict: 3 of 5 seeds; `y` can no longer beat `x`")
+    # before the 5th seed the count half of the rule can already be out of reach: 2 lower of 4 -> x cannot win
+    assert verdict([-0.02, -0.03, 0.02, -0.025], seeds=4).endswith("no verdict: 4 of 5 seeds; `x` can no longer beat `y`")
+    assert verdict([0.02, 0.03, 0.02, -0.01], seeds=4).endswith("no verdict: 4 of 5 seeds; `y` can no longer beat `x`")
+    assert verdict([0.02, -0.03], seeds=2).endswith("no verdict: 2 of 5 seeds")  # either may still win
+    assert "neither shown (decided at 4 of 5 seeds" in verdict([0.02, -0.03, 0.01, -0.01], seeds=4)
 
 
 @pytest.mark.slow

@@ -164,9 +164,10 @@ class DSTPlan:
         return n_target + min(round(self.extra_density(b) * numel), numel - n_target)
 
     def drop_count(self, b: int, n_target: int) -> int:
-        """k: target weights swapped out (SET/RigL, and MEST's plain EM). Regrowth draws from every zero after
+        """k: target weights swapped out (SET/RigL, and MEST's plain EM), truncated as RigL's ``_get_update_op``
+        casts n_ones x drop_fraction to int32 (rigl/sparse_optimizers_base.py). Regrowth draws from every zero after
         the drop, so k needs no bound beyond the target itself."""
-        return max(0, min(round(self.drop_fraction_at(b) * n_target), n_target))
+        return max(0, min(int(self.drop_fraction_at(b) * n_target), n_target))
 
     def layer_step(self, b: int, n_target: int, n_current: int, numel: int) -> tuple[int, int]:
         """(drop, grow) of one layer's update at boundary b; growth draws from every position that is zero after
