@@ -334,9 +334,9 @@ def report_body(a: Any, rows: list[dict[str, Any]], searches: Any, fidelity_md: 
         f"point (accuracy {REF[0]}, ratio {REF[1]}), per seed, over the trials each arm had ended once it had "
         "spent the training FLOPs `grid16` spent in that seed (trials count in the order they ended). An arm beats "
         "another iff the 95 % t interval of the paired difference over the seeds lies above 0 AND it is higher in "
-        "≥ 4 of 5 seeds; with fewer than 5 paired seeds: no verdict, except that a side no longer able to be higher "
-        "in 4 of 5 seeds, whatever the missing seeds give, is said to be out of reach. Secondary: the test accuracy of the point the "
-        "validation front answers with at 0.05/0.07/0.10/0.14/0.20 × dense (its most validation-accurate point "
+        "≥ 4 of 5 seeds; with fewer than 5 paired seeds: no verdict, except that a side no longer able to be "
+        "higher in 4 of 5 seeds, whatever the missing seeds give, is said to be out of reach. Secondary: the test "
+        "accuracy of the point the validation front answers with at 0.05/0.07/0.10/0.14/0.20 × dense (its most validation-accurate point "
         "within the budget), the selection bias (validation − test accuracy of the front points), wall time. "
         "Nothing that selects reads test accuracy; no setting was chosen from these numbers.",
         "",
@@ -345,7 +345,9 @@ def report_body(a: Any, rows: list[dict[str, Any]], searches: Any, fidelity_md: 
         f"{a.val_size} validation images, shared by its arms; the test images are the same for every seed. "
         f"Arms: {', '.join(f'`{m}` ({ARMS[m][0]} space, {ARMS[m][1]})' for m in arms)}; the paper arms' points are "
         "enqueued (grid16: a seeded draw without replacement from the paper grid; headline: the paper's "
-        "hand-picked points).",
+        "hand-picked points). Code: every stored row was trained with SET/RigL's drop count rounded "
+        "(k = round(drop fraction × n)); the trainer truncates it as RigL's code does since commit 07ca503, at most "
+        "one weight per layer per update apart, so later rows stay comparable.",
         "",
         "Verdicts (paired, held-out hypervolume at the grid's compute):",
         "",

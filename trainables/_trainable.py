@@ -31,7 +31,7 @@ from spfde_search.config import ConfigError
 from spfde_search.execution import RESULT_KEY
 
 from ._assess import Assessment, Budget, assess
-from ._hold import hold_after_report
+from ._hold import hold_after_report, hold_at_start
 from ._state import LAST_REPORT, TrialState, storage_full
 
 __all__ = ["TrialSetup", "spfde_trainable", "node_identity", "infeasible_metrics"]
@@ -89,6 +89,7 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
 
     ident = node_identity()
     store = TrialState(setup.experiment_uri, tune.get_context().get_trial_id()) if setup.experiment_uri else None
+    hold_at_start(tune.get_context().get_trial_id())  # a fault test may pause a trial here; nothing otherwise
     ended = store.ended() if store is not None else None
     if ended is not None:  # it ended before the driver died, after Ray's last snapshot: the same end again
         tune.report({**ended["result"], **ident})
@@ -178,5 +179,6 @@ def _report_epoch(metrics: dict[str, Any], epoch: int, total: int, every: int, t
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(pointer))
     else:
         tune.report(metrics)
-    hold_after_report()  # the test suite's fault tests pause a trial here; nothing otherwise
+    # the test suite's fault tests pause a trial here; nothing otherwise
+    hold_after_report(tune.get_context().get_trial_id(), epoch)
     return metrics

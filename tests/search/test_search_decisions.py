@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from holds import Hold
 from test_search_faults import (
     SPFDE,
     TERMINAL,
@@ -33,23 +34,36 @@ ENDED = TERMINAL | {"INTERRUPTED"}
 KEPT = ["status", "epochs_completed", "test_accuracy", "train_flops", "params"]
 
 
-def _stop_at(driver: subprocess.Popen, parquet: Path, log: Path, done_before: set[str], need_stop: bool) -> pd.DataFrame:
-    """Wait until a trial this driver saw end is new since ``done_before`` (and, with ``need_stop``, MOASHA has
-    stopped one) while another trial is RUNNING; return the table at that moment."""
+def _stop_at(driver: subprocess.Popen, parquet: Path, log: Path, hold: Hold, done_before: set[str],
+             need_stop: bool) -> pd.DataFrame:
+    """Hold the search at one trial start or epoch report at a time until a trial this driver saw end is new since
+    ``done_before`` (and, with ``need_stop``, MOASHA has stopped one) while another trial is RUNNING; return the
+    table at that moment. At each step the search waits, so the moment is made, never raced: the table is read
+    once it shows the held start or report (or the held trial ended)."""
 
-    def ready() -> pd.DataFrame | None:
+    def settled(k: int) -> list[pd.DataFrame] | None:
         assert driver.poll() is None, log.read_text()[-3000:]
+        reports = hold.reports()
         df = table(parquet)
-        if df is None:
+        if len(reports) < k or df is None:
             return None
+        tid, epoch = reports[-1]
+        row = df[df["trial_id"] == tid]
+        if row.empty or (row["status"].iloc[0] in ("RUNNING", "PENDING")
+                         and row["epochs_completed"].fillna(0).iloc[0] < epoch):
+            return None
+        return [df]
+
+    k = len(hold.reports())
+    while True:
+        k += 1
+        hold.at(k)
+        df = wait_until(lambda k=k: settled(k), 900, f"the table to show the search's report {k}",
+                        detail=lambda: log.read_text()[-3000:])[0]
         ended = set(df.loc[df["status"].isin(TERMINAL), "trial_id"])
         running = (df["status"] == "RUNNING") & ~df["trial_id"].isin(done_before)
         if ended - done_before and running.any() and (not need_stop or (df["status"] == "EARLY_STOPPED").any()):
             return df
-        return None
-
-    return wait_until(lambda: (df := ready()) is not None and [df], 900, "a newly ended trial and a running one",
-                      detail=lambda: log.read_text()[-3000:])[0]
 
 
 def _resume(tmp: Path, name: str, log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -98,14 +112,16 @@ def test_crash_resume_crash_resume_between_snapshots_keeps_every_decision(tmp_pa
     db = tmp_path / "mlflow.db"
     # Ray snapshots its experiment at the first step and on a clean stop only: every SIGKILL below comes after
     # trials Ray's snapshot never saw ended
-    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "3600"}
+    hold = Hold(tmp_path / "hold", starts=True)  # each stop below is made with it, one trial start or report at a time
+    env = hold.env(TUNE_GLOBAL_CHECKPOINT_S="3600")
+    hold.at(1)  # the first report already waits: the search cannot run ahead of the first stop
     cmd = [*_search_cmd(tmp_path, name, samples=12, epochs=3), "--early-stopping", "moasha", "--reduction-factor", "4"]
     logs = [tmp_path / f"driver{i}.log" for i in range(4)]
 
     # 1. SIGKILL right after MOASHA's first stop, with a trial running
     driver = _start(cmd, logs[0], env=env)
     try:
-        a = _stop_at(driver, parquet, logs[0], set(), need_stop=True)
+        a = _stop_at(driver, parquet, logs[0], hold, set(), need_stop=True)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=120)
     finally:
@@ -121,7 +137,7 @@ def test_crash_resume_crash_resume_between_snapshots_keeps_every_decision(tmp_pa
     # 2. --resume, SIGKILL again once it has ended a trial of its own and runs another
     driver = _resume(tmp_path, name, logs[1], env)
     try:
-        b = _stop_at(driver, parquet, logs[1], set(a.loc[a["status"].isin(TERMINAL), "trial_id"]), need_stop=False)
+        b = _stop_at(driver, parquet, logs[1], hold, set(a.loc[a["status"].isin(TERMINAL), "trial_id"]), need_stop=False)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=120)
     finally:
@@ -136,7 +152,7 @@ def test_crash_resume_crash_resume_between_snapshots_keeps_every_decision(tmp_pa
     # 3. --resume, then SIGTERM (what systemd, docker and Kubernetes send): a clean interruption
     driver = _resume(tmp_path, name, logs[2], env)
     try:
-        c = _stop_at(driver, parquet, logs[2], set(b.loc[b["status"].isin(TERMINAL), "trial_id"]), need_stop=False)
+        c = _stop_at(driver, parquet, logs[2], hold, set(b.loc[b["status"].isin(TERMINAL), "trial_id"]), need_stop=False)
         os.kill(driver.pid, signal.SIGTERM)
         rc = driver.wait(timeout=600)
     finally:
@@ -156,6 +172,7 @@ def test_crash_resume_crash_resume_between_snapshots_keeps_every_decision(tmp_pa
     wait_until(lambda: not group_alive(driver.pid), 180, "the stopped search's processes to exit")
 
     # 4. --resume to the end
+    hold.release()
     res = subprocess.run([*SPFDE, "search", "--resume", name, "--storage-path", str(tmp_path / "runs")], cwd=tmp_path,
                          capture_output=True, text=True, timeout=1500, env=env, start_new_session=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
