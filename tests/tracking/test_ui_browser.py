@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +198,18 @@ def _non_blank(png: bytes) -> float:
     return float(1.0 - counts.max() / counts.sum())
 
 
+def _painted(browser: Any, path: Path, share: float, clip: Callable[[], dict[str, float] | None] | None = None) -> float:
+    """Screenshot until more than ``share`` of the pixels differ from the most common colour (a page's text is in
+    the DOM before it paints: once seen blank on a loaded CI machine); the last share seen, kept at ``path``."""
+    shown, deadline = 0.0, time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        shown = _non_blank(browser.screenshot(path, clip=clip() if clip is not None else None))
+        if shown > share:
+            break
+        time.sleep(0.5)
+    return shown
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
     """A synced search 'ui-search' and `spfde ui` serving its store; the URLs it printed."""
@@ -262,8 +274,8 @@ def test_experiment_url_opens_the_search_trials_with_accuracy_flops_and_pareto_c
     front = [r for r in served["records"] if r.trial_id in ("t0", "t1", "t3", "t4")]
     assert all(f"{r.final['test_accuracy']}" in text or f"{r.final['test_accuracy']:.2f}" in text for r in front)
     assert "true" in text and "false" in text
-    png = browser.screenshot(ARTIFACTS / "ui_trial_runs.png")  # docs/ui-runs.png is a copy of this one
-    assert _non_blank(png) > 0.02, headers
+    # docs/ui-runs.png is a copy of this one
+    assert _painted(browser, ARTIFACTS / "ui_trial_runs.png", 0.02) > 0.02, headers
     from mlflow import MlflowClient
 
     exp = MlflowClient(served["uri"]).get_experiment(served["tracker"].experiment_id)
@@ -315,8 +327,7 @@ def _chart_view(served: dict[str, Any], browser: Browser, ids: list[str]) -> Non
         browser.wait(f"{json.dumps(ids)}.every(i => document.body.innerText.includes(i + ' ({metric})'))",
                      f"{metric} of every trial in the chart view")
     assert "Add chart" in browser.text()
-    png = browser.screenshot(ARTIFACTS / "ui_chart_view.png")
-    assert _non_blank(png) > 0.02
+    assert _painted(browser, ARTIFACTS / "ui_chart_view.png", 0.02) > 0.02
 
 
 def test_parent_run_page_lists_the_trials(served, browser):
@@ -349,6 +360,11 @@ def test_frontier_html_renders_inside_the_artifact_viewer(served, browser):
     assert all(w in inner for w in want), (f"iframe texts {[t[:200] for t in texts]}; {browser.frames()}; "
                                            f"page text {browser.text()[:500]}")
     assert "t0" in inner and "300.00 GFLOPs" in inner  # the knee row of the frontier table
-    png = browser.screenshot(ARTIFACTS / "ui_artifact_pareto_front_html.png", clip=rect)
-    assert _non_blank(png) > 0.05, "the frontier page is blank inside MLflow's artifact viewer"
+    def box() -> dict[str, float]:  # the iframe's current box (its first one may have moved since)
+        return browser.js("""(() => { const f = document.querySelector('iframe.mlflow-html-iframe'); if (!f) return null;
+            const r = f.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; })()""") \
+            or rect
+
+    shown = _painted(browser, ARTIFACTS / "ui_artifact_pareto_front_html.png", 0.05, clip=box)
+    assert shown > 0.05, "the frontier page is blank inside MLflow's artifact viewer"
     browser.screenshot(ARTIFACTS / "ui_artifact_view.png")
