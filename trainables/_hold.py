@@ -28,9 +28,11 @@ def _folder() -> Path | None:
     return Path(where) if where else None
 
 
-def _pass(folder: Path, trial_id: str, epoch: int) -> None:
+def _pass(folder: Path, epoch: int) -> None:
+    from ray import tune  # only with a hold: the trainable's hot path never asks Ray for its id
+
     with open(folder / REPORTED, "a") as f:  # one short append per report: atomic on a local file system
-        f.write(f"{trial_id} {epoch}\n")
+        f.write(f"{tune.get_context().get_trial_id()} {epoch}\n")
     count = len((folder / REPORTED).read_text().splitlines())
     while True:
         try:
@@ -42,13 +44,13 @@ def _pass(folder: Path, trial_id: str, epoch: int) -> None:
         time.sleep(0.05)
 
 
-def hold_after_report(trial_id: str, epoch: int) -> None:
+def hold_after_report(epoch: int) -> None:
     folder = _folder()
     if folder is not None:
-        _pass(folder, trial_id, epoch)
+        _pass(folder, epoch)
 
 
-def hold_at_start(trial_id: str) -> None:
+def hold_at_start() -> None:
     folder = _folder()
     if folder is not None and (folder / STARTS).exists():
-        _pass(folder, trial_id, 0)
+        _pass(folder, 0)

@@ -89,7 +89,7 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
 
     ident = node_identity()
     store = TrialState(setup.experiment_uri, tune.get_context().get_trial_id()) if setup.experiment_uri else None
-    hold_at_start(tune.get_context().get_trial_id())  # a fault test may pause a trial here; nothing otherwise
+    hold_at_start()  # a fault test may pause a trial here; nothing otherwise
     ended = store.ended() if store is not None else None
     if ended is not None:  # it ended before the driver died, after Ray's last snapshot: the same end again
         tune.report({**ended["result"], **ident})
@@ -179,6 +179,5 @@ def _report_epoch(metrics: dict[str, Any], epoch: int, total: int, every: int, t
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(pointer))
     else:
         tune.report(metrics)
-    # the test suite's fault tests pause a trial here; nothing otherwise
-    hold_after_report(tune.get_context().get_trial_id(), epoch)
+    hold_after_report(epoch)  # the test suite's fault tests pause a trial here; nothing otherwise
     return metrics

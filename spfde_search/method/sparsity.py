@@ -164,7 +164,8 @@ class DSTPlan:
         return n_target + min(round(self.extra_density(b) * numel), numel - n_target)
 
     def drop_count(self, b: int, n_target: int) -> int:
-        """k: target weights swapped out (SET/RigL, and MEST's plain EM), truncated as RigL's ``_get_update_op``
+        """k: target weights swapped out by SET/RigL (MEST's plain EM prunes its own ``drop_fraction`` share in
+        ``layer_step``), truncated as RigL's ``_get_update_op``
         casts n_ones x drop_fraction to int32 (rigl/sparse_optimizers_base.py). Regrowth draws from every zero after
         the drop, so k needs no bound beyond the target itself."""
         return max(0, min(int(self.drop_fraction_at(b) * n_target), n_target))
