@@ -536,7 +536,3 @@ def config_to_yaml(cfg: Config, header: str | None = None) -> str:
     if header:
         body = "".join(f"# {line}\n" for line in header.splitlines()) + body
     return body
-
-
-def is_finite_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

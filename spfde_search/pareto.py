@@ -47,18 +47,21 @@ VAL_ACCURACY, TEST_ACCURACY = "val_accuracy", "test_accuracy"
 BUDGET_RATIOS = (0.05, 0.1, 0.2)  # the parent run's best-at-budget metrics: FLOPs ratios to dense training
 
 
+def is_finite(x: Any) -> bool:
+    """A finite number, not a bool: result rows, MLflow rows and YAML hand over None, NaN, text and numpy scalars
+    alike, and only this counts as a measurement."""
+    try:
+        return x is not None and not isinstance(x, bool) and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
 def selection_metric(val_values: Iterable[Any] | None) -> str:
     """The accuracy everything that chooses reads (the sampler, the rungs, the front, the knee, the hypervolume,
     export): ``val_accuracy`` when any of ``val_values`` (the trials' validation accuracies) is a finite number,
     else ``test_accuracy`` (``data.val_size`` 0, or a search from before validation existed), which every output
     then names. The one place this rule lives."""
-    for v in val_values if val_values is not None else ():
-        try:
-            if v is not None and not isinstance(v, bool) and math.isfinite(float(v)):
-                return VAL_ACCURACY
-        except (TypeError, ValueError):
-            continue
-    return TEST_ACCURACY
+    return VAL_ACCURACY if any(is_finite(v) for v in (() if val_values is None else val_values)) else TEST_ACCURACY
 
 
 def selected_on(table: Any) -> str:

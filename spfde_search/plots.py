@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .pareto import is_finite
 from .tables import natural_width, stacked_table
 
 if TYPE_CHECKING:  # pandas/matplotlib load lazily: ``format_flops`` serves ``spfde --help``-fast commands
@@ -227,9 +228,9 @@ def answer_table(rows: pd.DataFrame, title: str, *, knee: str | None, base: Mapp
         ok = str(r.get("status", "")) not in ("FAILED", "INFEASIBLE")
         cells = ["knee" if knee is not None and str(r.get("trial_id")) == knee else "", str(r.get("trial_id", ""))]
         cells += [str(r.get("status", ""))] * status + (["yes" if r.get("pareto") else ""] if frontier else [])
-        cells += [f"{float(val):.4f}" if ok and _finite(val) else "-"] * _has_val(rows)
-        cells += [f"{float(acc):.4f}" if ok and _finite(acc) else "-",
-                  format_flops(r.get("train_flops")) if ok else "-", f"{float(ratio):.4f}" if _finite(ratio) else "-"]
+        cells += [f"{float(val):.4f}" if ok and is_finite(val) else "-"] * _has_val(rows)
+        cells += [f"{float(acc):.4f}" if ok and is_finite(acc) else "-",
+                  format_flops(r.get("train_flops")) if ok else "-", f"{float(ratio):.4f}" if is_finite(ratio) else "-"]
         under = {"parameters": format_params(r.get("params"), base, sep="\0")}
         under.update({"reason": _one_line(r.get("error"))} if reason else {})
         under.update({"MLflow run": str(r.get("run_id", ""))} if run_id else {})
@@ -259,13 +260,6 @@ def selection_note(df: pd.DataFrame) -> str:
     """'' when ``df`` selects on validation accuracy; else the warning every output of such a search carries."""
     return "" if _has_val(df) else ("selected on TEST accuracy (no validation split: data.val_size 0, or a search "
                                     "from before validation); its front is optimistically biased")
-
-
-def _finite(x: Any) -> bool:
-    try:
-        return x is not None and not isinstance(x, bool) and math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
 
 
 def _one_line(text: Any, width: int = 120) -> str:
@@ -434,8 +428,8 @@ def frontier_png(trials: pd.DataFrame, path: str | Path, title: str | None = Non
 
 def _hover(r: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> str:
     lines = [f"trial {r.get('trial_id', '')} ({r.get('status', '')})" + ("  KNEE" if r.get("knee") else ""),
-             *([f"validation accuracy {float(r['val_accuracy']):.4f}"] if _finite(r.get("val_accuracy")) else []),
-             f"test accuracy {float(r['test_accuracy']):.4f}" if _finite(r.get("test_accuracy")) else "test accuracy -",
+             *([f"validation accuracy {float(r['val_accuracy']):.4f}"] if is_finite(r.get("val_accuracy")) else []),
+             f"test accuracy {float(r['test_accuracy']):.4f}" if is_finite(r.get("test_accuracy")) else "test accuracy -",
              f"training FLOPs {format_flops(r.get('train_flops'))} ({float(r['flops_ratio']):.4f}x dense)"]
     if r.get("run_id"):
         lines.append(f"MLflow run {r['run_id']}")
@@ -446,7 +440,7 @@ def _hover(r: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> str:
 
 
 def _acc(v: Any) -> str:
-    return f"{float(v):.4f}" if _finite(v) else "-"
+    return f"{float(v):.4f}" if is_finite(v) else "-"
 
 
 def _svg_with_titles(fig: Figure, df: pd.DataFrame, base: Mapping[str, Any] | None = None) -> str:

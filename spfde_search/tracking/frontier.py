@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .records import TrialRecord, _finite
+from spfde_search.pareto import is_finite
+
+from .records import TrialRecord
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ def _candidates(records: Sequence[TrialRecord], metric: str) -> list[TrialRecord
 
 
 def _value(r: TrialRecord, key: str) -> float | None:
-    return float(r.final[key]) if _finite(r.final.get(key)) else None
+    return float(r.final[key]) if is_finite(r.final.get(key)) else None
 
 
 def compute_frontier(records: Sequence[TrialRecord], ratios: Sequence[float] | None = None) -> Frontier:
@@ -108,8 +110,8 @@ def search_cost_of(records: Sequence[TrialRecord]) -> dict[str, float]:
     failed ones included; untrained ones add 0), and how many ended / were early-stopped."""
     ended = [r for r in records if r.terminal]
     return {
-        "search_train_flops": float(sum(r.final["train_flops"] for r in ended if _finite(r.final.get("train_flops")))),
-        "search_trial_seconds": float(sum(r.final["wall_seconds"] for r in ended if _finite(r.final.get("wall_seconds")))),
+        "search_train_flops": float(sum(r.final["train_flops"] for r in ended if is_finite(r.final.get("train_flops")))),
+        "search_trial_seconds": float(sum(r.final["wall_seconds"] for r in ended if is_finite(r.final.get("wall_seconds")))),
         "trials_ended": float(len(ended)),
         "trials_early_stopped": float(sum(r.status == "EARLY_STOPPED" for r in ended)),
     }
@@ -121,7 +123,7 @@ def hypervolume_of(records: Sequence[TrialRecord]) -> float:
 
     metric = selected_on(records)
     pts = [(float(r.final[metric]), float(r.final["flops_ratio"])) for r in _candidates(records, metric)
-           if _finite(r.final.get("flops_ratio"))]
+           if is_finite(r.final.get("flops_ratio"))]
     if not pts:
         return 0.0
     return float(hypervolume([p[0] for p in pts], [p[1] for p in pts], ref=(0.0, 1.0)))

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from spfde_search.config import Config, apply_overrides, field_info, flatten
+from spfde_search.pareto import is_finite
 from spfde_search.plots import json_object
 
 TERMINAL = ("COMPLETED", "EARLY_STOPPED", "FAILED", "INFEASIBLE", "INTERRUPTED")  # for this driver: a resume reopens
@@ -65,8 +66,8 @@ class TrialRecord:
     def on_frontier_candidate(self) -> bool:
         """Completed, full budget, measured; which accuracy then selects is decided over all trials
         (``frontier.selected_on``: validation, or test for a search without a validation split)."""
-        return (self.status == "COMPLETED" and self.full_budget and _finite(self.final.get("train_flops"))
-                and (_finite(self.final.get("val_accuracy")) or _finite(self.final.get("test_accuracy"))))
+        return (self.status == "COMPLETED" and self.full_budget and is_finite(self.final.get("train_flops"))
+                and (is_finite(self.final.get("val_accuracy")) or is_finite(self.final.get("test_accuracy"))))
 
     def front_eligible(self, metric: str) -> bool:
         """A frontier candidate whose selection accuracy ``metric`` (``frontier.selected_on``) is finite and beats
@@ -75,7 +76,7 @@ class TrialRecord:
         from spfde_search.pareto import above_chance
         from spfde_search.plots import chance_of_config
 
-        return self.on_frontier_candidate and _finite(self.final.get(metric)) and bool(
+        return self.on_frontier_candidate and is_finite(self.final.get(metric)) and bool(
             above_chance([float(self.final[metric])], chance_of_config(self.config))[0])
 
     def row(self) -> dict[str, Any]:
@@ -91,7 +92,7 @@ class TrialRecord:
         """From a ``trials.parquet`` row (and the trial's ``result.json`` lines for per-epoch metrics)."""
         config = json_object(row.get("config"))
         params = json_object(row.get("params"))
-        final = {k: float(row[k]) for k in FINAL_METRICS if k in row and _finite(row[k])}
+        final = {k: float(row[k]) for k in FINAL_METRICS if k in row and is_finite(row[k])}
         return cls(
             trial_id=str(row["trial_id"]), status=str(row.get("status") or "PENDING"), config=config,
             params=params, epochs=[_epoch_metrics(e) for e in epochs if _epoch_metrics(e)],
@@ -99,20 +100,13 @@ class TrialRecord:
         )
 
 
-def _finite(x: Any) -> bool:
-    try:
-        return x is not None and not isinstance(x, bool) and math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
-
-
 def _epoch_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
     """Numeric training metrics of one reported epoch, with ``epoch`` (step) and ``timestamp`` (seconds)."""
     epoch = result.get("epoch", result.get("training_iteration"))
-    if not _finite(epoch) or int(epoch) < 1 or result.get("infeasible") is True:
+    if not is_finite(epoch) or int(epoch) < 1 or result.get("infeasible") is True:
         return {}  # an infeasible point's single report trains nothing
     out: dict[str, Any] = {"epoch": int(epoch)}
-    if _finite(result.get("timestamp")):
+    if is_finite(result.get("timestamp")):
         out["timestamp"] = float(result["timestamp"])
     for k, v in result.items():
         if k in _NOT_EPOCH or isinstance(v, bool) or not isinstance(v, (int, float)):

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from spfde_search.config import Config, config_to_yaml, flatten
+from spfde_search.pareto import is_finite
 
-from .records import _METRIC_NAME, FINAL_METRICS, MLFLOW_STATUS, TrialRecord, _finite
+from .records import _METRIC_NAME, FINAL_METRICS, MLFLOW_STATUS, TrialRecord
 from .store import Store
 
 
@@ -300,7 +301,7 @@ class RunWriter:
             last: dict[str, Any] = max(rec.epochs, key=lambda e: e["epoch"]) if rec.epochs else {}
             step = int(last.get("epoch", rec.final.get("epochs_completed", 0) or 0))
             ts = int(last.get("timestamp", time.time()) * 1000)
-            final = {k: float(v) for k, v in rec.final.items() if _finite(v)}
+            final = {k: float(v) for k, v in rec.final.items() if is_finite(v)}
             metrics = []
             for k in FINAL_METRICS:
                 if k not in final or (k in last and float(last[k]) == final[k]):  # already at this step
