@@ -228,8 +228,8 @@ def answer_table(rows: pd.DataFrame, title: str, *, knee: str | None, base: Mapp
         ok = str(r.get("status", "")) not in ("FAILED", "INFEASIBLE")
         cells = ["knee" if knee is not None and str(r.get("trial_id")) == knee else "", str(r.get("trial_id", ""))]
         cells += [str(r.get("status", ""))] * status + (["yes" if r.get("pareto") else ""] if frontier else [])
-        cells += [f"{float(val):.4f}" if ok and is_finite(val) else "-"] * _has_val(rows)
-        cells += [f"{float(acc):.4f}" if ok and is_finite(acc) else "-",
+        cells += [format_accuracy(val) if ok else "-"] * _has_val(rows)
+        cells += [format_accuracy(acc) if ok else "-",
                   format_flops(r.get("train_flops")) if ok else "-", f"{float(ratio):.4f}" if is_finite(ratio) else "-"]
         under = {"parameters": format_params(r.get("params"), base, sep="\0")}
         under.update({"reason": _one_line(r.get("error"))} if reason else {})
@@ -439,7 +439,8 @@ def _hover(r: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> str:
     return "\n".join(lines)
 
 
-def _acc(v: Any) -> str:
+def format_accuracy(v: Any) -> str:
+    """One accuracy format everywhere: ``0.8823``; '-' for a missing value."""
     return f"{float(v):.4f}" if is_finite(v) else "-"
 
 
@@ -473,7 +474,8 @@ def frontier_html(trials: pd.DataFrame, path: str | Path, title: str | None = No
     rows = []
     for _, r in front.iterrows():
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
-            "knee" if r["knee"] else "", r.get("trial_id", ""), _acc(r.get("val_accuracy")), _acc(r.get("test_accuracy")),
+            "knee" if r["knee"] else "", r.get("trial_id", ""), format_accuracy(r.get("val_accuracy")),
+            format_accuracy(r.get("test_accuracy")),
             format_flops(r.get("train_flops")), f"{float(r['flops_ratio']):.4f}",
             format_params(r.get("params"), base), r.get("paper_point", ""), r.get("run_id", ""))) + "</tr>")
     warn = chance_warning(df[_selected(trials)].max() if len(df) else None, chance)

@@ -88,13 +88,6 @@ def write_json_doc(target: str, doc: Mapping[str, Any]) -> None:
               "'-' for stdout", code=1)
 
 
-def _fmt(v: Any) -> str:
-    try:
-        return f"{float(v):.4f}" if v is not None and math.isfinite(float(v)) else "-"
-    except (TypeError, ValueError):
-        return "-"
-
-
 @app.command()
 def pareto(
     name: str | None = typer.Argument(None, help="search name (spfde search --name) (default: the latest search)"),
@@ -125,6 +118,7 @@ def pareto(
         chance_accuracy,
         chance_warning,
         display_params,
+        format_accuracy,
         knee_trial,
         selection_note,
     )
@@ -189,7 +183,7 @@ def pareto(
                                    width=table_width(console)))
         params = display_params(r["params"], base)
         typer.echo(f"best within {bound}: trial {r['trial_id']}  validation accuracy "
-                   f"{_fmt(r.get('val_accuracy'))}  test accuracy {_fmt(r.get('test_accuracy'))}  training FLOPs "
+                   f"{format_accuracy(r.get('val_accuracy'))}  test accuracy {format_accuracy(r.get('test_accuracy'))}  training FLOPs "
                    f"{float(r['train_flops']):.4g} ({float(r['flops_ratio']):.4f}x dense)  "
                    + "  ".join(f"{k}={v}" for k, v in params.items()))
     else:
@@ -428,7 +422,7 @@ def export(
     """Write frontier schedules as complete, runnable configs (`spfde train --config FILE` reruns them)."""
     from ..config import ConfigError
     from ..export import PICKS, check_out_dir, default_out_dir, export_search
-    from ..plots import format_flops
+    from ..plots import format_accuracy, format_flops
     from ..tracking import TrackingUnavailable
 
     if pick not in PICKS:
@@ -445,7 +439,7 @@ def export(
         at = f" at {e.filename}" if e.filename and str(e.filename) != str(target) else ""
         _fail(f"cannot write the configs to {target} ({e.strerror or e}{at}); give a writable --out DIR", code=1)
     for w in written:
-        typer.echo(f"{w.path}  trial {w.trial_id}  run {w.run_id}  val {_fmt(w.val_accuracy)}  "
+        typer.echo(f"{w.path}  trial {w.trial_id}  run {w.run_id}  val {format_accuracy(w.val_accuracy)}  "
                    f"test {w.test_accuracy:.4f}  "
                    f"training FLOPs {format_flops(w.train_flops)}  ratio {w.flops_ratio:.4f}")
 
