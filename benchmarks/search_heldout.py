@@ -106,6 +106,14 @@ def parse_args(argv: list[str] | None = None) -> Any:
     p.add_argument("--fidelity-short", nargs="+", type=int, default=[10, 20],
                    help="fidelity: complete shorter schedules (their own cosine) of the same configs")
     p.add_argument("--fidelity-at", nargs="+", type=int, default=[8, 12, 20], help="fidelity: the rungs reported first")
+    p.add_argument("--within", action="store_true",
+                   help="run the within-budget fidelity part (_within.py) instead of the searches")
+    p.add_argument("--within-levels", nargs="+", type=float, default=[0.03, 0.08, 0.2],
+                   help="within: target training-FLOPs ratios (of dense)")
+    p.add_argument("--within-configs", type=int, default=8, help="within: configs per level")
+    p.add_argument("--within-schedules", nargs="+", type=int, default=[5, 10, 20],
+                   help="within: complete short schedules (epochs) beside --epochs")
+    p.add_argument("--within-seeds", nargs="+", type=int, default=[0, 1], help="within: training seeds")
     a = p.parse_args(argv)
     if a.smoke_test:
         # seed 0: at this toy size GP's model keeps proposing splits that cannot reach the two lowest stratified
@@ -113,11 +121,12 @@ def parse_args(argv: list[str] | None = None) -> Any:
         a.trials, a.headline_trials, a.seeds = 2, 2, [0]
         a.train_subset, a.test_subset, a.val_size, a.epochs, a.update_interval = 128, 100, 64, 2, 1
         a.fidelity_configs, a.fidelity_every, a.fidelity_short, a.fidelity_at = 3, 1, [1], [1]
+        a.within_levels, a.within_configs, a.within_schedules = [0.1, 0.3], 3, [1]
     small = [n for n in ("trials", "epochs", "update_interval", "concurrent", "threads", "fidelity_configs",
                          "fidelity_every") if getattr(a, n) < 1]
     if small:
         p.error(f"--{small[0].replace('_', '-')} must be at least 1, got {getattr(a, small[0])}")
-    long = [e for e in [*a.fidelity_short, *a.fidelity_at] if not 1 <= e < a.epochs]
+    long = [e for e in [*a.fidelity_short, *a.fidelity_at, *a.within_schedules] if not 1 <= e < a.epochs]
     if long:
         p.error(f"--fidelity-short/--fidelity-at {long[0]}: give epochs from 1 to below --epochs ({a.epochs})")
     return a
@@ -434,13 +443,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     import _fidelity as F
+    import _within as W
 
     info = C.machine_info(a.device)
     out = a.out_dir = C.output_dir(NAME, a)
     key = settings_key(a)
     todo: list[tuple[str, int]] = []
     skipped, elapsed = [], 0.0
-    if not a.report and (not a.fidelity or a.smoke_test):
+    if not a.report and (not (a.fidelity or a.within) or a.smoke_test):
         done = sq.done_keys(sq.load(out, "searches"), key)
         wanted = [(m, s) for s in a.seeds for m in a.arms]  # seed-major: a time cut leaves whole seeds
         already = [w for w in wanted if w in done]
@@ -453,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"not run (time budget): {', '.join(skipped)}")
     if not a.report and (a.fidelity or a.smoke_test):
         F.run(a, out, base_config(a, F.SEED))
+    if not a.report and (a.within or a.smoke_test):
+        W.run(a, out, lambda seed: base_config(a, seed))
     searches, trials = sq.load(out, "searches"), sq.load(out, "trials")
     has = len(searches) and "settings" in searches.columns and (searches["settings"] == key).any()
     searches = searches[searches["settings"] == key] if has else searches
@@ -461,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         C.save_rows(rows, out, "heldout_report")
         plot(rows, out / "heldout_hv.png")
-    fid_md = F.report_lines(a, out)
+    fid_md = [*F.report_lines(a, out), *W.report_lines(a, out)]
     body, verdicts = (report_body(a, rows, searches, fid_md) if has
                       else ("\n".join(["No search stored with these settings.", *fid_md]), []))
     (out / "section.md").write_text(body + "\n")  # the section's body, also where RESULTS.md is not written
