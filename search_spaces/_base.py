@@ -66,6 +66,9 @@ AUXILIARY: dict[str, str] = {
         "(sparsity, DST algorithm, delta tau, scheme, sieving); the space resolves it to "
         "freezing.target_flops_reduction, which is what the trial's config holds"
     ),
+    "fidelity.rung": "--fidelity schedule: the trial's rung (0 = the shortest schedule; the last = full length)",
+    "fidelity.epochs": "--fidelity schedule: the rung's schedule length in epochs",
+    "fidelity.config": "--fidelity schedule: which config of the rung book the trial runs (one per sampled point)",
 }
 
 
@@ -77,7 +80,7 @@ def tidy_number(value: Any) -> Any:
     return value
 
 
-REPORTED = ("budget.flops_ratio",)  # auxiliary parameters a trial carries beside its config (see AUXILIARY)
+REPORTED = ("budget.flops_ratio", "fidelity.rung", "fidelity.epochs", "fidelity.config")  # auxiliary parameters a trial carries beside its config (see AUXILIARY)
 
 
 def config_params(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,10 +8,11 @@ checks that they agree with the registry and the settings model.
 
 from __future__ import annotations
 
-__all__ = ["BUILTIN_SPACES", "EARLY_STOPPING", "INITIAL_POINT_SETS", "SAMPLERS", "looks_like_space_file"]
+__all__ = ["BUILTIN_SPACES", "EARLY_STOPPING", "FIDELITY", "INITIAL_POINT_SETS", "SAMPLERS", "looks_like_space_file"]
 
 SAMPLERS = ("auto", "tpe", "nsga2", "gp", "random")
 EARLY_STOPPING = ("none", "asha", "moasha")
+FIDELITY = ("none", "schedule")  # --fidelity: schedule = successive halving over schedule length
 INITIAL_POINT_SETS = ("paper",)
 BUILTIN_SPACES = ("joint", "budget", "paper", "smoke")  # registered in search_spaces/_builtin.py and _budget.py
 

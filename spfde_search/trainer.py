@@ -78,6 +78,7 @@ class Trainer:
 
     With a validation split (``data.val_size`` > 0) those epochs evaluate validation, which is what selects, and
     the test set is evaluated once, after the last epoch, only to be reported; without one they evaluate test.
+    ``test_at_end=False`` skips that one test pass (a short rung of successive halving is never reported on test).
     """
 
     def __init__(
@@ -86,8 +87,10 @@ class Trainer:
         data: DataBundle | None = None,
         step_callback: Callable[[int, int, int], None] | None = None,
         eval_epochs: Iterable[int] | None = None,
+        test_at_end: bool = True,
     ) -> None:
         self.cfg = cfg
+        self.test_at_end = test_at_end
         self.step_callback = step_callback
         self.eval_epochs: set[int] = set(eval_epochs or ())
         self.device = resolve_device(cfg.train.device)
@@ -287,7 +290,7 @@ class Trainer:
             scheduled = ep.evaluate or (e + 1) in self.eval_epochs
             has_val = self.data.spec.num_val > 0
             val_acc = self.evaluate("val") if has_val and scheduled else None
-            test_acc = self.evaluate("test") if (e + 1 == T if has_val else scheduled) else None
+            test_acc = self.evaluate("test") if (e + 1 == T and self.test_at_end if has_val else scheduled) else None
             self.epoch = e + 1
             dt = time.perf_counter() - t0
             self.wall_seconds += dt

@@ -101,7 +101,11 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
         return
     try:
         # rung epochs of the search's early-stopping scheduler: evaluated even with train.eval_every > 1
-        trainer = Trainer(a.config, eval_epochs=setup.extra.get("eval_epochs"))  # type: ignore[arg-type]
+        # a short rung of --fidelity schedule is never reported on test: only full-length trials are
+        short = int(config.get("fidelity.epochs") or 0) < int(setup.base.get("train", {}).get("epochs") or 0) \
+            if config.get("fidelity.epochs") is not None else False
+        trainer = Trainer(a.config, eval_epochs=setup.extra.get("eval_epochs"),  # type: ignore[arg-type]
+                          test_at_end=not short)
     except ConfigError as e:  # the trainer's own checks (device, data options) reject the point
         a.reason, a.violation = f"trainer rejected the config: {e}", 1.0
         tune.report({**infeasible_metrics(a), **ident})

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..choices import BUILTIN_SPACES, EARLY_STOPPING, INITIAL_POINT_SETS, SAMPLERS, looks_like_space_file
+from ..choices import (
+    BUILTIN_SPACES,
+    EARLY_STOPPING,
+    FIDELITY,
+    INITIAL_POINT_SETS,
+    SAMPLERS,
+    looks_like_space_file,
+)
 from ..store_uri import TrackingUnavailable, recorded_searches, resolve_tracking_uri, sqlite_path
 
 __all__ = ["PrecheckError", "check_recorded_search", "check_search_options"]
@@ -27,7 +34,7 @@ def _choice(flag: str, value: str | None, valid: tuple[str, ...]) -> None:
 
 
 def check_search_options(*, space: str | None, sampler: str | None, early_stopping: str | None,
-                         initial: str | None) -> None:
+                         initial: str | None, fidelity: str | None = None) -> None:
     """``spfde search``: the space name or file, the sampler, early stopping and initial points."""
     if space is not None and space not in BUILTIN_SPACES:
         if not looks_like_space_file(space):
@@ -38,6 +45,7 @@ def check_search_options(*, space: str | None, sampler: str | None, early_stoppi
     _choice("--sampler", sampler, SAMPLERS)
     _choice("--early-stopping", early_stopping, EARLY_STOPPING)
     _choice("--initial", initial, INITIAL_POINT_SETS)
+    _choice("--fidelity", fidelity, FIDELITY)
 
 
 def check_recorded_search(tracking_uri: str | None, name: str | None) -> None:

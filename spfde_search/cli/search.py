@@ -49,8 +49,16 @@ def search(
     ),
     initial: str = typer.Option(None, "--initial", help="seed the sampler with known points: paper"),
     early_stopping: str = typer.Option(None, "--early-stopping", help="none, asha (on validation accuracy) or moasha (multi-objective: accuracy at the rung and predicted FLOPs) (default: none)"),
-    grace_period: int = typer.Option(None, "--grace-period", help="ASHA/MOASHA: first rung epoch r; rungs at r*eta^k (default: 1)"),
-    reduction_factor: int = typer.Option(None, "--reduction-factor", help="ASHA/MOASHA reduction factor eta: the top 1/eta of a rung go on (default: 2)"),
+    fidelity: str = typer.Option(None, "--fidelity", metavar="none|schedule",
+                                 help="schedule: successive halving over complete schedules of growing length (rungs "
+                                 "m, m*eta, ..., train.epochs); -n counts full-length trials (default: none)"),
+    grace_period: int = typer.Option(None, "--grace-period", help="first rung: ASHA/MOASHA epoch r, rungs at r*eta^k "
+                                     "(default: 1); --fidelity schedule: epochs of the shortest schedule (default: "
+                                     "a quarter of train.epochs)"),
+    reduction_factor: int = typer.Option(None, "--reduction-factor", help="reduction factor eta: the top 1/eta of a rung go on (default: 2)"),
+    max_compute: str = typer.Option(None, "--max-compute", metavar="BUDGET",
+                                    help="stop proposing trials once the next would pass this total training FLOPs "
+                                    "of all trials: 16x (times one full-length dense trial), 2.5e14 or 250T"),
     address: str = typer.Option(None, "--address", help="join an existing Ray cluster (host:port or auto) (default: embedded)"),
     connect_timeout: float = typer.Option(None, "--connect-timeout", metavar="SECONDS",
                                           help="how long --address may take to answer before the search gives up "
@@ -76,7 +84,8 @@ def search(
     from .precheck import PrecheckError, check_search_options
 
     try:  # typos answer before torch, Optuna and Ray are imported (cli/precheck.py)
-        check_search_options(space=space, sampler=sampler, early_stopping=early_stopping, initial=initial)
+        check_search_options(space=space, sampler=sampler, early_stopping=early_stopping, initial=initial,
+                             fidelity=fidelity)
     except PrecheckError as e:
         _fail(str(e))
     from ..config import ConfigError, load_config, parse_overrides
@@ -105,6 +114,7 @@ def search(
         "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
         "flops_budget": flops_budget, "initial": initial, "early_stopping": early_stopping,
         "grace_period": grace_period, "reduction_factor": reduction_factor, "address": address,
+        "fidelity": fidelity, "max_compute": max_compute,
         "num_cpus": num_cpus, "ship_code": ship_code, "connect_timeout": connect_timeout,
     })
     try:

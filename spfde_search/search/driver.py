@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..storage import exists, read_bytes, write_bytes
 from .callbacks import _make_storage_guard, _make_table_callback
+from .halving import HALVING_JSON, HALVING_MAX_TRIALS, counted_trials, make_halving, resolve_grace
 from .lock import search_lock
 from .optuna_search import SKIPPED_JSON, _search_cls, make_sampler
 from .prepare import Prepared, prepare
@@ -144,7 +145,9 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     progress: _Progress | None = None
     try:
         trainable = _trainable(prep)
-        progress = _Progress(console, s.num_samples, verbose) if console is not None else None
+        progress = (_Progress(console, s.num_samples, verbose,
+                              full_epochs=prep.base.train.epochs if s.fidelity == "schedule" else None)
+                    if console is not None else None)
         table_cb = _make_table_callback(prep.base.to_dict(), uri, record_cost, progress)
         cbs = [table_cb, *(callbacks or [])]
         tuner = None
@@ -168,12 +171,20 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
             )
             searcher.configure(prep.base.to_dict(), prep.budget, prep.dense_flops, s.max_skipped,
                                f"{uri}/{SKIPPED_JSON}", s.num_samples, f"{uri}/{TRIALS_PARQUET}")
+            search_alg, scheduler, ray_samples = searcher, _scheduler(
+                s, prep.base.train.epochs, uri, objectives(prep.base.data.val_size)[0]), s.num_samples
+            if s.fidelity == "schedule":  # the rung book decides what runs; Ray only runs it (search/halving.py)
+                search_alg = make_halving(searcher, prep.base.to_dict(), prep.base.train.epochs,
+                                          resolve_grace(s.grace_period, prep.base.train.epochs), s.reduction_factor,
+                                          s.num_samples, f"{uri}/{HALVING_JSON}", prep.max_compute,
+                                          list(objectives(prep.base.data.val_size)), list(MODES))
+                ray_samples = HALVING_MAX_TRIALS
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent),
-                    scheduler=_scheduler(s, prep.base.train.epochs, uri, objectives(prep.base.data.val_size)[0]),
-                    num_samples=s.num_samples,
+                    search_alg=ConcurrencyLimiter(search_alg, max_concurrent=s.max_concurrent),
+                    scheduler=scheduler,
+                    num_samples=ray_samples,
                     reuse_actors=True,  # one worker process per slot: torch is imported once, not per trial
                     trial_dirname_creator=_trial_dirname,
                 ),
@@ -207,7 +218,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     cost = search_cost(table, time.perf_counter() - t_start, old_meta.get("cost"))
     skipped = json.loads(read_bytes(f"{uri}/{SKIPPED_JSON}")) if exists(f"{uri}/{SKIPPED_JSON}") else {}
     # Ctrl-C between two trials leaves no trial unfinished: the search is short of num_samples with no reason
-    interrupted = interrupted or (len(table) < s.num_samples and not skipped.get("stop_reason"))
+    interrupted = interrupted or (counted_trials(table, s) < s.num_samples and not skipped.get("stop_reason"))
     cost["infeasible_skipped"] = int(skipped.get("count", 0))
     try:
         write_compute_curve(table, f"{uri}/{HV_COMPUTE_CSV}")

@@ -46,6 +46,33 @@ class Prepared:
     cheapest: Assessment | None
     points: list[dict[str, Any]]
     probed: int
+    max_compute: float | None = None  # --max-compute in absolute training FLOPs
+
+
+def _halving_checks(settings: SearchSettings, base: Config, space: ResolvedSpace, dense: float) -> float | None:
+    """--fidelity schedule and --max-compute, checked before Ray: returns --max-compute in FLOPs (None: no cap)."""
+    cap = None
+    if settings.max_compute is not None:
+        try:
+            b = Budget.parse(settings.max_compute)
+        except BudgetError as e:
+            raise SearchError(str(e).replace("--flops-budget", "--max-compute").replace(
+                "a ratio of dense training FLOPs (0.3, 0.3x, 30%)",
+                "a multiple of one full-length dense trial (16x)")) from None
+        cap = b.value * dense if b.kind == "ratio" else b.value
+    if settings.fidelity != "schedule":
+        return cap
+    if settings.early_stopping != "none":
+        raise SearchError(f"--fidelity schedule runs its own rungs; drop --early-stopping {settings.early_stopping} "
+                          "(or use --fidelity none)")
+    if "train.epochs" in space.distributions:
+        raise SearchError("--fidelity schedule shortens train.epochs itself; the space must not sample train.epochs "
+                          "(fix it in the base config)")
+    epochs = base.train.epochs
+    if settings.grace_period is not None and settings.grace_period >= epochs:
+        raise SearchError(f"--grace-period {settings.grace_period}: the first rung must be shorter than "
+                          f"train.epochs ({epochs}); give 1 to {epochs - 1}")
+    return cap
 
 
 def _dense_reference(base: Config) -> float:
@@ -136,6 +163,7 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> Prepared:
         except BudgetError as e:
             raise SearchError(str(e)) from None
     dense = _dense_reference(base)
+    cap = _halving_checks(settings, base, space, dense)
     points: list[dict[str, Any]] = []
     if settings.initial:
         try:
@@ -167,4 +195,4 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> Prepared:
             f"a search named {settings.name!r} already exists at {uri}; continue it with --resume {settings.name} "
             "or choose another --name"
         )
-    return Prepared(settings, base, space, budget, dense, cheapest, points, probed)
+    return Prepared(settings, base, space, budget, dense, cheapest, points, probed, cap)

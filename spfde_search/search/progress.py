@@ -32,9 +32,12 @@ def _duration(seconds: float) -> str:
 class _Progress:
     """Trial lines and the status block (Ray's own tables are switched off). ``close()`` ends the live block."""
 
-    def __init__(self, console: Any, total: int, verbose: int, *, live: bool | None = None) -> None:
+    def __init__(self, console: Any, total: int, verbose: int, *, live: bool | None = None,
+                 full_epochs: int | None = None) -> None:
         self.console = console
         self.total = total
+        self.full_epochs = full_epochs  # --fidelity schedule: only trials of this many epochs count toward total
+        self.rung_trials = 0
         self.verbose = verbose
         self.t0 = time.monotonic()
         self.running: set[str] = set()
@@ -57,7 +60,7 @@ class _Progress:
         """``running 2, pending 5, done 1 of 8 (completed 1, stopped 0, failed 0, infeasible 0); elapsed 40s,
         ETA ~3m10s; front size 1, hypervolume 0.2500``."""
         c = self.counts
-        done = sum(c.get(k, 0) for k in _DONE)
+        done = sum(c.get(k, 0) for k in _DONE) - self.rung_trials
         pending = max(self.total - done - len(self.running), 0)
         elapsed = time.monotonic() - self.t0
         if self.done_this_run and done < self.total:
@@ -66,7 +69,9 @@ class _Progress:
             eta = "ETA after the first trial" if done < self.total else "ETA -"
         return (f"running {len(self.running)}, pending {pending}, done {done} of {self.total} (completed "
                 f"{c.get('COMPLETED', 0)}, stopped {c.get('EARLY_STOPPED', 0)}, failed {c.get('FAILED', 0)}, "
-                f"infeasible {c.get('INFEASIBLE', 0)}); elapsed {_duration(elapsed)}, {eta}; "
+                f"infeasible {c.get('INFEASIBLE', 0)})"
+                + (f", {self.rung_trials} shorter rung trials" if self.full_epochs is not None else "")
+                + f"; elapsed {_duration(elapsed)}, {eta}; "
                 f"front size {self.front_size}, hypervolume {self.hv:.4f}")
 
     def __rich__(self) -> Any:  # redrawn by Live every second, so elapsed time moves between events
@@ -104,7 +109,14 @@ class _Progress:
         self.running.discard(str(trial_id))
         self.done_this_run += 1
         self.counts = {str(k): int(v) for k, v in table["status"].value_counts().items()}
-        done = sum(self.counts.get(k, 0) for k in _DONE)
+        rung = ""
+        if self.full_epochs is not None and "param.fidelity.epochs" in table:
+            e = table["param.fidelity.epochs"].astype(float)
+            self.rung_trials = int((table["status"].isin(_DONE) & (e < self.full_epochs)).sum())
+            this = table[table["trial_id"] == trial_id]
+            if len(this) and this["param.fidelity.rung"].notna().iloc[0]:
+                rung = f" rung {int(this['param.fidelity.rung'].iloc[0])} ({int(e[this.index[0]])} ep)"
+        done = sum(self.counts.get(k, 0) for k in _DONE) - self.rung_trials
         front = pareto_front(table)
         self.front_size, self.hv = len(front), front_hypervolume(front)
         row = table[table["trial_id"] == trial_id].iloc[0]
@@ -116,7 +128,7 @@ class _Progress:
         else:
             detail = brief(row["error"], 240)
         params = format_params(json.loads(row["params"]))
-        self._print(f"[{done}/{self.total}] {trial_id} [{color}]{st}[/{color}]  {detail}"
+        self._print(f"[{done}/{self.total}] {trial_id}{rung} [{color}]{st}[/{color}]  {detail}"
                     + (f"\n      {params}" if params else ""))
         if self._live is None:
             self._print(f"[dim]  search: {self.status_text()}[/dim]")

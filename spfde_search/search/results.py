@@ -145,7 +145,8 @@ def trial_row(trial: Any, base: Mapping[str, Any], ray_status: str | None = None
     row = {
         "trial_id": trial.trial_id,
         "status": status,
-        "full_budget": bool(status == "COMPLETED" and total > 0 and epochs >= total),
+        # a short rung of --fidelity schedule trains all of its own epochs but is not a full-length trial
+        "full_budget": bool(status == "COMPLETED" and total > 0 and epochs >= total and not _short_rung(params, base)),
         "epochs_completed": epochs,
         "val_accuracy": _num(r, "val_accuracy") if trained and epochs > 0 else float("nan"),
         "test_accuracy": _num(r, "test_accuracy") if trained and epochs > 0 else float("nan"),
@@ -175,6 +176,13 @@ def trial_row(trial: Any, base: Mapping[str, Any], ray_status: str | None = None
     for k, v in params.items():
         row[f"param.{k}"] = v
     return row
+
+
+def _short_rung(params: Mapping[str, Any], base: Mapping[str, Any]) -> bool:
+    """A trial of a successive-halving rung shorter than the search's schedule (``search/halving.py``)."""
+    e = params.get("fidelity.epochs")
+    full = (base.get("train") or {}).get("epochs")
+    return e is not None and full is not None and int(e) < int(full)
 
 
 def _column(values: list[Any]) -> pa.Array:

@@ -10,17 +10,29 @@ the same configs rank them as the 40-epoch run does (benchmarks/RESULTS.md, the 
 - ``shrink``: the shrink rule, what the same recipe is in fewer epochs (docs/search.md, "Successive halving over
   schedule length"): epoch-valued fields scale with the schedule, fractions and counts stay, and a freezing
   target the short schedule cannot reach is capped at the most it can (recorded in ``Shrunk.capped_from``).
+- ``promotable``: which results of a rung go up. ASHA's rule (Li et al. 2020, "A System for Massively Parallel
+  Hyperparameter Tuning", Algorithm 2 ``get_job``: the top ⌊n/η⌋ of a rung's n results, not yet promoted, go up as
+  soon as they are there) with a multi-objective order: non-dominated sorting on (validation accuracy, full-length
+  predicted training FLOPs), then an ε-net within each front (``pareto.moasha_order``, Syne Tune's MOASHA order;
+  SMAC3 ranks a multi-objective rung by fronts then crowding, NePS by non-dominated sorting too).
+- ``HalvingBook``: the rung book, who ran which rung and who went up, as JSON (kept beside the search for
+  ``--resume``).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EPOCH_FIELDS", "Shrunk", "grace_from_fraction", "rung_lengths", "scale_epochs", "shrink"]
+import numpy as np
+
+from spfde_search.pareto import moasha_order
+
+__all__ = ["EPOCH_FIELDS", "HalvingBook", "Shrunk", "grace_from_fraction", "promotable", "rung_lengths",
+           "scale_epochs", "shrink"]
 
 # Epoch-valued fields and the least each may become: (section, field, floor, at most epochs - 1?)
 EPOCH_FIELDS: tuple[tuple[str, str, int, bool], ...] = (
@@ -81,6 +93,7 @@ class Shrunk:
     config: dict[str, Any]
     epochs: int
     capped_from: float | None = None
+    train_flops: float = float("nan")  # predicted training FLOPs of the short run
 
     @property
     def capped(self) -> bool:
@@ -109,7 +122,7 @@ def shrink(config: Mapping[str, Any], epochs: int) -> Shrunk:
     if not 1 <= epochs <= full:
         raise ValueError(f"a rung schedule needs 1 <= epochs <= {full} (the full schedule), got {epochs}")
     if epochs == full:
-        return Shrunk(cfg, epochs)
+        return Shrunk(cfg, epochs, train_flops=float(predict(Config.parse(cfg)).train_flops))
     factor = epochs / full
     cfg["train"]["epochs"] = epochs
     for section, name, floor, below_end in EPOCH_FIELDS:
@@ -119,10 +132,105 @@ def shrink(config: Mapping[str, Any], epochs: int) -> Shrunk:
         v = scale_epochs(int(value), factor, floor)
         cfg[section][name] = min(v, epochs - 1) if below_end else v
     try:
-        predict(Config.parse(cfg))
-        return Shrunk(cfg, epochs)
+        return Shrunk(cfg, epochs, train_flops=float(predict(Config.parse(cfg)).train_flops))
     except FreezingTargetError as e:
         asked = float(cfg["freezing"]["target_flops_reduction"])
         cfg["freezing"]["target_flops_reduction"] = max(0.0, math.floor(float(e.max_reduction) * 1e6) / 1e6)
-    predict(Config.parse(cfg))  # a config that still cannot run raises ConfigError here
-    return Shrunk(cfg, epochs, capped_from=asked)
+    pred = predict(Config.parse(cfg))  # a config that still cannot run raises ConfigError here
+    return Shrunk(cfg, epochs, capped_from=asked, train_flops=float(pred.train_flops))
+
+
+def promotable(acc: Sequence[float], flops: Sequence[float], promoted: Sequence[bool], eta: float) -> list[int]:
+    """Indices of a rung's results that go up now, best first: those among the top ⌊n/η⌋ of all n results
+    (``pareto.moasha_order``: fronts, then ε-net) that are not promoted yet. A result without a finite accuracy
+    (a failed or diverged run) counts in n but never goes up. Fewer than η results: nobody goes up yet (ASHA)."""
+    if eta <= 1:
+        raise ValueError(f"reduction factor must be > 1, got {eta}")
+    n = len(acc)
+    if not n == len(flops) == len(promoted):
+        raise ValueError("acc, flops and promoted need one entry per result")
+    k = math.floor(n / eta + 1e-9)
+    if k == 0:
+        return []
+    top = moasha_order(np.asarray(acc, dtype=float), np.asarray(flops, dtype=float))[:k]
+    return [int(i) for i in top if not promoted[int(i)] and math.isfinite(float(acc[int(i)]))]
+
+
+@dataclass
+class HalvingBook:
+    """The rung book of one search: configs (their sampled parameters and full-length predicted training FLOPs),
+    the trials that ran each (config, rung), their validation accuracy, and which went up.
+
+    Pure bookkeeping; ``spfde_search.search.halving`` turns it into Ray trials. ``to_json`` / ``from_json`` keep it
+    beside the search after every change. A trial ``requeue``d (lost with a killed driver before Ray saw it) runs
+    its (config, rung) again with the next suggestion, before any promotion or new config."""
+
+    lengths: list[int]
+    eta: float
+    configs: list[dict[str, Any]] = field(default_factory=list)  # {"params", "full_flops", "source"}
+    trials: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial id -> {"config", "rung", "acc", "state"}
+    queue: list[tuple[int, int]] = field(default_factory=list)  # (config, rung) to run again
+
+    @property
+    def top(self) -> int:
+        return len(self.lengths) - 1
+
+    def add_config(self, params: Mapping[str, Any], full_flops: float, source: str = "") -> int:
+        self.configs.append({"params": dict(params), "full_flops": float(full_flops), "source": source})
+        return len(self.configs) - 1
+
+    def start(self, trial_id: str, config: int, rung: int) -> None:
+        self.trials[trial_id] = {"config": int(config), "rung": int(rung), "acc": float("nan"), "state": "running"}
+
+    def finish(self, trial_id: str, acc: float | None, ok: bool = True) -> None:
+        t = self.trials.get(trial_id)
+        if t is None or t["state"] != "running":
+            return  # unknown, or a repeated end after a restart: the first one counts
+        value = float(acc) if ok and acc is not None else float("nan")
+        t.update(acc=value if math.isfinite(value) else float("nan"), state="done" if ok else "failed")
+
+    def requeue(self, trial_ids: Sequence[str]) -> None:
+        for tid in trial_ids:
+            t = self.trials.get(tid)
+            if t is not None and t["state"] == "running":
+                del self.trials[tid]
+                self.queue.append((t["config"], t["rung"]))
+
+    def results(self, rung: int) -> list[tuple[int, float]]:
+        """(config, accuracy) of the ended trials of a rung, in the order they started."""
+        return [(t["config"], t["acc"]) for t in self.trials.values() if t["rung"] == rung and t["state"] != "running"]
+
+    def started(self, config: int, rung: int) -> bool:
+        return any(t["config"] == config and t["rung"] == rung for t in self.trials.values()) or \
+            (config, rung) in self.queue
+
+    def next_job(self) -> tuple[int, int] | None:
+        """(config, rung) to run next: a requeued one, else the best promotion from the highest rung that has one
+        (ASHA looks top-down), else None (the caller samples a new config at rung 0)."""
+        if self.queue:
+            return self.queue.pop(0)
+        for rung in range(self.top - 1, -1, -1):
+            res = self.results(rung)
+            acc = [a for _, a in res]
+            flops = [self.configs[c]["full_flops"] for c, _ in res]
+            up = [self.started(c, rung + 1) for c, _ in res]
+            best = promotable(acc, flops, up, self.eta)
+            if best:
+                return res[best[0]][0], rung + 1
+        return None
+
+    def full_count(self) -> int:
+        """Full-length trials running or done (failed ones do not count: -n counts trials that finish)."""
+        return sum(t["rung"] == self.top and t["state"] != "failed" for t in self.trials.values()) + \
+            sum(r == self.top for _, r in self.queue)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lengths": self.lengths, "eta": self.eta, "configs": self.configs, "trials": self.trials,
+                "queue": [list(q) for q in self.queue]}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> HalvingBook:
+        trials = {k: {**v, "acc": float("nan") if v.get("acc") is None else float(v["acc"])}
+                  for k, v in dict(doc.get("trials") or {}).items()}
+        return cls([int(x) for x in doc["lengths"]], float(doc["eta"]), list(doc.get("configs") or []), trials,
+                   [(int(c), int(r)) for c, r in doc.get("queue") or []])

@@ -95,7 +95,7 @@ def _rungs(s: SearchSettings, epochs: int) -> list[int]:
         return []
     from .scheduler import rung_epochs
 
-    return rung_epochs(max(epochs, 1), min(s.grace_period, max(epochs, 1)), s.reduction_factor)
+    return rung_epochs(max(epochs, 1), min(s.grace_period or 1, max(epochs, 1)), s.reduction_factor)
 
 
 def _scheduler(s: SearchSettings, epochs: int, uri: str | None = None, metric: str = "val_accuracy") -> Any:
@@ -103,7 +103,7 @@ def _scheduler(s: SearchSettings, epochs: int, uri: str | None = None, metric: s
     if s.early_stopping == "moasha":
         from .scheduler import RUNGS_JSON, make_moasha
 
-        return make_moasha(max(epochs, 1), min(s.grace_period, max(epochs, 1)), s.reduction_factor,
+        return make_moasha(max(epochs, 1), min(s.grace_period or 1, max(epochs, 1)), s.reduction_factor,
                            f"{uri}/{RUNGS_JSON}" if uri else None, metric)
     if s.early_stopping != "asha":
         return None
@@ -113,7 +113,7 @@ def _scheduler(s: SearchSettings, epochs: int, uri: str | None = None, metric: s
         # epochs, not Ray's iteration count: a trial resumes from its own state, which may be ahead of Ray's
         # checkpoint (trainables/_state.py)
         metric=metric, mode="max", time_attr="epoch", max_t=max(epochs, 1),
-        grace_period=min(s.grace_period, max(epochs, 1)), reduction_factor=s.reduction_factor,
+        grace_period=min(s.grace_period or 1, max(epochs, 1)), reduction_factor=s.reduction_factor,
     )
 
 

@@ -64,8 +64,13 @@ class SearchSettings(BaseModel):
     flops_budget: str | None = None
     initial: Literal["paper"] | None = None
     early_stopping: Literal["none", "asha", "moasha"] = "none"
-    grace_period: int = Field(1, ge=1)
+    fidelity: Literal["none", "schedule"] = Field(
+        "none", description="schedule: successive halving over complete schedules of growing length (rungs)")
+    grace_period: int | None = Field(None, ge=1, description="first rung in epochs (default: 1 for ASHA/MOASHA; "
+                                     "with --fidelity schedule, GRACE_FRACTION of train.epochs)")
     reduction_factor: int = Field(2, ge=2)
+    max_compute: str | None = Field(None, description="stop proposing trials past this many training FLOPs of all "
+                                    "trials: '16x' (times one full-length dense trial), 2.5e14 or 250T")
     max_skipped: int = Field(
         50, ge=1, description="predicted-infeasible points (over the FLOPs budget, config rejected) the sampler may "
         "propose in a row, untrained and not counted in num_samples, before the search stops",

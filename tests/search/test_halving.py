@@ -1,0 +1,73 @@
+"""``spfde search --fidelity schedule``: a real search on embedded Ray runs complete short schedules as their own
+trials, promotes the top of each rung, and puts only full-length trials on the front (search/halving.py); bad
+combinations are one ``error:`` line before anything starts."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+FMNIST = ["--set", "data.name=fashion_mnist", "--set", "data.train_subset=2000", "--set", "data.test_subset=500",
+          "--set", "data.val_size=500", "--set", "model.name=resnet8", "--set", "train.epochs=2",
+          "--set", "train.batch_size=64", "--set", "train.update_interval=1", "--set", "train.threads=1"]
+
+
+def _search(tmp_path, *args: str):
+    from spfde_search.cli import app
+
+    return CliRunner().invoke(app, ["search", *args, *FMNIST, "--storage-path", str(tmp_path), "--tracking-uri",
+                                    "none", "-q"])
+
+
+@pytest.mark.parametrize(("extra", "match"), [
+    (["--fidelity", "schedule", "--early-stopping", "moasha"], "drop --early-stopping moasha"),
+    (["--fidelity", "schedule", "--grace-period", "2"], "--grace-period 2: the first rung must be shorter"),
+    (["--fidelity", "rungs"], "--fidelity"),
+    (["--max-compute", "lots"], "--max-compute 'lots' is not understood"),
+])
+def test_bad_halving_options_fail_before_anything(tmp_path, extra, match):
+    res = _search(tmp_path, "--space", "smoke", "--name", "bad", *extra)
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.output
+    assert match in lines[0]
+    assert not (tmp_path / "bad").exists()
+
+
+def test_halving_search_runs_rungs_as_trials_and_fronts_full_length_only(tmp_path):
+    res = _search(tmp_path, "--space", "budget", "--fidelity", "schedule", "--grace-period", "1",
+                  "--reduction-factor", "2", "-n", "2", "--max-concurrent", "2", "--name", "sh", "--seed", "0")
+    assert res.exit_code == 0, res.output
+    folder = tmp_path / "sh"
+    table = pd.read_parquet(folder / "trials.parquet")
+    rung = table["param.fidelity.rung"].astype(int)
+    full, short = table[rung == 1], table[rung == 0]
+    # -n counts full-length trials: two of them, each the full 2 epochs, on the front's side of the table
+    assert len(full) == 2 and (full["status"] == "COMPLETED").all() and full["full_budget"].all()
+    assert (full["epochs_completed"] == 2).all() and full["test_accuracy"].notna().all()
+    # the first rung: complete 1-epoch schedules, never full budget, never scored on test
+    # (ASHA may promote past ⌊n/η⌋ while results arrive: the top of a rung changes as it fills)
+    assert len(short) >= 2 and (short["epochs_completed"] == 1).all() and not short["full_budget"].any()
+    assert short["test_accuracy"].isna().all()
+    for _, row in table.iterrows():
+        cfg = json.loads(row["config"])
+        assert cfg["train"]["epochs"] == int(row["param.fidelity.epochs"])
+    # a promoted config is one that ran the first rung, with the same sampled parameters
+    drop = ("fidelity.", "train.")
+    for _, row in full.iterrows():
+        first = short[short["param.fidelity.config"] == row["param.fidelity.config"]]
+        assert len(first) == 1
+        a = {k: v for k, v in json.loads(row["params"]).items() if not k.startswith(drop)}
+        b = {k: v for k, v in json.loads(first.iloc[0]["params"]).items() if not k.startswith(drop)}
+        assert a.keys() == b.keys()
+        assert all(a[k] == b[k] for k in a if not k.startswith("freezing.target"))
+    # only full-length trials reach the front
+    meta = json.loads((folder / "search.json").read_text())
+    assert meta["status"] == "finished" and meta["front_trial_ids"]
+    assert set(meta["front_trial_ids"]) <= set(full["trial_id"])
+    # the rung book agrees with the table
+    book = json.loads((folder / "halving_rungs.json").read_text())
+    assert book["lengths"] == [1, 2]
+    assert {k for k, t in book["trials"].items() if t["state"] == "done"} == set(table["trial_id"])
