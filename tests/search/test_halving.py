@@ -71,3 +71,56 @@ def test_halving_search_runs_rungs_as_trials_and_fronts_full_length_only(tmp_pat
     book = json.loads((folder / "halving_rungs.json").read_text())
     assert book["lengths"] == [1, 2]
     assert {k for k, t in book["trials"].items() if t["state"] == "done"} == set(table["trial_id"])
+
+
+def _halving(tmp_path, num_samples: int = 2):
+    from search_spaces import resolve_space
+    from spfde_search.config import load_config
+    from spfde_search.search.halving import HALVING_JSON, make_halving
+    from spfde_search.search.optuna_search import _search_cls, make_sampler
+
+    base = load_config(None, {"data.name": "synthetic", "model.name": "resnet8", "train.epochs": 4,
+                              "train.update_interval": 1})
+    space = resolve_space("smoke", base)
+    inner = _search_cls()(space=space.fn, metric=["val_accuracy", "run_train_flops"], mode=["max", "min"],
+                          sampler=make_sampler("random", 0, space, num_samples))
+    inner.configure(base.to_dict(), None, 1.0, 50, str(tmp_path / "skipped.json"), num_samples, None)
+    return make_halving(inner, base.to_dict(), 4, 1, 2, num_samples, str(tmp_path / HALVING_JSON), None,
+                        ["val_accuracy", "run_train_flops"], ["max", "min"])
+
+
+def _end(epochs: int, acc: float) -> dict:
+    return {"val_accuracy": acc, "run_train_flops": 1e9, "epoch": epochs, "epochs_total": epochs}
+
+
+def test_the_rung_book_survives_a_restore_and_reruns_only_what_was_lost(tmp_path):
+    """Ray restores the searcher from its last snapshot; halving_rungs.json, written at every change, is newer.
+    A finished rung is never rerun, a promotion is never forgotten, and a trial started after the snapshot (lost
+    with the driver: Ray never saw it) runs its (config, rung) again."""
+    s = _halving(tmp_path)
+    assert s.book.lengths == [1, 2, 4]
+    p = {t: s.suggest(t) for t in ("a", "b")}
+    assert all(isinstance(v, dict) and v["fidelity.rung"] == 0 and v["train.epochs"] == 1 for v in p.values())
+    s.on_trial_complete("a", _end(1, 0.6))
+    s.on_trial_complete("b", _end(1, 0.4))
+    up = s.suggest("c")  # two results, eta 2: the top one goes up to 2 epochs
+    assert up["fidelity.rung"] == 1 and up["train.epochs"] == 2 and up["fidelity.config"] in (0, 1)
+    snap = tmp_path / "searcher.pkl"
+    s.save(str(snap))  # Ray's snapshot: "c" running
+    s.on_trial_complete("c", _end(2, 0.7))  # after the snapshot: "c" ends ...
+    lost = s.suggest("d")  # ... and "d" starts, then the driver dies
+    assert lost["fidelity.rung"] == 0
+    r = _halving(tmp_path)
+    r.restore(str(snap))
+    book = r.book
+    assert book.trials["c"]["state"] == "done" and book.trials["c"]["acc"] == 0.7  # the file's end is kept
+    assert "d" not in book.trials and book.queue == [(lost["fidelity.config"], 0)]  # lost: its rung runs again
+    again = r.suggest("e")
+    assert {k: v for k, v in again.items()} == lost  # the same config, the same rung, a new trial
+    assert r.book.trials["e"]["config"] == lost["fidelity.config"] and not r.book.queue
+    on_disk = json.loads((tmp_path / "halving_rungs.json").read_text())
+    assert set(on_disk["trials"]) == {"a", "b", "c", "e"}
+    # the config that went up is not promoted a second time from the first rung
+    r.on_trial_complete("e", _end(1, 0.1))
+    nxt = r.suggest("f")
+    assert not (nxt["fidelity.rung"] == 1 and nxt["fidelity.config"] == up["fidelity.config"])
