@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +18,9 @@ from .settings import SAMPLERS, SKIPPED_JSON, SearchError
 __all__ = ["SKIPPED_JSON", "make_sampler", "resolve_sampler"]
 
 log = logging.getLogger(__name__)
+# this driver process: a restored searcher recounts what trials.parquet holds once per process (a pid can repeat
+# when a resumed driver starts in a fresh container, and the searcher's pickle carries the old one)
+_PROCESS = uuid.uuid4().hex
 
 
 def startup_trials(num_samples: int) -> int:
@@ -141,16 +144,16 @@ def _optuna_search_class() -> type:
             self.stop_reason = ""
             self.num_samples, self.table_uri = num_samples, table_uri
             self.trial_ids: list[str] = []  # Ray trials suggested (saved with Ray's snapshot, like the study)
-            self._lost: tuple[int, int] | None = None  # (pid, count): recounted once in each driver process
+            self._lost: tuple[str, int] | None = None  # (process, count): recounted once in each driver process
             self.run_keys: dict[str, str] = {}  # run key -> the trial that trains it (see _known_runs)
             self.followers: dict[str, list[Any]] = {}  # trial id -> Optuna trials of its duplicates, told when it ends
             self.table_outcomes: dict[str, dict[str, Any]] = {}  # trials known only from trials.parquet: their row
-            self._runs_read: int | None = None  # pid whose driver added trials.parquet's runs (once per process)
+            self._runs_read: str | None = None  # the process that added trials.parquet's runs (once per process)
 
         def _lost_trials(self) -> int:
             """Trials of ``trials.parquet`` this (restored) searcher never suggested: Ray's experiment snapshot predates
             them and the driver died. Their rows are kept (search/callbacks.py), so they count against num_samples."""
-            if self._lost is not None and self._lost[0] == os.getpid():
+            if self._lost is not None and self._lost[0] == _PROCESS:
                 return self._lost[1]
             n = 0
             if self.table_uri and exists(self.table_uri):
@@ -159,7 +162,7 @@ def _optuna_search_class() -> type:
                     n = int((~df["trial_id"].isin(self.trial_ids) & (df["status"] != "PENDING")).sum())
                 except Exception as e:  # a torn table: count nothing rather than fail the search
                     log.warning("could not read %s: %s", self.table_uri, e)
-            self._lost = (os.getpid(), n)
+            self._lost = (_PROCESS, n)
             if n:  # the sampler's random state is the snapshot's: it would propose the lost trials' points again
                 try:
                     self._ot_study.sampler.reseed_rng()  # type: ignore[attr-defined]
@@ -268,9 +271,9 @@ def _optuna_search_class() -> type:
             and every trial of a search begun before run keys existed. A row of a trial that will never finish
             (lost while running) is left out: its config may train again."""
             runs: dict[str, str] = self.__dict__.setdefault("run_keys", {})
-            if self.__dict__.get("_runs_read") == os.getpid() or not self.table_uri or not exists(self.table_uri):
+            if self.__dict__.get("_runs_read") == _PROCESS or not self.table_uri or not exists(self.table_uri):
                 return runs
-            self._runs_read = os.getpid()
+            self._runs_read = _PROCESS
             outcomes = self.__dict__.setdefault("table_outcomes", {})
             own, known = set(getattr(self, "trial_ids", None) or ()), set(runs.values())
             try:
