@@ -2,8 +2,8 @@
 search only the *split* of that budget.
 
 A trial samples its target training-FLOPs ratio ``budget.flops_ratio`` (auxiliary, log-uniform over the range)
-and the split: DST algorithm, delta tau, sieve fraction, freezing share (``freezing.saving_fraction``) and scheme,
-LR schedule. ``sparsity.ratio`` is then *solved* so the FLOPs predictor gives the target (``RatioSolver``), the
+and the split: DST algorithm, sieve fraction, freezing share (``freezing.saving_fraction``) and scheme, delta tau
+(only where the epoch plan reads it) and LR schedule (only where per_unit and global differ). ``sparsity.ratio`` is then *solved* so the FLOPs predictor gives the target (``RatioSolver``), the
 freezing share turned into a fixed freezing target first, so the cost is (nearly) continuous and monotone in the
 sparsity while it is solved. The trial's config holds the resolved fields (``sparsity.ratio``,
 ``freezing.target_flops_reduction``): an exported config reruns with no space. A split that cannot reach its target
@@ -262,18 +262,25 @@ class BudgetSpace:
         return [{TARGET: t} for t in stratified_targets(self.low, self.high, n, seed)]
 
     def __call__(self, trial: Any) -> dict[str, Any] | None:
+        from spfde_search.method.freezing import lr_schedule_matters
+        from spfde_search.method.plan import interval_matters
+
         target = trial.suggest_float(TARGET, self.low, self.high, log=True)
         split: dict[str, Any] = {"sparsity.algorithm": trial.suggest_categorical("sparsity.algorithm", ALGORITHMS)}
-        if self.interval[1] > self.interval[0]:
-            split["train.update_interval"] = trial.suggest_int("train.update_interval", *self.interval)
         split["sieving.fraction"] = trial.suggest_float("sieving.fraction", 0.0, self.max_sieve, step=STEP)
+        scheme: str | None = None
         if self.can_freeze:
             f = trial.suggest_float("freezing.saving_fraction", 0.0, 1.0, step=FRACTION_STEP)
             if f > 0:
-                split["freezing.scheme"] = trial.suggest_categorical("freezing.scheme", SCHEMES)
+                split["freezing.scheme"] = scheme = trial.suggest_categorical("freezing.scheme", SCHEMES)
                 split["freezing.saving_fraction"] = f
+        # delta tau only where the plan reads it (only parameters that change the run are sampled)
+        if self.interval[1] > self.interval[0] and interval_matters(split["sparsity.algorithm"],
+                                                                     split["sieving.fraction"] > 0, scheme):
+            split["train.update_interval"] = trial.suggest_int("train.update_interval", *self.interval)
         out = self.solver.solve(split, target)
-        if "freezing.target_flops_reduction" in out and len(self.lr_schedules) > 1:
+        if ("freezing.target_flops_reduction" in out and scheme is not None and len(self.lr_schedules) > 1
+                and lr_schedule_matters(scheme, self.solver.base["train"]["epochs"], 1)):  # a target: Δτ unread
             trial.suggest_categorical("freezing.lr_schedule", self.lr_schedules)
         base_f = self.solver.base.get("freezing", {})
         for k, v in _NO_TARGET.items():  # the trial's config holds exactly the schedule that was solved

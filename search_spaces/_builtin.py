@@ -179,7 +179,11 @@ class JointSpace:
     ``freezing.units`` of the freezable units and the base config's single-shot scheme (``single_shot`` unless
     the base says ``single_shot_resume``): periodic schemes fix their own pattern start, so an explicit start
     would give one schedule two names, and Optuna needs one choice list per parameter name.
-    ``freezing.lr_schedule`` only when freezing is on."""
+
+    Only parameters that change the run are sampled (define-by-run): delta tau only where the epoch plan reads it
+    (``method.plan.interval_matters``: a dynamic algorithm, sieving, or freezing other than ``periodic``), and
+    ``freezing.lr_schedule`` only where per_unit and global differ (``method.freezing.lr_schedule_matters``:
+    a single-shot schedule that freezes a unit before the end; under periodic schemes they are one schedule)."""
 
     def __init__(self, base: Config, max_sparsity: float = 0.98, max_sieve: float = 0.5) -> None:
         T = base.train.epochs
@@ -200,30 +204,40 @@ class JointSpace:
         self.explicit_scheme = None if base.freezing.scheme in SINGLE_SHOT else "single_shot"
 
     def __call__(self, trial: Any) -> dict[str, Any] | None:
-        trial.suggest_categorical("sparsity.algorithm", ["mest", "rigl", "set", "static"])
+        from spfde_search.method.freezing import lr_schedule_matters
+        from spfde_search.method.plan import interval_matters
+
+        base = self.resolver.base  # the base config as a dict (attributes a pickled older space also has)
+        algorithm = trial.suggest_categorical("sparsity.algorithm", ["mest", "rigl", "set", "static"])
         trial.suggest_float("sparsity.ratio", 0.5, self.max_sparsity)
-        if self.interval[1] > self.interval[0]:
-            trial.suggest_int("train.update_interval", self.interval[0], self.interval[1])
-        trial.suggest_float("sieving.fraction", 0.0, self.max_sieve, step=STEP)
+        sieve = trial.suggest_float("sieving.fraction", 0.0, self.max_sieve, step=STEP)
         out: dict[str, Any] = {}
-        freezing = False
+        f = 0.0
+        scheme: str | None = None  # the scheme of the freezing this point asks for (None: no freezing)
         start = trial.suggest_categorical("freezing.start_epoch", self.start_choices) if len(self.start_choices) > 1 else None
         if start is None:
             if self.can_target:
                 f = trial.suggest_float("freezing.saving_fraction", 0.0, 1.0, step=FRACTION_STEP)
                 if f > 0:
-                    trial.suggest_categorical("freezing.scheme", SCHEMES)
-                    x = self.resolver.target(trial, f)
-                    if x > 0:
-                        out["freezing.target_flops_reduction"] = x
-                        freezing = True
+                    scheme = trial.suggest_categorical("freezing.scheme", SCHEMES)
         else:
-            freezing = True
             if self.units > 1:
                 trial.suggest_int("freezing.units", 1, self.units)
             if self.explicit_scheme is not None:
                 out["freezing.scheme"] = self.explicit_scheme
-        if freezing and len(self.lr_schedules) > 1:
+            scheme = self.explicit_scheme or base["freezing"]["scheme"]
+        # delta tau only where the plan reads it (it sets the reachable target, so it comes before that)
+        interval = base["train"]["update_interval"]
+        if self.interval[1] > self.interval[0] and interval_matters(algorithm, sieve > 0, scheme):
+            interval = trial.suggest_int("train.update_interval", self.interval[0], self.interval[1])
+        if f > 0:
+            x = self.resolver.target(trial, f)
+            if x > 0:
+                out["freezing.target_flops_reduction"] = x
+            else:
+                scheme = None  # this schedule cannot freeze: no freezing after all
+        if (scheme is not None and len(self.lr_schedules) > 1
+                and lr_schedule_matters(scheme, base["train"]["epochs"], interval, start, base["freezing"]["resume_epochs"])):
             trial.suggest_categorical("freezing.lr_schedule", self.lr_schedules)
         return out or None
 

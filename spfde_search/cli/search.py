@@ -227,7 +227,8 @@ def search(
         c = out.cost
         console.print(f"search cost: {format_flops(c['train_flops'])} of training over all trials (stopped and failed included), "
                       f"{c['trial_seconds']:.0f} trial-seconds, {c['wall_seconds']:.0f} wall seconds; "
-                      f"{c.get('infeasible_skipped', 0)} predicted-infeasible points skipped untrained", highlight=False,
+                      f"{c.get('infeasible_skipped', 0)} predicted-infeasible points and {c.get('duplicates_skipped', 0)} "
+                      "duplicates of a trained run skipped untrained", highlight=False,
                       soft_wrap=True)  # one line for grep and logs; the terminal wraps it
     if out.stop_reason:
         console.print(f"stopped early: {out.stop_reason}", style="yellow", highlight=False)

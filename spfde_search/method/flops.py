@@ -26,7 +26,7 @@ from ..config import Config
 from ..data import DatasetSpec, dataset_spec
 from ..models import UnitModel, create_model, depth_layers
 from .freezing import FreezePlan, freezable_unit_count, plan_freezing
-from .plan import RunPlan, build_run_plan
+from .plan import RunPlan, build_run_plan, run_key
 from .sieving import partial_size
 from .sparsity import LayerRef, layer_densities, sparse_layers
 
@@ -243,6 +243,7 @@ class FlopsPrediction:
     memory: dict[str, int]
     overall_density: float
     extra: dict[str, Any] = field(default_factory=dict)
+    run_key: str = ""  # equal keys: the same run (method.plan.run_identity); the search dedupes on it
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("cumulative", "frozen_prefix_per_epoch")}
@@ -358,4 +359,5 @@ def predict(cfg: Config, spec: DatasetSpec | None = None) -> FlopsPrediction:
         memory=memory,
         overall_density=(sum(targets.values()) / sparse_total) if sparse_total else 1.0,
         extra={"lr_horizons": list(plans.run.lr_horizons), "lr_schedule": cfg.freezing.lr_schedule},
+        run_key=run_key(cfg, plans.run),
     )

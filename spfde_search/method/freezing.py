@@ -22,6 +22,7 @@ __all__ = [
     "FreezePlan",
     "plan_freezing",
     "cosine_lr",
+    "lr_schedule_matters",
 ]
 
 
@@ -213,6 +214,24 @@ def plan_freezing(
             mx,
         )
     return best
+
+
+def lr_schedule_matters(
+    scheme: str, epochs: int, interval: int, start_epoch: int | None = None, resume_epochs: int | None = None
+) -> bool:
+    """Whether ``freezing.lr_schedule`` changes a run whose freezing is on (a positive target, or an explicit
+    ``start_epoch``). per_unit ends a unit's cosine at its freeze epoch, global at T (T - t when resuming)
+    (:meth:`FreezePlan.lr_horizon`), so they differ exactly when some unit has a freeze epoch: never under the
+    periodic schemes (units come back, none has one); always for a single-shot target (a single-shot plan saves
+    FLOPs only once unit 0 freezes, so the plan meeting a positive target has a freeze epoch); for an explicit
+    start, when it lies before the end of freezing (T, or T - t for single_shot_resume, t defaulting to Δτ).
+    Search spaces ask this before they sample the field, so one schedule is never sampled under two names."""
+    if scheme in PERIODIC_SCHEMES:
+        return False
+    if start_epoch is None:
+        return True
+    end = epochs - ((resume_epochs or interval) if scheme == "single_shot_resume" else 0)
+    return start_epoch < end
 
 
 def cosine_lr(t: float, horizon: float, lr0: float, lr_min: float, warmup: float = 0.0) -> float:

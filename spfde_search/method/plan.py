@@ -9,15 +9,19 @@ FLOPs over it, so a boundary rule is written here once and nowhere else (tests/m
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..config import Config
 from .freezing import FreezePlan, cosine_lr
 from .sieving import forgetting_window
 from .sparsity import ALGORITHMS, DSTPlan, LayerRef
 
-__all__ = ["LayerStep", "EpochPlan", "RunPlan", "build_run_plan", "may_update", "final_mask"]
+__all__ = ["LayerStep", "EpochPlan", "RunPlan", "build_run_plan", "may_update", "final_mask", "interval_matters",
+           "PLAN_ONLY_FIELDS", "run_identity", "run_key"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,15 @@ def final_mask(freeze: FreezePlan, unit: int, b: int, prefix: int) -> bool:
     return not may_update(freeze, unit, b, prefix)
 
 
+def interval_matters(algorithm: str, sieving: bool, freezing_scheme: str | None) -> bool:
+    """Whether Δτ (``train.update_interval``) changes a run (``freezing_scheme`` None: freezing off). The plan
+    reads it for DST updates and their prunes (a dynamic algorithm), sieve steps and the forgetting window
+    (sieving on), single-shot freeze steps, single_shot_resume's default t and delayed_periodic's start; the
+    periodic pattern runs epoch by epoch from epoch 0. Otherwise every Δτ gives one plan, so search spaces
+    sample it only where this is True (tests/method/test_plan.py checks both ways)."""
+    return ALGORITHMS.get(algorithm).dynamic or sieving or (freezing_scheme is not None and freezing_scheme != "periodic")
+
+
 def _prunes(counts: dict[str, int], targets: Mapping[str, int], names: Sequence[str]) -> tuple[LayerStep, ...]:
     """Prune-only steps back to the exact target for the layers holding more (MEST's soft-bound extra)."""
     steps = tuple(LayerStep(n, counts[n] - targets[n], 0) for n in names if counts[n] > targets[n])
@@ -175,3 +188,41 @@ def build_run_plan(
         unit_freeze_epochs=tuple(freeze.unit_freeze_epoch(k) for k in range(freeze.freezable)),
         forgetting_window=forgetting_window(cfg.sieving.window, dtau),
     )
+
+
+PLAN_ONLY_FIELDS = ("freezing", "train.update_interval", "sieving.window")  # read by the trainer only via the plan
+
+
+def _steps(steps: Sequence[LayerStep]) -> list[list[Any]]:
+    return [[s.name, s.drop, s.grow] for s in steps]
+
+
+def run_identity(cfg: Config, run: RunPlan) -> dict[str, Any]:
+    """What a run trains, as plain data: the config without the fields that reach training only through the
+    epoch plan (``PLAN_ONLY_FIELDS``: every freezing field, Δτ, the sieve window; the trainer reads them nowhere
+    else), plus the plan they resolved to. Equal identities train the same run though the configs' texts differ:
+    per_unit and global LR under a periodic scheme, any Δτ under static sparsity without sieving, the sieve
+    window with sieving off, an explicit freezing start and the FLOPs target the solver meets with the same start.
+    The search dedupes on it (docs/search.md, "Duplicate configs")."""
+    d = cfg.to_dict()
+    d.pop("freezing")
+    d["train"].pop("update_interval")
+    d["sieving"].pop("window")
+    d["plan"] = {
+        "epochs": [
+            [e.frozen_prefix, _steps(e.freeze_prunes), e.rigl_pass, sorted(e.pass_counts.items()) if e.rigl_pass else None,
+             _steps(e.dst_steps), e.dst_update, e.sieve_step, e.evaluate, sorted(e.counts.items())]
+            for e in run.epochs
+        ],
+        "lr_horizons": list(run.lr_horizons),
+        "resume": [run.resume_start, run.resume_lr] if run.resume_start is not None else None,
+        "unit_freeze_epochs": list(run.unit_freeze_epochs),
+        "forgetting_window": run.forgetting_window if cfg.sieving.enabled else None,
+    }
+    return d
+
+
+def run_key(cfg: Config, run: RunPlan) -> str:
+    """A short digest of :func:`run_identity` (sha256 of its canonical JSON, 20 hex digits)."""
+    text = json.dumps(run_identity(cfg, run), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]

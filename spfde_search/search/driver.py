@@ -220,6 +220,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     # Ctrl-C between two trials leaves no trial unfinished: the search is short of num_samples with no reason
     interrupted = interrupted or (counted_trials(table, s) < s.num_samples and not skipped.get("stop_reason"))
     cost["infeasible_skipped"] = int(skipped.get("count", 0))
+    cost["duplicates_skipped"] = int(skipped.get("duplicates", 0))  # the same run as a trained trial: untrained
     try:
         write_compute_curve(table, f"{uri}/{HV_COMPUTE_CSV}")
     except Exception as e:  # a storage hiccup must not fail a finished search

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +18,9 @@ from .settings import SAMPLERS, SKIPPED_JSON, SearchError
 __all__ = ["SKIPPED_JSON", "make_sampler", "resolve_sampler"]
 
 log = logging.getLogger(__name__)
+# this driver process: a restored searcher recounts what trials.parquet holds once per process (a pid can repeat
+# when a resumed driver starts in a fresh container, and the searcher's pickle carries the old one)
+_PROCESS = uuid.uuid4().hex
 
 
 def startup_trials(num_samples: int) -> int:
@@ -71,6 +74,7 @@ def make_sampler(name: str, seed: int | None, space: ResolvedSpace, num_samples:
 
 
 
+ENDED = ("COMPLETED", "EARLY_STOPPED", "FAILED", "INFEASIBLE")  # trials.parquet statuses of a trial that ended
 RANDOM_SPLIT_AFTER = 2  # misses of one stratified target before its split is drawn at random instead
 SPLIT_DRAWS = 200  # random splits tried for a target before it is given up
 
@@ -99,6 +103,8 @@ def _optuna_search_class() -> type:
     from search_spaces import TARGET, config_params, target_miss, trial_params
     from trainables import assess
 
+    from ..config import Config, apply_overrides
+    from ..method.flops import predict
     from ..storage import exists, write_bytes
     from .results import load_trials
 
@@ -116,7 +122,11 @@ def _optuna_search_class() -> type:
           (the budget space's target travels beside it, ``search_spaces.trial_params``);
         - a budget-space split whose predicted ratio misses its target (``search_spaces.target_miss``) is skipped
           like an infeasible point; a stratified first trial's target is queued again (``_retry_target``), so the
-          stratification survives the resampling.
+          stratification survives the resampling;
+        - a point that trains the same run as a trial of this search (equal ``run_key``: method/plan.py's
+          ``run_identity``, the config without the fields the plan alone reads, plus the plan) is never trained:
+          Optuna is told the earlier trial's result (at once, or when that trial ends), it does not count toward
+          ``num_samples`` and ``skipped.json`` lists it with ``duplicate_of`` (docs/search.md, "Duplicate runs").
         """
 
         skip_base: dict[str, Any] | None = None
@@ -134,12 +144,16 @@ def _optuna_search_class() -> type:
             self.stop_reason = ""
             self.num_samples, self.table_uri = num_samples, table_uri
             self.trial_ids: list[str] = []  # Ray trials suggested (saved with Ray's snapshot, like the study)
-            self._lost: tuple[int, int] | None = None  # (pid, count): recounted once in each driver process
+            self._lost: tuple[str, int] | None = None  # (process, count): recounted once in each driver process
+            self.run_keys: dict[str, str] = {}  # run key -> the trial that trains it (see _known_runs)
+            self.followers: dict[str, list[Any]] = {}  # trial id -> Optuna trials of its duplicates, told when it ends
+            self.table_outcomes: dict[str, dict[str, Any]] = {}  # trials known only from trials.parquet: their row
+            self._runs_read: str | None = None  # the process that added trials.parquet's runs (once per process)
 
         def _lost_trials(self) -> int:
             """Trials of ``trials.parquet`` this (restored) searcher never suggested: Ray's experiment snapshot predates
             them and the driver died. Their rows are kept (search/callbacks.py), so they count against num_samples."""
-            if self._lost is not None and self._lost[0] == os.getpid():
+            if self._lost is not None and self._lost[0] == _PROCESS:
                 return self._lost[1]
             n = 0
             if self.table_uri and exists(self.table_uri):
@@ -148,7 +162,7 @@ def _optuna_search_class() -> type:
                     n = int((~df["trial_id"].isin(self.trial_ids) & (df["status"] != "PENDING")).sum())
                 except Exception as e:  # a torn table: count nothing rather than fail the search
                     log.warning("could not read %s: %s", self.table_uri, e)
-            self._lost = (os.getpid(), n)
+            self._lost = (_PROCESS, n)
             if n:  # the sampler's random state is the snapshot's: it would propose the lost trials' points again
                 try:
                     self._ot_study.sampler.reseed_rng()  # type: ignore[attr-defined]
@@ -160,14 +174,17 @@ def _optuna_search_class() -> type:
             ids = getattr(self, "trial_ids", None)  # None: a searcher pickled before trial_ids existed
             return bool(ids is not None and self.num_samples and len(ids) + self._lost_trials() >= self.num_samples)
 
-        def _record_skip(self, params: dict[str, Any], reason: str, flops: float) -> None:
-            self.skipped.append({"params": params, "reason": reason, "predicted_train_flops": flops})
+        def _record_skip(self, params: dict[str, Any], reason: str, flops: float, duplicate_of: str = "") -> None:
+            point = {"params": params, "reason": reason, "predicted_train_flops": flops}
+            self.skipped.append({**point, "duplicate_of": duplicate_of} if duplicate_of else point)
             self._save_skips()
 
         def _save_skips(self) -> None:
             if self.state_uri:
                 try:
-                    doc = {"count": len(self.skipped), "stop_reason": self.stop_reason, "points": self.skipped}
+                    dup = sum(1 for p in self.skipped if p.get("duplicate_of"))
+                    doc = {"count": len(self.skipped) - dup, "duplicates": dup, "stop_reason": self.stop_reason,
+                           "points": self.skipped}
                     write_bytes(self.state_uri, json.dumps(doc, default=str).encode())
                 except Exception as e:
                     log.warning("could not write %s: %s", self.state_uri, e)
@@ -186,7 +203,20 @@ def _optuna_search_class() -> type:
                 a = assess(params, self.skip_base, self.skip_budget, self.skip_fallback)
                 miss = target_miss(float(cfg[TARGET]), a.run_flops_ratio) if TARGET in cfg and a.runnable else ""
                 if a.feasible and not miss:
+                    key = str(getattr(a.prediction, "run_key", "") or "")
+                    runs = self._known_runs()
+                    if key and key in runs and runs[key] != trial_id:
+                        original = runs[key]
+                        self._tell_duplicate(self._ot_trials.pop(trial_id), original, a)
+                        self._record_skip(params, f"the same run as trial {original}", float(a.run_train_flops),
+                                          duplicate_of=original)
+                        if self._stop_after_skip("duplicate"):
+                            return Searcher.FINISHED
+                        continue
                     self.skip_streak = 0
+                    self.__dict__["streak_kinds"] = set()
+                    if key:
+                        runs[key] = trial_id
                     if getattr(self, "trial_ids", None) is not None:
                         self.trial_ids.append(trial_id)
                     return trial_params(cfg)
@@ -201,14 +231,104 @@ def _optuna_search_class() -> type:
                 except Exception as e:
                     log.debug("could not tell the skipped point: %s", e)
                 self._record_skip(params, a.reason, float(a.run_train_flops))
-                self.skip_streak += 1
-                if self.skip_streak >= self.max_skipped:
-                    self.stop_reason = (
-                        f"the sampler proposed {self.skip_streak} predicted-infeasible points in a row (last: "
-                        f"{a.reason}); the search stopped early. Loosen --flops-budget or narrow the space")
-                    self._save_skips()
-                    log.warning(self.stop_reason)
+                if self._stop_after_skip("infeasible", a.reason):
                     return Searcher.FINISHED
+
+        def _stop_after_skip(self, kind: str, reason: str = "") -> bool:
+            """Count an untrained point in the streak; True (the search stops, ``skipped.json`` says why) when the
+            streak reaches ``max_skipped``, or when a grid sampler has no unstarted point left."""
+            self.skip_streak += 1
+            kinds = self.__dict__.setdefault("streak_kinds", set())
+            kinds.add(kind)
+            study: Any = self._ot_study
+            is_exhausted = getattr(study.sampler, "is_exhausted", None)  # the grid sampler's
+            exhausted = kind == "duplicate" and callable(is_exhausted) and bool(is_exhausted(study))
+            if exhausted:
+                self.stop_reason = ("every point of the grid was trained, skipped or is the same run as a trained "
+                                    "trial; the search stopped")
+            elif self.skip_streak < self.max_skipped:
+                return False
+            elif kinds == {"infeasible"}:
+                self.stop_reason = (
+                    f"the sampler proposed {self.skip_streak} predicted-infeasible points in a row (last: "
+                    f"{reason}); the search stopped early. Loosen --flops-budget or narrow the space")
+            elif kinds == {"duplicate"}:
+                self.stop_reason = (
+                    f"the sampler proposed {self.skip_streak} points in a row that train the same run as an earlier "
+                    "trial; the search stopped early: the space holds few distinct runs. Lower -n or widen the space")
+            else:
+                self.stop_reason = (
+                    f"the sampler proposed {self.skip_streak} points in a row that were predicted infeasible or train "
+                    "the same run as an earlier trial; the search stopped early. Loosen --flops-budget or widen the space")
+            self._save_skips()
+            log.warning(self.stop_reason)
+            return True
+
+        def _known_runs(self) -> dict[str, str]:
+            """Run key -> trial id of every run this search trained or is training. Pickled with the searcher (so
+            with Ray's snapshot); once per driver process, the trials of ``trials.parquet`` it does not hold are
+            added from their stored params: trials Ray's snapshot predates (the driver died after they started)
+            and every trial of a search begun before run keys existed. A row of a trial that will never finish
+            (lost while running) is left out: its config may train again."""
+            runs: dict[str, str] = self.__dict__.setdefault("run_keys", {})
+            if self.__dict__.get("_runs_read") == _PROCESS or not self.table_uri or not exists(self.table_uri):
+                return runs
+            self._runs_read = _PROCESS
+            outcomes = self.__dict__.setdefault("table_outcomes", {})
+            own, known = set(getattr(self, "trial_ids", None) or ()), set(runs.values())
+            try:
+                df = load_trials(self.table_uri)
+            except Exception as e:  # a torn table: dedupe against what the searcher holds
+                log.warning("could not read %s: %s", self.table_uri, e)
+                return runs
+            for row in df.to_dict("records"):
+                tid = str(row["trial_id"])
+                if tid in known or (tid not in own and row["status"] not in ENDED):
+                    continue
+                try:  # base + the row's params, as suggest builds a config (the row's config holds resolved
+                    # execution settings, threads or precision, that a sampled point leaves to the base config)
+                    params = config_params(json.loads(row["params"] or "{}"))
+                    key = str(predict(Config.parse(apply_overrides(self.skip_base or {}, params))).run_key)
+                except Exception as e:  # noqa: BLE001 - a row whose config no longer parses: not deduped against
+                    log.debug("no run key for trial %s: %s", tid, e)
+                    continue
+                runs.setdefault(key, tid)
+                if tid not in own:
+                    outcomes[tid] = row
+            return runs
+
+        def _tell_duplicate(self, ot_trial: Any, original: str, a: Any) -> None:
+            """Tell Optuna the duplicate's result: the original's, at once if it ended, else when it does."""
+            if original in self._ot_trials:
+                if original in self._completed_trials:
+                    self._copy_outcome(ot_trial, original)
+                else:
+                    self.__dict__.setdefault("followers", {}).setdefault(original, []).append(ot_trial)
+                return
+            row = self.__dict__.get("table_outcomes", {}).get(original, {})  # a trial known from trials.parquet
+            values = [float(a.run_train_flops) if m == "run_train_flops" else row.get(m) for m in self.metric]
+            ok = row.get("status") == "COMPLETED" and bool(row.get("full_budget")) and all(
+                isinstance(v, float) and math.isfinite(v) for v in values)
+            state = "COMPLETE" if ok else "PRUNED" if row.get("status") == "EARLY_STOPPED" else "FAIL"
+            self._tell(ot_trial, values if ok else None, state, {"spfde": float(a.violation)} if ok else {})
+
+        def _copy_outcome(self, follower: Any, original: str) -> None:
+            number = self._ot_trials[original].number
+            frozen = next(t for t in self._ot_study.get_trials(deepcopy=False) if t.number == number)  # type: ignore[attr-defined]
+            done = frozen.state.is_finished()
+            self._tell(follower, frozen.values if done else None, frozen.state.name if done else "FAIL",
+                       dict(frozen.constraints) if done else {})
+
+        def _tell(self, ot_trial: Any, values: list[float] | None, state: str, constraints: dict[str, float]) -> None:
+            import optuna
+
+            try:
+                for k, v in constraints.items():
+                    ot_trial.set_constraint(k, float(v))
+                self._ot_study.tell(ot_trial, values if state == "COMPLETE" else None,  # type: ignore[attr-defined]
+                                    state=optuna.trial.TrialState[state])
+            except Exception as e:
+                log.debug("could not tell the duplicate point: %s", e)
 
         def _retry_target(self, target: float) -> None:
             """Ask again for a stratified target a split missed, so the stratification survives: another split
@@ -228,6 +348,12 @@ def _optuna_search_class() -> type:
             self._ot_study.enqueue_trial(point)  # type: ignore[attr-defined]
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            self._complete(trial_id, result, error)
+            for follower in self.__dict__.get("followers", {}).pop(trial_id, []):  # its duplicates: the same result
+                if trial_id in self._completed_trials:
+                    self._copy_outcome(follower, trial_id)
+
+        def _complete(self, trial_id: str, result: dict | None, error: bool) -> None:
             ot_trial = self._ot_trials.get(trial_id)
             if result and result.get("diverged"):  # a terminal diverged result (trainables): FAIL, as an error was
                 super().on_trial_complete(trial_id, result=None, error=True)

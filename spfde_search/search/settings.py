@@ -21,7 +21,7 @@ OBJECTIVES = (VAL_ACCURACY, "run_train_flops")  # with data.val_size 0: ("test_a
 MODES = ("max", "min")
 SEARCH_JSON = "search.json"
 TRIALS_PARQUET = "trials.parquet"
-SKIPPED_JSON = "skipped.json"  # predicted-infeasible points the searcher told Optuna about without a Ray trial
+SKIPPED_JSON = "skipped.json"  # points the searcher told Optuna about without a Ray trial (infeasible, duplicates)
 RUNGS_JSON = "moasha_rungs.json"  # MOASHA's rung book (search/scheduler.py)
 # Our files beside Ray's in the search folder. Tuner.restore downloads the folder's top-level .json/.pkl files into
 # Ray's driver staging folder and Ray uploads that folder back at every snapshot, so a copy left there would

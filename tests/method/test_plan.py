@@ -159,3 +159,81 @@ def test_trainer_and_predictor_follow_a_patched_plan(
     assert not any(bool((real_masks[2][n] & ~real_masks[1][n]).any()) for n in unit2)  # nothing grown at 2
     assert all(torch.equal(real_masks[2][n], real_masks[3][n]) for n in unit2)  # frozen on the mask it trained
     assert all(int(real_masks[2][n].sum()) == real.targets[n] < int(real_masks[1][n].sum()) for n in unit2)
+
+
+# ---------------------------------------------------------------- which fields change a run (issue 31)
+
+
+def _key(cfg: Config) -> str:
+    from spfde_search.method.plan import run_key
+
+    return run_key(cfg, run_plan(cfg))
+
+
+FREEZE_ON = [
+    {"freezing.scheme": s, "freezing.target_flops_reduction": 0.05}
+    for s in ("single_shot", "single_shot_resume", "periodic", "delayed_periodic")
+] + [
+    {"freezing.scheme": s, "freezing.start_epoch": e, **extra}
+    for s in ("single_shot", "single_shot_resume")
+    for e in (2, 5, 6, 7)
+    for extra in ({}, {"freezing.resume_epochs": 3}, {"freezing.units": 1})
+]
+
+
+@pytest.mark.parametrize("dtau", [1, 2])
+def test_lr_schedule_matters_exactly_where_per_unit_and_global_differ(
+    trainer_cfg: Callable[..., Config], dtau: int
+) -> None:
+    """``lr_schedule_matters`` (what the search spaces ask before sampling the field) agrees with the plan: the
+    two schedules give different LR horizons, and so different run keys, exactly where it says so; under
+    periodic schemes and single-shot starts at or after the end of freezing they are one run."""
+    from spfde_search.method.freezing import lr_schedule_matters
+
+    said = {True: 0, False: 0}
+    for over in FREEZE_ON:
+        cfg = trainer_cfg({"train.epochs": 8, "train.update_interval": dtau, **over})
+        glob = cfg.with_overrides({"freezing.lr_schedule": "global"})
+        differ = run_plan(cfg).lr_horizons != run_plan(glob).lr_horizons
+        f = cfg.freezing
+        assert lr_schedule_matters(f.scheme, 8, dtau, f.start_epoch, f.resume_epochs) == differ, over
+        assert (_key(cfg) != _key(glob)) == differ, over
+        said[differ] += 1
+    assert said[True] and said[False]  # both answers occur, periodic and late resume starts among the equal
+
+
+@pytest.mark.parametrize("algorithm", ["mest", "rigl", "set", "static"])
+def test_interval_matters_exactly_where_the_plan_reads_delta_tau(
+    trainer_cfg: Callable[..., Config], algorithm: str
+) -> None:
+    """``interval_matters`` agrees with the plan: where it says Δτ is unread (static sparsity, no sieving, no
+    freezing or the periodic pattern) Δτ = 1, 2, 3 give one run key; elsewhere they do not (some Δτ may still
+    coincide, as delayed_periodic's start at 1 and 2 here: the search's dedupe catches those)."""
+    from spfde_search.method.plan import interval_matters
+
+    for sieve in (0.0, 0.2):
+        for scheme in (None, "single_shot", "single_shot_resume", "periodic", "delayed_periodic"):
+            frz = {"freezing.scheme": scheme, "freezing.target_flops_reduction": 0.02} if scheme else {}
+            over = {"train.epochs": 8, "sparsity.algorithm": algorithm, "sieving.fraction": sieve, **frz}
+            keys = {_key(trainer_cfg({**over, "train.update_interval": d})) for d in (1, 2, 3)}
+            assert interval_matters(algorithm, sieve > 0, scheme) == (len(keys) > 1), over
+
+
+def test_run_key_names_the_run_not_the_text(trainer_cfg: Callable[..., Config]) -> None:
+    """Equal keys for configs that train the same run (the sieve window with sieving off; an explicit start
+    epoch and the FLOPs target the solver meets at that start with every freezable unit), different keys for
+    anything that changes the run."""
+    base = trainer_cfg({"train.epochs": 8})
+    assert _key(base) == _key(base.with_overrides({"sieving.window": 5}))
+    sieve = base.with_overrides({"sieving.fraction": 0.2})
+    assert _key(sieve) != _key(sieve.with_overrides({"sieving.window": 5}))
+    assert _key(base) != _key(base.with_overrides({"sparsity.ratio": 0.8}))
+    assert _key(base) != _key(base.with_overrides({"train.lr": 0.05}))
+    target = base.with_overrides({"freezing.target_flops_reduction": 0.05})
+    plans = plan_all(target, *build_profile(target))
+    start = plans.freeze.start_epoch
+    explicit = base.with_overrides({"freezing.start_epoch": start})
+    assert plans.freeze.frozen_units == plans.freeze.freezable and start is not None
+    assert _key(explicit) == _key(target) == predict(target).run_key
+    assert _key(base.with_overrides({"freezing.start_epoch": start, "freezing.units": 1})) != _key(target)
+    assert _key(base.with_overrides({"freezing.start_epoch": start + 1})) != _key(target)

@@ -64,7 +64,8 @@ def test_joint_branches(base):
             assert "freezing.target_flops_reduction" not in p
         enabled = p.get("freezing.start_epoch") is not None or p.get("freezing.target_flops_reduction", 0) > 0
         seen_target += p.get("freezing.target_flops_reduction", 0) > 0
-        assert ("freezing.lr_schedule" in p) == enabled
+        single_shot = trial_config(base, p).freezing.scheme in ("single_shot", "single_shot_resume")
+        assert ("freezing.lr_schedule" in p) == (enabled and single_shot)  # per_unit = global when periodic
         if p.get("freezing.target_flops_reduction", 0) > 0:
             assert "freezing.scheme" in p
     assert seen_target > 5
@@ -279,3 +280,39 @@ def test_saving_fraction_one_is_the_maximum(base):
 def test_yaml_space_rejects_auxiliary(tmp_path, base):
     with pytest.raises(SpaceError, match="unknown parameter path 'freezing.saving_fraction'"):
         resolve_space(str(_yaml(tmp_path, "freezing.saving_fraction: {type: float, low: 0, high: 1}")), base)
+
+
+@pytest.mark.parametrize("name", ["joint", "budget"])
+def test_spaces_sample_only_parameters_that_change_the_run(name):
+    """Issue 31: a search must not spend two trials on one schedule. Where a point leaves
+    ``freezing.lr_schedule`` or delta tau unsampled, every value of it gives the same run (equal run keys,
+    ``method.plan.run_key``); where the space samples the LR schedule, per_unit and global are two runs. Periodic
+    freezing is still offered, without the LR schedule."""
+    from spfde_search.method.flops import predict
+
+    base = load_config(None, {**BASE, "train.epochs": 12})  # delta tau in 1..2
+    space = resolve_space(name, base)
+    assert {"freezing.lr_schedule", "train.update_interval"} <= set(space.distributions)
+    lo, hi = space.distributions["train.update_interval"].low, space.distributions["train.update_interval"].high
+    seen = {"periodic_without_lr": 0, "lr_sampled": 0, "dtau_unsampled": 0}
+    # where delta tau and the LR schedule can be unread: static sparsity, no sieving, no or periodic freezing
+    static = {"sparsity.algorithm": "static", "sieving.fraction": 0.0, "freezing.start_epoch": None}
+    periodic = {**static, "freezing.saving_fraction": 0.5, "freezing.scheme": "periodic"}
+    probes = (sample_random(space.fn, 12, seed=4) + sample_random(space.fn, 3, seed=5, fixed=periodic)
+              + sample_random(space.fn, 3, seed=6, fixed={**static, "freezing.saving_fraction": 0.0}))
+    for t in probes:
+        cfg = trial_config(base, t.params)
+        key = predict(cfg).run_key
+        flip = {"per_unit": "global", "global": "per_unit"}[cfg.freezing.lr_schedule]
+        flipped = predict(cfg.with_overrides({"freezing.lr_schedule": flip})).run_key
+        if "freezing.lr_schedule" in t.params:
+            assert flipped != key, t.params
+            seen["lr_sampled"] += 1
+        else:
+            assert flipped == key, t.params
+            seen["periodic_without_lr"] += cfg.freezing.enabled and cfg.freezing.scheme == "periodic"
+        if "train.update_interval" not in t.params:
+            for d in (lo, hi):
+                assert predict(cfg.with_overrides({"train.update_interval": d})).run_key == key, t.params
+            seen["dtau_unsampled"] += 1
+    assert all(seen.values()), seen
