@@ -248,6 +248,17 @@ class FlopsPrediction:
     overall_density: float
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def batch_warning(self) -> str:
+        """A line when ``train.batch_size`` exceeds the samples an epoch trains on ('' otherwise): each epoch is
+        then one step of that many samples, which silently trained 2,000 images to chance at batch 65,536."""
+        b, n = self.memory["batch_size"], self.samples_per_epoch
+        if b <= n:
+            return ""
+        sieved = f" after sieving, of {self.num_train:,}" if n < self.num_train else ""
+        return (f"train.batch_size {b:,} exceeds the {n:,} training samples an epoch uses{sieved}: every epoch is a "
+                f"single step; set train.batch_size to at most {n:,}")
+
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("cumulative", "frozen_prefix_per_epoch")}
         d["frozen_prefix_per_epoch"] = self.frozen_prefix_per_epoch
