@@ -123,11 +123,11 @@ def main() -> None:
             "sieve step followed by another.", "",
             md_table(["code", "Δτ", "runs", "returned samples removed at the next step", "other partial samples "
                       "removed then (base rate)", "mean test accuracy"], table), "",
-            "- Before, a just-returned sample left again at the next step more often than the other partial samples; "
-            "after, at Δτ = 1 none do (each has been seen once: no chance to forget yet), so the m samples that "
-            "leave come from the rest, whose rate rises to m / (|partial| − m) = 0.25; at Δτ = 2 a returned sample "
-            "is ranked on its one comparison since it came back. The test accuracies of 10-epoch runs on 2,000 "
-            "images are reported, not compared (3 seeds say nothing about a difference of this size)."])
+            "- Before vs after per Δτ: the table. At Δτ = 1 a returned sample has been seen once by the next step "
+            "(no chance to forget), so it stays and the m leavers come from the rest, at m / (|partial| − m) = "
+            "0.25; at Δτ > 1 it is ranked on the comparisons since it came back (fewer than the others' W). The test "
+            "accuracies of 10-epoch runs on 2,000 images are reported, not compared (3 seeds say nothing about a "
+            "difference of this size)."])
         append_section(args.results_md, "Sieving: returned samples removed again at the next step (cpu)", info, body)
 
 
