@@ -11,7 +11,7 @@ import math
 import os
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -121,7 +121,6 @@ class Trainer:
             raise RuntimeError("mask targets disagree with the FLOPs plan")  # a bug, never a user error
         if self.algo.masked:
             self.masker.init_random(seeded_generator(cfg.seed, "mask", 0))
-        self.unit_of = {r.name: r.unit for r in self.masker.layers}
         self.parts = [*self.model.units, self.model.head]
         self.optimizer = torch.optim.SGD(
             [{"params": list(p.parameters()), "unit": i} for i, p in enumerate(self.parts)],
@@ -168,19 +167,16 @@ class Trainer:
                     p.grad = None
                     self.optimizer.state.pop(p, None)
 
-    def _epoch_start(self, e: int) -> tuple[EpochPlan, int, dict[str, int]]:
-        """Execute epoch e's plan (see ``method/plan.py``); returns it with the weights grown and the sieve step's
-        statistics (forgetting events in the window, moved-out samples that had one). What the masks hold
-        afterwards must equal the plan. The forgetting window then slides to epoch e."""
+    def _epoch_start(self, e: int) -> tuple[EpochPlan, int, dict[str, int], torch.Generator]:
+        """Execute epoch e's boundary plan (see ``method/plan.py``); returns it with the weights grown, the sieve
+        step's statistics (forgetting events in the window, moved-out samples that had one) and the DST generator.
+        RigL's update waits for the epoch's first batch (``_rigl_update_step``). What the masks hold afterwards
+        must equal the plan. The forgetting window then slides to epoch e."""
         ep = self.plan.epochs[e]
         gen = seeded_generator(self.cfg.seed, "dst", e)
         for s in ep.freeze_prunes:  # exact target before (staying) frozen
             self.masker.update_layer(s.name, s.drop, s.grow, gen, self.optimizer)
-        dense_grads = self._rigl_dense_grads(e, ep.frozen_prefix) if ep.rigl_pass else {}
-        grown = 0
-        for s in ep.dst_steps:
-            _, g = self.masker.update_layer(s.name, s.drop, s.grow, gen, self.optimizer, dense_grads.get(s.name))
-            grown += g
+        grown = 0 if ep.rigl_pass else self._dst_steps(ep, gen, {})
         sieved = {"forgetting_events": 0, "moved_with_events": 0}
         if ep.sieve_step and self.sieve is not None:
             sieved["forgetting_events"] = int(self.tracker.total())
@@ -188,43 +184,52 @@ class Trainer:
             sieved["moved_with_events"] = int(step["moved_with_events"])
         self.tracker.next_epoch()
         self.masker.apply()
+        if not ep.rigl_pass:
+            self._check_plan(e, ep.counts, grown, ep.grown)
+        else:
+            self._check_plan(e, ep.pass_counts, 0, 0)
+        return ep, grown, sieved, gen
+
+    def _dst_steps(self, ep: EpochPlan, gen: torch.Generator, dense_grads: dict[str, torch.Tensor]) -> int:
+        grown = 0
+        for s in ep.dst_steps:
+            _, g = self.masker.update_layer(s.name, s.drop, s.grow, gen, self.optimizer, dense_grads.get(s.name))
+            grown += g
+        return grown
+
+    def _check_plan(self, e: int, planned: Mapping[str, int], grown: int, planned_grown: int) -> None:
         counts = self.counts()
-        if counts != dict(ep.counts) or grown != ep.grown:
-            bad = sorted(n for n in counts if counts[n] != ep.counts[n])
+        if counts != dict(planned) or grown != planned_grown:
+            bad = sorted(n for n in counts if counts[n] != planned[n])
             raise RuntimeError(  # a bug, never a user error: the run must not drift from its FLOPs prediction
                 f"epoch {e}: the masks hold a different density than the epoch plan (layers {bad}, "
-                f"grown {grown} vs planned {ep.grown})"
+                f"grown {grown} vs planned {planned_grown})"
             )
-        return ep, grown, sieved
 
-    def _rigl_dense_grads(self, e: int, prefix: int) -> dict[str, torch.Tensor]:
-        """RigL grows by the dense gradient of one batch; its cost is counted (SPFDE.md §5). Frozen units run
-        in eval mode, as in training; active BatchNorm layers keep their running statistics (momentum 0)."""
-        idx = self.partial_indices()
-        gen = seeded_generator(self.cfg.seed, "rigl", e)
-        x, y, _ = next(iter(self.data.train_batches(idx, self.cfg.train.batch_size, gen, self.cfg.data.augment)))
-        self._set_frozen(prefix)
-        bns = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        saved = [m.momentum for m in bns]
-        for m in bns:
-            m.momentum = 0.0  # running statistics untouched by this scoring pass
-        self.model.train()
-        for part in self.parts[:prefix]:
-            part.eval()
-        self.model.zero_grad(set_to_none=True)
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training loss (label smoothing included) and its gradients, nothing applied yet."""
         with self._autocast():
-            loss = F.cross_entropy(self.model(self._prep(x), frozen_units=prefix), y)
+            out = self.model(self._prep(x), frozen_units=prefix)
+            loss = F.cross_entropy(out, y, label_smoothing=self.cfg.train.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grads = {}
-        for name in self.targets:
-            g = self.masker.weight(name).grad
-            if g is not None and self.unit_of[name] >= prefix:
-                grads[name] = g.detach().clone()
-        self.model.zero_grad(set_to_none=True)
-        for m, mom in zip(bns, saved, strict=False):
-            m.momentum = mom
-        self.train_flops += len(y) * rigl_pass_cost(self.profile, self.counts(), prefix)
-        return grads
+        return out, loss
+
+    def _rigl_update_step(
+        self, e: int, ep: EpochPlan, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """RigL's mask-update step, as SparseRigLOptimizer does it (google-research/rigl,
+        rigl/sparse_optimizers_base.py: ``compute_gradients`` takes the gradient of the training loss with respect
+        to the masked weights, ``apply_gradients`` then runs the mask update *instead of* the optimizer step): the
+        epoch's first training batch, under the training loss, gives the dense gradient that grows, and its step
+        is not applied. Its cost (dense weight gradients) is counted by ``flops.simulate`` (SPFDE.md §5)."""
+        out, loss = self._forward_backward(x, y, ep.frozen_prefix)
+        grads = {s.name: g for s in ep.dst_steps if (g := self.masker.weight(s.name).grad) is not None}
+        grown = self._dst_steps(ep, gen, grads)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.masker.apply()
+        self._check_plan(e, ep.counts, grown, ep.grown)
+        return out, loss, grown
 
     def _autocast(self) -> Any:
         if self.autocast_dtype is None:
@@ -244,7 +249,7 @@ class Trainer:
         while self.epoch < T:
             e = self.epoch
             t0 = time.perf_counter()
-            ep, grown, sieved = self._epoch_start(e)
+            ep, grown, sieved, dst_gen = self._epoch_start(e)
             prefix = ep.frozen_prefix
             self._set_frozen(prefix)
             self.model.train()
@@ -253,6 +258,7 @@ class Trainer:
             idx = self.partial_indices()
             steps = math.ceil(len(idx) / cfg.train.batch_size)
             cost = per_sample_cost(self.profile, ep.counts, prefix)  # ep.counts == what the masks hold (checked)
+            update_cost = rigl_pass_cost(self.profile, ep.pass_counts, prefix)  # RigL's update batch
             gen = seeded_generator(cfg.seed, "data", e)
             losses = torch.zeros(steps, device=self.device)
             sizes: list[int] = []
@@ -260,18 +266,18 @@ class Trainer:
             lr = 0.0
             for i, (x, y, sid) in enumerate(self.data.train_batches(idx, cfg.train.batch_size, gen, cfg.data.augment)):
                 lr = self._set_lr(e + i / steps)
-                with self._autocast():
-                    out = self.model(self._prep(x), frozen_units=prefix)
-                    loss = F.cross_entropy(out, y, label_smoothing=cfg.train.label_smoothing)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.masker.mask_grads()
-                self.optimizer.step()
-                self.masker.apply()
+                n = len(y)
+                if i == 0 and ep.rigl_pass:
+                    out, loss, grown = self._rigl_update_step(e, ep, x, y, dst_gen)
+                    self.train_flops += n * update_cost
+                else:
+                    out, loss = self._forward_backward(x, y, prefix)
+                    self.masker.mask_grads()
+                    self.optimizer.step()
+                    self.masker.apply()
+                    self.train_flops += n * cost
                 ok = out.detach().argmax(1) == y
                 self.tracker.update(sid, ok)
-                n = len(y)
-                self.train_flops += n * cost
                 losses[i] = loss.detach()
                 correct += ok.sum()
                 sizes.append(n)

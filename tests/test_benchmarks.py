@@ -319,6 +319,18 @@ def test_val_overhead_smoke(tmp_path: Path) -> None:
     assert "summed CPU time after/before" in log
 
 
+@pytest.mark.slow
+def test_sieve_bounce_smoke(tmp_path: Path) -> None:
+    import pandas as pd
+
+    out, log = smoke("sieve_bounce", tmp_path)
+    has(out, "runs.csv", "runs.parquet")
+    rows = pd.read_csv(out / "runs.csv")
+    assert len(rows) == 1 and rows["returned"].iloc[0] > 0
+    assert rows["returned_removed"].iloc[0] == 0  # issue 34: at dtau 1 a just-returned sample stays
+    assert "after  dtau 1: returned removed again 0/" in log
+
+
 def test_search_heldout_hypervolume_golden_on_the_log_axis_with_the_085_reference() -> None:
     import math
 

@@ -423,7 +423,7 @@ def export(
     from ..config import ConfigError
     from ..export import PICKS, check_out_dir, default_out_dir, export_search
     from ..plots import format_accuracy, format_flops
-    from ..tracking import TrackingUnavailable
+    from ..tracking import TrackingUnavailable, read_trials
 
     if pick not in PICKS:
         _fail(f"--pick must be one of {', '.join(PICKS)}, got {pick!r}")
@@ -431,6 +431,10 @@ def export(
     target = out if out is not None else default_out_dir(name)
     try:
         target = check_out_dir(target)
+        parent, df = read_trials(tracking_uri, name, experiment)
+        gone = _driver_gone(parent, df, name)  # as `spfde pareto` says: the frontier of a killed search is partial
+        if gone:
+            typer.echo(f"warning: {gone}", err=True)
         written = export_search(name, pick, target, tracking_uri=tracking_uri, experiment=experiment,
                                 max_flops=max_flops, min_accuracy=min_accuracy)
     except (TrackingUnavailable, LookupError, ConfigError, ValueError) as e:

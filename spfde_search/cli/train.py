@@ -107,6 +107,8 @@ def flops(
     t.add_row(f"memory estimate (batch {mem['batch_size']}, fp32)",
               f"{mem['total_bytes'] / 2**20:.1f} MiB; {mem['total_bytes_max_frozen'] / 2**20:.1f} MiB when most frozen")
     Console(stderr=to_stdout).print(t)
+    if p.batch_warning:
+        typer.echo(f"warning: {p.batch_warning}", err=True)
 
 
 @app.command()
@@ -152,6 +154,8 @@ def train(
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     try:
         trainer = Trainer(cfg, step_callback=on_step)
+        if trainer.prediction.batch_warning:  # before any epoch: a whole run at one step an epoch is rarely meant
+            console.print(f"warning: {trainer.prediction.batch_warning}", markup=False, highlight=False, soft_wrap=True)
         if resume:
             assert checkpoint_dir is not None
             with warnings.catch_warnings(record=True) as caught:

@@ -5,8 +5,10 @@ Per sample and layer, what autograd computes (:func:`layer_cost`, the one place 
 layer's unit is active, the weight gradient F*d, plus the input gradient F*d only where the layer's input needs a
 gradient (not for a layer reading the input of the first active unit: the image, or the frozen prefix's output,
 computed under ``no_grad``); nothing more if frozen. d is the density actually held (MEST's soft-bound extra
-included). RigL's mask update costs one extra pass on one batch whose weight gradient is dense (RigL paper §4: f_S
-forward, f_S activation gradient, f_D weight gradient), under the same input-gradient rule.
+included). RigL's mask update runs on the epoch's first training batch (RigL's code grows by that batch's dense
+gradient and does not apply its step): that batch costs forward and activation gradient at the counts held before
+the update and a dense weight gradient (RigL paper §4: f_S forward, f_S activation gradient, f_D weight gradient),
+under the same input-gradient rule; the rest of the epoch trains at the counts after it.
 Samples per epoch = the partial set. The model is built uninitialised on the CPU and run once on one zero image:
 no data files.
 """
@@ -182,7 +184,7 @@ def per_sample_cost(profile: ModelProfile, counts: Mapping[str, int], frozen_pre
 
 
 def rigl_pass_cost(profile: ModelProfile, counts: Mapping[str, int], frozen_prefix: int) -> int:
-    """One sample of RigL's dense-gradient pass: :func:`layer_cost` with a dense weight gradient."""
+    """One sample of RigL's update batch: :func:`layer_cost` with a dense weight gradient."""
     return sum(layer_cost(profile, r, counts, frozen_prefix, dense_weight_grad=True) for r in profile.layers)
 
 
@@ -192,7 +194,7 @@ class Simulation:
     per_epoch: list[int]
     counts_per_epoch: list[dict[str, int]]
     prefix_per_epoch: list[int]
-    rigl_per_epoch: list[int]
+    rigl_per_epoch: list[int]  # RigL's update batch (at the counts before the update, dense weight gradient)
 
     @property
     def cumulative(self) -> list[int]:
@@ -204,13 +206,15 @@ class Simulation:
 
 
 def simulate(profile: ModelProfile, run: RunPlan, samples_per_epoch: int, batch_size: int) -> Simulation:
-    """Sum training FLOPs over the epoch plan (the same plan ``Trainer._epoch_start`` executes)."""
+    """Sum training FLOPs over the epoch plan (the same plan the trainer executes): in an epoch with RigL's
+    update, its first batch (min(batch, samples) samples) at the update cost, the other samples at the epoch's."""
     per_epoch: list[int] = []
     rigl: list[int] = []
-    rigl_batch = min(batch_size, samples_per_epoch)
+    first_batch = min(batch_size, samples_per_epoch)
     for ep in run.epochs:
-        rigl.append(rigl_batch * rigl_pass_cost(profile, ep.pass_counts, ep.frozen_prefix) if ep.rigl_pass else 0)
-        per_epoch.append(samples_per_epoch * per_sample_cost(profile, ep.counts, ep.frozen_prefix))
+        update = first_batch if ep.rigl_pass else 0
+        rigl.append(update * rigl_pass_cost(profile, ep.pass_counts, ep.frozen_prefix))
+        per_epoch.append((samples_per_epoch - update) * per_sample_cost(profile, ep.counts, ep.frozen_prefix))
     return Simulation(
         sum(per_epoch) + sum(rigl),
         per_epoch,
@@ -244,6 +248,17 @@ class FlopsPrediction:
     overall_density: float
     extra: dict[str, Any] = field(default_factory=dict)
     run_key: str = ""  # equal keys: the same run (method.plan.run_identity); the search dedupes on it
+
+    @property
+    def batch_warning(self) -> str:
+        """A line when ``train.batch_size`` exceeds the samples an epoch trains on ('' otherwise): each epoch is
+        then one step of that many samples, which silently trained 2,000 images to chance at batch 65,536."""
+        b, n = self.memory["batch_size"], self.samples_per_epoch
+        if b <= n:
+            return ""
+        sieved = f" after sieving, of {self.num_train:,}" if n < self.num_train else ""
+        return (f"train.batch_size {b:,} exceeds the {n:,} training samples an epoch uses{sieved}: every epoch is a "
+                f"single step; set train.batch_size to at most {n:,}")
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("cumulative", "frozen_prefix_per_epoch")}

@@ -1,7 +1,8 @@
 """The epoch plan: every boundary rule of a run, in one pure function of the config (SPFDE.md §2-§4).
 
-Before epoch e the trainer may prune units whose mask is final to their target, run RigL's dense-gradient pass, update or
-prune masks, and step the sieve; within the epoch nothing changes. :func:`build_run_plan` decides all of it
+Before epoch e the trainer may prune units whose mask is final to their target, update or prune masks, and step
+the sieve; RigL's update runs on the epoch's first training batch, whose dense gradient grows and whose step is not
+applied (RigL's code); after it nothing changes within the epoch. :func:`build_run_plan` decides all of it
 from the config, the model's layers and the freeze plan, and tracks the exact weight count every layer holds.
 ``Trainer._epoch_start`` executes the plan (and raises if what it measures differs), ``flops.simulate`` sums
 FLOPs over it, so a boundary rule is written here once and nowhere else (tests/method/test_plan.py checks that).
@@ -41,8 +42,8 @@ class EpochPlan:
     epoch: int
     frozen_prefix: int  # units 0..prefix-1 are frozen in this epoch
     freeze_prunes: tuple[LayerStep, ...]  # layers that may no longer update back to their exact target (MEST)
-    rigl_pass: bool  # RigL's dense-gradient pass on one batch, before the updates
-    pass_counts: Mapping[str, int]  # counts held during that pass
+    rigl_pass: bool  # RigL's update on the epoch's first batch: its dense gradient grows, its step is not applied
+    pass_counts: Mapping[str, int]  # counts held during that batch (before the update)
     dst_steps: tuple[LayerStep, ...]  # DST updates, or the prune back to target past update_end
     dst_update: bool  # this boundary is a DST update (False: none, or only prunes)
     sieve_step: bool  # the sieve moves samples and the forgetting counts of the closed interval reset
@@ -130,9 +131,10 @@ def build_run_plan(
 
     1. layers with a final mask (:func:`final_mask`: frozen, or within Δτ of a fixed freeze epoch) are pruned
        to their exact target;
-    2. at a DST update boundary (``DSTPlan.is_update``): RigL's dense-gradient pass (if any layer updates),
-       then each layer allowed by :func:`may_update` takes ``DSTPlan.layer_step``; at any other Δτ boundary
-       of a dynamic algorithm (past ``update_end``), every layer is pruned to its exact target;
+    2. at a DST update boundary (``DSTPlan.is_update``): each layer allowed by :func:`may_update` takes
+       ``DSTPlan.layer_step`` (RigL: on the epoch's first training batch, after step 3, by that batch's dense
+       gradient, if any layer updates); at any other Δτ boundary of a dynamic algorithm (past ``update_end``),
+       every layer is pruned to its exact target;
     3. at every Δτ boundary after the first epoch, with sieving on: the sieve step.
     """
     tc = cfg.train

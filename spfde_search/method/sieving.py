@@ -10,7 +10,14 @@ sliding window of the last W epochs (``sieving.window``, default W = max(Δτ, 3
 training forward pass, so it costs no extra FLOPs. Each sample's last correctness is kept across epochs, so the
 first presentation in the window is compared with the one before it. With W = Δτ this is the paper's
 per-interval count; at Δτ = 1 a one-epoch window would hold one comparison per sample and the ranking would be
-exactly "wrong at the last pass". Pure torch: no model code here.
+exactly "wrong at the last pass".
+
+A sample taken back from the queue starts afresh (ours, issue 34): it is ranked only on presentations since it
+returned, and until it has had two of them (one chance to forget) it is ranked after every other sample, so it
+stays in. Ranked on its events from before it left, or on a first presentation compared with its last one before
+it left, a just-returned sample looked easy and went straight back: at Δτ = 1, 0.29 of them left again at the
+next step against 0.18 of the others; now none do (at Δτ = 2 the rate stays 0.29: docs/method.md, "Data
+sieving"). Pure torch: no model code here.
 """
 
 from __future__ import annotations
@@ -80,6 +87,7 @@ class ForgettingTracker:
         self._correct = torch.zeros(window, num_samples, dtype=torch.bool, device=self.device)
         self._seen = torch.zeros(num_samples, dtype=torch.bool, device=self.device)  # presented before
         self._prev = torch.zeros(num_samples, dtype=torch.bool, device=self.device)  # correct at last presentation
+        self._compared = torch.zeros(num_samples, dtype=torch.bool, device=self.device)  # could forget since restart
 
     def update(self, idx: Tensor, correct: Tensor) -> None:
         """Record one presentation of each sample in `idx`; correct→wrong since its last one is an event."""
@@ -87,11 +95,28 @@ class ForgettingTracker:
         correct = correct.reshape(-1).to(device=self.device, dtype=torch.bool)
         if idx.shape != correct.shape:
             raise ValueError(f"idx and correct differ in length: {idx.numel()} vs {correct.numel()}")
-        forgot = self._seen[idx] & self._prev[idx] & ~correct
+        seen = self._seen[idx]
+        forgot = seen & self._prev[idx] & ~correct
         self._events[self._slot].index_add_(0, idx, forgot.int())
+        self._compared[idx] |= seen
         self._prev[idx] = correct
         self._seen[idx] = True
         self._correct[self._slot, idx] |= correct
+
+    def restart(self, idx: Tensor) -> None:
+        """Forget everything about the samples in `idx` (taken back from the removed queue): their events and
+        "correct" flags in the window, and their last presentation, so the next one is not compared with it."""
+        idx = idx.reshape(-1).to(device=self.device, dtype=torch.long)
+        self._events[:, idx] = 0
+        self._correct[:, idx] = False
+        self._seen[idx] = False
+        self._prev[idx] = False
+        self._compared[idx] = False
+
+    def compared(self) -> Tensor:
+        """Whether each sample has had a presentation compared with a previous one since it (re)started: only
+        then can it have a forgetting event, so only then is it ranked on them."""
+        return self._compared.clone()
 
     def next_epoch(self) -> None:
         """Slide the window by one epoch: the oldest epoch's slot is cleared and becomes the current one."""
@@ -120,6 +145,7 @@ class ForgettingTracker:
             "correct": self._correct.cpu().clone(),
             "seen": self._seen.cpu().clone(),
             "prev": self._prev.cpu().clone(),
+            "compared": self._compared.cpu().clone(),
         }
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
@@ -133,6 +159,8 @@ class ForgettingTracker:
         self._correct = d["correct"].to(device=self.device, dtype=torch.bool).clone()
         self._seen = d["seen"].to(device=self.device, dtype=torch.bool).clone()
         self._prev = d["prev"].to(device=self.device, dtype=torch.bool).clone()
+        # a state from before "compared" existed: every sample presented before counted as comparable
+        self._compared = d.get("compared", d["seen"]).to(device=self.device, dtype=torch.bool).clone()
 
 
 class CircularSieve:
@@ -142,7 +170,8 @@ class CircularSieve:
     ``step`` (every Δτ epochs): the m easiest partial samples go to the queue's tail (easiest first) and
     m samples come from its head, so |partial| is constant. Easiest = fewest forgetting events in the
     tracker's window; samples never classified correctly in it count as hardest (ours); ties are broken at
-    random (ours).
+    random (ours). The samples coming in restart in the tracker, and a sample not yet compared since it
+    (re)started is ranked after all the others (ours): it stays unless fewer than m others are left.
     Once every initially removed sample has come back once, the queue is shuffled after each step.
     All randomness comes from the generators passed in; the state is CPU tensors.
     """
@@ -184,8 +213,10 @@ class CircularSieve:
             }
         counts = tracker.counts().cpu()[self.partial]
         never = ~tracker.ever_correct().cpu()[self.partial]
+        fresh = ~tracker.compared().cpu()[self.partial]
         hardest = int(counts.max()) + 1 if counts.numel() else 1
-        score = torch.where(never, torch.full_like(counts, hardest), counts)
+        score = torch.where(never, torch.full_like(counts, hardest), counts)  # in [0, hardest]
+        score = score + fresh.long() * (hardest + 1)  # not yet compared: after every compared sample
         tie = torch.randperm(self.partial.numel(), generator=generator)  # random order, then a stable sort
         order = tie[torch.sort(score[tie], stable=True).indices]
         out_pos = order[:m]
@@ -198,6 +229,7 @@ class CircularSieve:
         self.queue = torch.cat([self.queue[m:], outgoing])
         self._pending[incoming] = False
         self._used[incoming] = True
+        tracker.restart(incoming)
         returned = self.all_returned
         if returned:
             self.queue = self.queue[torch.randperm(self.queue.numel(), generator=generator)]

@@ -3,8 +3,11 @@
 A DST algorithm is a drop score plus a grow score (as in RigL's code); one generic, checked update does the
 top-k bookkeeping for all of them: growth draws from every position that is zero after the drop (a weight just
 dropped may come back, as in RigL's and MEST's code), grown weights are disjoint from the kept ones, counts land
-exactly on the planned value, grown weights start at 0 and their momentum is reset. *How much* is held at each update (target,
-MEST's soft-bound extra, drop fraction schedule) is the pure :class:`DSTPlan`, shared with the FLOPs predictor.
+exactly on the planned value, newly grown weights start at 0 and their momentum is reset. Two details follow each
+algorithm's own code: SET and RigL (RigL's ``generic_mask_update``) add N(0, 1e-5) noise to the drop scores to
+break ties, and keep the value of a weight dropped and regrown in one update (``reinit_when_same=False``); MEST
+ranks |w| as it is and regrows every weight at 0. *How much* is held at each update (target, MEST's soft-bound
+extra, drop fraction schedule) is the pure :class:`DSTPlan`, shared with the FLOPs predictor.
 """
 
 from __future__ import annotations
@@ -214,18 +217,29 @@ def _gradient(w: torch.Tensor, dense_grad: torch.Tensor | None, gen: torch.Gener
 
 @dataclass(frozen=True)
 class DSTAlgorithm:
+    """A drop score, a grow score, and the update details its reference code fixes: ``drop_noise`` (std of the
+    seeded normal noise added to the drop scores) and ``reinit_when_same`` (a weight dropped and regrown in one
+    update restarts at 0; False keeps its value and momentum). ``needs_dense_grad``: grows by the dense gradient
+    of the training batch at the update step, whose own step is then not applied (RigL)."""
+
     name: str
     dynamic: bool
     drop: DropScore = _magnitude
     grow: GrowScore = _random
     needs_dense_grad: bool = False
     masked: bool = True
+    drop_noise: float = 0.0
+    reinit_when_same: bool = True
 
 
+# RigL's code (rigl/sparse_optimizers_base.py), for SparseSETOptimizer and SparseRigLOptimizer alike:
+# generic_mask_update's noise_std=1e-5 and _get_update_op's reinit_when_same=False
+_RIGL_NOISE = 1e-5
 ALGORITHMS: Registry[DSTAlgorithm] = Registry("sparsity.algorithm")
 ALGORITHMS.add("mest", DSTAlgorithm("mest", dynamic=True))  # |w| (+ lambda |g|), random regrowth, soft bound
-ALGORITHMS.add("rigl", DSTAlgorithm("rigl", dynamic=True, grow=_gradient, needs_dense_grad=True))
-ALGORITHMS.add("set", DSTAlgorithm("set", dynamic=True))
+ALGORITHMS.add("rigl", DSTAlgorithm("rigl", dynamic=True, grow=_gradient, needs_dense_grad=True,
+                                    drop_noise=_RIGL_NOISE, reinit_when_same=False))
+ALGORITHMS.add("set", DSTAlgorithm("set", dynamic=True, drop_noise=_RIGL_NOISE, reinit_when_same=False))
 ALGORITHMS.add("static", DSTAlgorithm("static", dynamic=False))
 ALGORITHMS.add("dense", DSTAlgorithm("dense", dynamic=False, masked=False))
 
@@ -304,11 +318,14 @@ class Masker:
         ones included. That is RigL's pool (rigl/sparse_optimizers_base.py lines 305-321: grow scores of the
         kept weights are lifted below every other, then the top n_prune of the rest grow; the assert is on
         kept vs grown), sparsimony's (``grow_mask`` after ``prune_mask`` in sparsimony/dst/rigl.py) and
-        MEST's (``weight_growing`` among the zeros of the pruned weights). Every grown weight starts at 0 with
-        its momentum reset, a regrown just-dropped one too (sparsimony's ``new_mask != mask`` after the
-        prune; RigL's ``reinit_when_same=True``, lines 328-333, whose default would keep the old value). Scores are only
-        compared within the candidate set, so non-finite scores (a huge ``grad_lambda``) cannot pick a wrong
-        position. Writes go through boolean masks (``masked_fill_``), so any memory format works."""
+        MEST's (``weight_growing`` among the zeros of the pruned weights). Every newly grown weight starts at 0
+        with its momentum reset; a just-dropped one regrown at once does too where the algorithm's
+        ``reinit_when_same`` says so (MEST), and keeps its value and momentum otherwise (RigL's
+        ``_get_update_op`` default, lines 328-333). The drop scores get the algorithm's ``drop_noise`` (drawn
+        from `gen` over the whole layer, then read at the active positions). Scores are only compared within
+        the candidate set, so non-finite scores (a huge ``grad_lambda``) cannot pick a wrong position, and an
+        empty position never competes with an active weight on noise alone. Writes go through boolean masks
+        (``masked_fill_``), so any memory format works."""
         w = self.weight(name)
         old = self.masks[name]
         flat_old = old.reshape(-1)
@@ -319,7 +336,10 @@ class Masker:
         if n_drop:
             if n_drop > active.numel():
                 raise RuntimeError(f"{name}: cannot drop {n_drop} weights, only {active.numel()} are active")
-            s = self.algo.drop(w, w.grad, self.cfg.grad_lambda).reshape(-1).to(flat_old.device)[active]
+            s = self.algo.drop(w, w.grad, self.cfg.grad_lambda).reshape(-1).to(flat_old.device)
+            if self.algo.drop_noise:
+                s = s + self.algo.drop_noise * torch.randn(s.numel(), generator=gen).to(s.device)
+            s = s[active]
             drop_idx = active[torch.topk(s, n_drop, largest=False).indices]
             new[drop_idx] = False
         if n_grow:
@@ -334,9 +354,12 @@ class Masker:
         kept[drop_idx] = False
         assert not bool(kept[grow_idx].any()), "grown weights must have been zero after the drop"
         assert int(new.sum()) == active.numel() - n_drop + n_grow, "mask count drifted"
-        changed = torch.zeros_like(flat_old)
-        changed[drop_idx] = True
-        changed[grow_idx] = True
+        if self.algo.reinit_when_same:
+            changed = torch.zeros_like(flat_old)
+            changed[drop_idx] = True
+            changed[grow_idx] = True
+        else:
+            changed = flat_old ^ new  # dropped and regrown at once: unchanged
         changed = changed.view(old.shape).to(w.device)
         w.masked_fill_(changed, 0.0)  # dropped weights and grown ones (which start at 0)
         if optimizer is not None:

@@ -140,6 +140,34 @@ def test_export_defaults_to_a_git_ignored_folder(synced_store, tmp_path, monkeyp
     assert ignored.returncode == 0  # the fallback folder is git-ignored in the checkout
 
 
+@pytest.mark.mlflow
+def test_export_of_a_search_whose_driver_is_gone_warns_as_pareto_does(tmp_path):
+    """Issue 34 item 4: MLflow shows the search running, but no driver holds its folder's lock (a SIGKILL leaves
+    exactly this: the kernel drops the flock with the process). `spfde pareto` warned; `spfde export` wrote the
+    partial frontier without a word."""
+    from mlflow import MlflowClient
+
+    from spfde_search.tracking import SEARCH_DIR_TAG, Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    recs = support.make_records()
+    t = Tracker(uri, "exp", "k1")
+    t.sync(recs, {"name": "k1", "space": "spfde", "sampler": "tpe", "seed": 0, "num_samples": len(recs),
+                  "base_config": recs[0].config}, close=True)
+    folder = tmp_path / "runs" / "k1"
+    folder.mkdir(parents=True)
+    (folder / ".lock").write_text("")  # the lock file a killed driver leaves, held by nobody
+    c = MlflowClient(tracking_uri=uri)
+    c.set_tag(t.parent_run_id, SEARCH_DIR_TAG, str(folder))
+    c.update_run(t.parent_run_id, status="RUNNING")
+    for cmd in (["pareto", "k1"], ["export", "k1", "--out", str(tmp_path / "out")]):
+        res = _run(*cmd, "--tracking-uri", uri)
+        assert res.exit_code == 0, res.output
+        said = " ".join(res.output.split())
+        assert "warning: the driver of search k1 is gone (killed?)" in said and "--resume k1" in said, (cmd, said)
+    assert list((tmp_path / "out").glob("k1-knee-*.yaml"))
+
+
 def test_loopback_detection():
     from spfde_search.cli.tracking import _is_loopback, _listen_addresses
 

@@ -163,3 +163,22 @@ def test_checkpoint_and_resume(tmp_path: Path, trainer_cfg: Callable[..., Config
     # same result as an uninterrupted run
     full = Trainer(cfg).fit()
     assert s["test_accuracy"] == full["test_accuracy"]
+
+
+def test_batch_larger_than_the_training_set_warns_up_front(tmp_path: Path) -> None:
+    """Issue 34 item 4: batch 65,536 on 2,000 images (1,600 after sieving) trained one step an epoch to chance
+    with no word. `spfde flops` and `spfde train` now say so before anything runs; a batch that fits says
+    nothing."""
+    small = ["-s", "data.name=synthetic", "-s", "data.synthetic_train=64", "-s", "data.synthetic_test=32",
+             "-s", "data.synthetic_size=16", "-s", "model.name=resnet8", "-s", "train.epochs=1",
+             "-s", "train.threads=1", "-s", "sieving.fraction=0.25"]
+    r = spfde("flops", *small, "-s", "train.batch_size=65536")
+    assert r.returncode == 0, r.stderr
+    assert ("warning: train.batch_size 65,536 exceeds the 48 training samples an epoch uses after sieving, of 64: "
+            "every epoch is a single step; set train.batch_size to at most 48") in " ".join(r.stderr.split()), r.stderr
+    r = spfde("train", *small, "-s", "train.batch_size=65536")
+    assert r.returncode == 0, r.stderr
+    assert "warning: train.batch_size 65,536 exceeds" in r.stderr
+    assert r.stderr.index("warning: train.batch_size") < r.stderr.index("epoch 1/1")
+    r = spfde("flops", *small, "-s", "train.batch_size=48")
+    assert r.returncode == 0 and "batch_size" not in r.stderr, r.stderr

@@ -220,7 +220,7 @@ def test_trainer_measured_flops_are_what_autograd_computes(
     over: Mapping[str, Any], trainer_cfg: Callable[..., Config]
 ) -> None:
     """A real training run under FlopCounterMode (each kernel scaled by the density its layer's mask holds at that
-    moment; dense weight gradients inside RigL's scoring pass): its count minus the final evaluation is the
+    moment; dense weight gradients in RigL's update batch): its count minus the final evaluation is the
     trainer's measured count, which is the prediction."""
     cfg = trainer_cfg({"sieving.fraction": 0.2, "train.eval_every": 100, "train.precision": "fp32",
                        "train.channels_last": "off", **over})
@@ -229,7 +229,7 @@ def test_trainer_measured_flops_are_what_autograd_computes(
     assert max(p.frozen_prefix_per_epoch) > 0
     density = live_density(tr)
     in_rigl_pass = [False]
-    rigl_pass = tr._rigl_dense_grads
+    rigl_pass = tr._rigl_update_step
 
     def flagged(*args: Any) -> Any:
         in_rigl_pass[0] = True
@@ -238,7 +238,7 @@ def test_trainer_measured_flops_are_what_autograd_computes(
         finally:
             in_rigl_pass[0] = False
 
-    tr._rigl_dense_grads = flagged  # type: ignore[method-assign]
+    tr._rigl_update_step = flagged  # type: ignore[method-assign]
     mapping = density_mapping(tr.model, density, lambda: in_rigl_pass[0])
     with FlopCounterMode(display=False, custom_mapping=mapping) as fc:
         ms = list(tr.epochs())  # evaluates after the last epoch only

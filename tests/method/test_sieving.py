@@ -25,8 +25,9 @@ def present(tracker: ForgettingTracker, history: dict[int, list[bool]]) -> None:
 
 
 def events(tracker: ForgettingTracker, want: dict[int, int]) -> None:
-    """Give sample i exactly want[i] forgetting events, ending correct (so it counts as ever correct)."""
-    present(tracker, {i: [True, False] * c + [True] for i, c in want.items()})
+    """Give sample i exactly want[i] forgetting events in at least two presentations (so it has been compared and
+    is ranked), ending correct (so it counts as ever correct)."""
+    present(tracker, {i: [True, True] + [False, True] * c for i, c in want.items()})
 
 
 def sieve_with(n: int, fraction: float, partial: list[int], queue: list[int]) -> CircularSieve:
@@ -318,3 +319,48 @@ def test_tracker_size_mismatch() -> None:
     s = CircularSieve(10, 0.3, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="tracker"):
         s.step(ForgettingTracker(11), torch.Generator())
+
+
+# ---------------------------------------------------------------- returned samples (issue 34)
+
+
+def test_restart_forgets_what_came_before() -> None:
+    """A restarted sample keeps no events, no "correct" flag and no last presentation: its next presentation is
+    not compared with the one before it left, so it has no chance to forget until a second one."""
+    t = ForgettingTracker(3, window=3)
+    present(t, {0: [True, False, True], 1: [True, False, True], 2: [True, True]})
+    assert t.counts().tolist() == [1, 1, 0] and t.compared().tolist() == [True, True, True]
+    t.restart(torch.tensor([0, 2]))
+    assert t.counts().tolist() == [0, 1, 0] and t.ever_correct().tolist() == [False, True, False]
+    assert t.compared().tolist() == [False, True, False]
+    present(t, {0: [False], 1: [False], 2: [True]})  # 0 was correct before it left: no event now
+    assert t.counts().tolist() == [0, 2, 0] and t.compared().tolist() == [False, True, False]
+    present(t, {0: [True], 2: [False]})  # a second presentation: compared, and 2 forgot
+    assert t.counts().tolist() == [0, 2, 1] and t.compared().tolist() == [True, True, True]
+
+
+def test_just_returned_sample_stays_for_one_step() -> None:
+    """Issue 34: a sample taken back at one step, seen once since and right (0 events), is not the easiest at the
+    next step; a compared sample with 0 events is. Under the old rule both had 0 events and the seed chose."""
+    for seed in range(10):
+        s = sieve_with(6, 0.25, partial=[0, 1, 2, 3], queue=[5, 4])  # m = round(0.25 * 4) = 1
+        t = ForgettingTracker(6, window=3)
+        events(t, {0: 0, 1: 1, 2: 2, 3: 3})
+        s.step(t, torch.Generator().manual_seed(seed))  # 0 leaves, 5 comes back
+        assert s.queue.tolist() == [4, 0] and 5 in s.partial.tolist()
+        t.next_epoch()
+        present(t, {5: [True], 1: [True], 2: [True], 3: [True]})  # one presentation each this epoch
+        s.step(t, torch.Generator().manual_seed(seed))  # 5: 0 events but not yet compared; 1: 1 event, leaves
+        assert sorted(s.queue.tolist()) == [0, 1] and 5 in s.partial.tolist()  # (shuffled: all came back)
+
+
+def test_fresh_samples_leave_last_when_too_few_are_compared() -> None:
+    """The size of the partial set never gives way: with fewer compared samples than m, the rest of the m come
+    from the fresh ones (by their own score: a never-correct one last)."""
+    s = sieve_with(8, 0.5, partial=[0, 1, 2, 3], queue=[4, 5, 6, 7])  # m = 2
+    t = ForgettingTracker(8)
+    events(t, {0: 3})
+    present(t, {1: [True], 2: [False]})  # 1 and 2: one presentation, not compared; 3 never presented
+    s.step(t, torch.Generator().manual_seed(0))
+    assert s.queue.tolist()[-2:][0] == 0  # the compared one first
+    assert s.queue.tolist()[-1] in (1, 3) and 2 in s.partial.tolist()

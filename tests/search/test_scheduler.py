@@ -195,9 +195,14 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
 @pytest.mark.skipif(not any(__import__("pathlib").Path(FMNIST).glob("train-images-idx3-ubyte*")),
                     reason="Fashion-MNIST not installed")
 def test_moasha_joint_search_on_fashion_mnist(tmp_path):
-    """`spfde search --space joint --early-stopping moasha` at train.epochs=3: some trials EARLY_STOPPED, none
-    of them pareto=true in MLflow, no INFEASIBLE freezing target, and search.json's total compute equals the sum
-    of every trial's measured training FLOPs as Ray recorded them (result.json)."""
+    """`spfde search --space joint --early-stopping moasha` at train.epochs=3: some trials EARLY_STOPPED, exactly
+    those the rule stops in the order they reached the rung, none of them pareto=true in MLflow, no INFEASIBLE
+    freezing target, and search.json's total compute equals the sum of every trial's measured training FLOPs as
+    Ray recorded them (result.json).
+
+    One trial at a time (issue 34): whether MOASHA stops a trial depends on which trials reached the rung before
+    it, and with two at once that was a race (once all 6 completed). In trial order, with seeded sampling and
+    seeded single-thread training, the rung sees the same points in the same order on every run."""
     import json
     from pathlib import Path
 
@@ -206,10 +211,11 @@ def test_moasha_joint_search_on_fashion_mnist(tmp_path):
     from typer.testing import CliRunner
 
     from spfde_search.cli import app
+    from spfde_search.pareto import moasha_continues
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["search", "--space", "joint", "--early-stopping", "moasha", "--reduction-factor", "3",
-            "--num-samples", "6", "--max-concurrent", "2", "--seed", "1", "--storage-path", str(tmp_path),
+            "--num-samples", "6", "--max-concurrent", "1", "--seed", "1", "--storage-path", str(tmp_path),
             "--name", "ms", "--tracking-uri", uri, "--num-cpus", "2",
             "--set", "data.name=fashion_mnist", "--set", "data.train_subset=300", "--set", "data.test_subset=200",
             "--set", "train.epochs=3", "--set", "train.eval_every=3", "--set", "train.threads=1"]
@@ -218,6 +224,14 @@ def test_moasha_joint_search_on_fashion_mnist(tmp_path):
     d = Path(tmp_path) / "ms"
     table = pd.read_parquet(d / "trials.parquet")
     assert len(table) == 6
+    # every trial reached rung 1, and the rung stopped exactly those the rule stops in the order they came
+    book = json.loads((d / "moasha_rungs.json").read_text())
+    arrived = list(book["records"]["1"])
+    assert sorted(arrived) == sorted(table["trial_id"]), (arrived, sorted(table["trial_id"]))
+    points = [book["records"]["1"][t] for t in arrived]
+    rule = {t for k, t in enumerate(arrived)
+            if not moasha_continues([p[0] for p in points[: k + 1]], [p[1] for p in points[: k + 1]], 3.0)}
+    assert set(book["stopped"]) == rule == set(table.loc[table["status"] == "EARLY_STOPPED", "trial_id"])
     assert (table["status"] == "EARLY_STOPPED").sum() >= 1, table[["status", "epochs_completed"]]
     assert not table["error"].str.contains("freezing", case=False).any()
     assert "INFEASIBLE" not in set(table["status"])
