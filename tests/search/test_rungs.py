@@ -11,7 +11,14 @@ import pytest
 
 from spfde_search.config import Config, apply_overrides
 from spfde_search.method.flops import predict
-from spfde_search.search.rungs import HalvingBook, grace_from_fraction, promotable, rung_lengths, scale_epochs, shrink
+from spfde_search.search.rungs import (
+    HalvingBook,
+    grace_from_fraction,
+    promotable,
+    rung_lengths,
+    scale_epochs,
+    shrink,
+)
 from tests.conftest import TRAINER_SYNTHETIC
 
 # ---------------------------------------------------------------- rung lengths
