@@ -198,6 +198,16 @@ def search(
         )
         if prep.space.note:
             console.print(f"space {s.space}: {prep.space.note}", highlight=False)
+        if s.fidelity == "schedule":
+            from ..search.halving import resolve_grace
+            from ..search.rungs import rung_lengths
+
+            t = prep.base.train.epochs
+            rungs = rung_lengths(t, resolve_grace(s.grace_period, t), s.reduction_factor)
+            cap = f"; stops proposing past {prep.max_compute:.4g} training FLOPs" if prep.max_compute else ""
+            console.print(f"successive halving over schedule length: rungs of {', '.join(map(str, rungs))} epochs, "
+                          f"the top 1/{s.reduction_factor} of each going up; {s.num_samples} trials = full-length "
+                          f"ones{cap}", highlight=False)
         console.print(describe_tracking(s), highlight=False)
         nval = prep.base.data.val_size or 0
         console.print(f"selecting on validation accuracy ({nval} images, data.val_size); test accuracy is measured "

@@ -63,8 +63,9 @@ class _Progress:
         done = sum(c.get(k, 0) for k in _DONE) - self.rung_trials
         pending = max(self.total - done - len(self.running), 0)
         elapsed = time.monotonic() - self.t0
-        if self.done_this_run and done < self.total:
-            eta = f"ETA ~{_duration(elapsed / self.done_this_run * (self.total - done))}"
+        rate = self.done_this_run if self.full_epochs is None else done  # halving: full-length trials only
+        if rate and done < self.total:
+            eta = f"ETA ~{_duration(elapsed / rate * (self.total - done))}"
         else:
             eta = "ETA after the first trial" if done < self.total else "ETA -"
         return (f"running {len(self.running)}, pending {pending}, done {done} of {self.total} (completed "

@@ -289,9 +289,15 @@ def search_cost(table: pd.DataFrame, wall_seconds: float, before: Mapping[str, A
     flops = table["spent_train_flops"].astype(float).fillna(0.0) if "spent_train_flops" in table else pd.Series(dtype=float)
     secs = table["spent_seconds"].astype(float).fillna(0.0) if "spent_seconds" in table else pd.Series(dtype=float)
     by = {str(k): float(v) for k, v in flops.groupby(table["status"]).sum().items()} if len(table) else {}
+    rung: dict[str, Any] = {}
+    if len(table) and "param.fidelity.epochs" in table:  # --fidelity schedule: what each rung length cost
+        e = table["param.fidelity.epochs"].astype(float)
+        rung = {"train_flops_by_rung_epochs": {str(int(k)): float(v) for k, v in flops.groupby(e).sum().items()},
+                "trials_by_rung_epochs": {str(int(k)): int(v) for k, v in e.value_counts().sort_index().items()}}
     return {
         "train_flops": float(flops.sum()),
         "train_flops_by_status": by,
+        **rung,
         "trial_seconds": float(secs.sum()),
         "wall_seconds": float(wall_seconds) + float((before or {}).get("wall_seconds", 0.0) or 0.0),
         "trials": int(len(table)),

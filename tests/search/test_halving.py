@@ -67,6 +67,7 @@ def test_halving_search_runs_rungs_as_trials_and_fronts_full_length_only(tmp_pat
     meta = json.loads((folder / "search.json").read_text())
     assert meta["status"] == "finished" and meta["front_trial_ids"]
     assert set(meta["front_trial_ids"]) <= set(full["trial_id"])
+    assert meta["cost"]["trials_by_rung_epochs"] == {"1": len(short), "2": len(full)}  # the cost split by rung
     # the rung book agrees with the table
     book = json.loads((folder / "halving_rungs.json").read_text())
     assert book["lengths"] == [1, 2]
