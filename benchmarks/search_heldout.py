@@ -63,12 +63,20 @@ ARMS: dict[str, tuple[str, str]] = {  # arm -> (space, sampler); the paper arms'
     "grid16": ("paper", "random"),
     "headline": ("paper", "random"),
     "joint+tpe": ("joint", "tpe"),
+    # issue 31 part 3: successive halving over schedule length, and the whole paper grid
+    "grid48": ("paper", "random"),
+    "budget+tpe+halving": ("budget", "tpe"),
+    "budget+gp+halving": ("budget", "gp"),
 }
+HALVING_ARMS = ("budget+tpe+halving", "budget+gp+halving")  # --fidelity schedule, --max-compute = grid16's compute
+ALL_GRID_ARM = "grid48"  # every grid point; scored on all its trials (the cut at grid16's compute does not apply)
+PART3_ARMS = ["grid48", "budget+tpe", "budget+tpe+halving"]  # grid16 is read out of grid48 (derive_grid16)
 DEFAULT_ARMS = ["budget+tpe", "budget+gp", "grid16", "headline"]
 GRID_ARM = "grid16"  # the arm whose compute sets each seed's budget
 PAIRS = [("budget+tpe", "grid16"), ("budget+gp", "grid16"), ("budget+tpe", "budget+gp"), ("budget+tpe", "headline"),
          ("budget+gp", "headline"), ("grid16", "headline"), ("joint+tpe", "grid16"), ("joint+tpe", "headline"),
-         ("budget+tpe", "joint+tpe")]
+         ("budget+tpe", "joint+tpe"), ("budget+tpe+halving", "grid16"), ("budget+tpe+halving", "budget+tpe"),
+         ("budget+tpe+halving", "grid48"), ("budget+gp+halving", "grid16"), ("grid48", "grid16")]
 REF = (0.85, 1.0)  # (test accuracy, training-FLOPs ratio) of the hypervolume's reference point
 AT_BUDGETS = (0.05, 0.07, 0.10, 0.14, 0.20)
 SEEDS_NEEDED = 5
@@ -79,6 +87,17 @@ DEFAULTS_RULE = (
     "default space stays `joint`, since no arm was shown better. On the budget space `--sampler auto` becomes GP "
     "only if `budget+gp` beats `budget+tpe`; otherwise it stays TPE (its suggestions cost less CPU). MOASHA's "
     "default follows the rung rule below.")
+HALVING_RULE = (
+    "**Successive halving over schedule length** (issue 31 part 3; rule written before its numbers). Arms: "
+    "`budget+tpe+halving` (`--fidelity schedule`, default rungs, `--max-compute` = what `grid16` spent in the "
+    "seed, so it stops proposing where the grid's compute ends) against `grid16`, `budget+tpe` and `grid48` "
+    "(all 48 points of the paper grid, about three times grid16's compute; scored on ALL its trials, the one "
+    "exception to the cut at grid16's compute; grid16 is read out of grid48's trials at its seeded 16-point "
+    "draw where no grid16 search is stored). Verdicts: (1) halving vs grid16, (2) halving vs budget+tpe, (3) the "
+    "moonshot: verdict 1 holds and the mean of (halving − grid48) is ≥ 0 (its 95 % t interval reported). "
+    "`--fidelity schedule` becomes the default iff verdicts 1 and 3 hold and the within-budget fidelity below "
+    "reaches ρ̄ ≥ 0.4 at some schedule shorter than E. Every arm of a verdict must have run on one trainer "
+    "(the `trainer` stored with each search); a pair that mixes trainers is refused, not judged.")
 KEY_FIELDS = ("model", "train_subset", "test_subset", "val_size", "epochs", "update_interval", "trials",
               "headline_trials")
 
@@ -89,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> Any:
     p.add_argument("--seeds", nargs="+", type=int, default=list(range(SEEDS_NEEDED)),
                    help="paired seeds to run (one per session is fine: the store is additive)")
     p.add_argument("--trials", type=int, default=16, help="trained trials per arm (grid16: grid points drawn)")
+    p.add_argument("--grid-points", type=int, default=None, help="grid48: points run (None: the whole grid)")
+    p.add_argument("--halving-full-max", type=int, default=48,
+                   help="halving arms: -n (full-length trials); --max-compute = grid16's compute ends them first")
     p.add_argument("--headline-trials", type=int, default=None, help="headline points run (None: all of them)")
     p.add_argument("--model", default="resnet8")
     p.add_argument("--train-subset", type=int, default=10000)
@@ -118,10 +140,10 @@ def parse_args(argv: list[str] | None = None) -> Any:
     if a.smoke_test:
         # seed 0: at this toy size GP's model keeps proposing splits that cannot reach the two lowest stratified
         # targets; the searcher then queues them with a random split that reaches them (optuna_search._retry_target)
-        a.trials, a.headline_trials, a.seeds = 2, 2, [0]
+        a.trials, a.headline_trials, a.seeds, a.grid_points, a.halving_full_max = 2, 2, [0], 4, 4
         a.train_subset, a.test_subset, a.val_size, a.epochs, a.update_interval = 128, 100, 64, 2, 1
         a.fidelity_configs, a.fidelity_every, a.fidelity_short, a.fidelity_at = 3, 1, [1], [1]
-        a.within_levels, a.within_configs, a.within_schedules = [0.1, 0.3], 3, [1]
+        a.within_levels, a.within_configs, a.within_schedules, a.within_seeds = [0.15], 3, [1], [0, 1]
     small = [n for n in ("trials", "epochs", "update_interval", "concurrent", "threads", "fidelity_configs",
                          "fidelity_every") if getattr(a, n) < 1]
     if small:
@@ -185,6 +207,8 @@ def arm_points(a: Any, arm: str, base: dict[str, Any], seed: int) -> list[dict[s
     assert grid is not None
     if arm == GRID_ARM:
         return grid_draw(grid, a.trials, seed)
+    if arm == ALL_GRID_ARM:  # every point, in a seeded order (grid16's points are among them)
+        return grid_draw(grid, a.grid_points or 10**6, seed)
     return headline_points(cfg, grid)[: a.headline_trials]
 
 
@@ -260,14 +284,75 @@ def run_searches(a: Any, out: Path, key: str, todo: list[tuple[str, int]]) -> tu
             num_samples=len(points) if points is not None else a.trials, early_stopping="none",
             max_concurrent=a.concurrent, cpus_per_trial=1.0, num_cpus=a.concurrent, storage_path=str(storage),
             gpus_per_trial=(1.0 / a.concurrent) if a.device == "cuda" else 0.0)
+        if arm in HALVING_ARMS:  # as many full-length trials as grid16's compute of this seed buys
+            budget = grid16_compute(out, key, seed, a)
+            if budget is None:
+                raise RuntimeError(f"{arm} seed {seed} needs grid16's (or grid48's) search of seed {seed} first")
+            kw.update(fidelity="schedule", max_compute=f"{budget:.6e}", num_samples=a.halving_full_max)
         settings = SearchSettings(**kw)
         prep = prepare(settings)
         if points is not None:  # the paper arms: exactly these points, in this order
             prep = dataclasses.replace(prep, points=points)
         used = resolve_sampler(sampler, prep.space, settings.num_samples)[0]
-        return settings, prep, {"space": space, "sampler": used, "points": json.dumps(points) if points else ""}
+        return settings, prep, {"space": space, "sampler": used, "points": json.dumps(points) if points else "",
+                                "trainer": trainer_version()}
 
     return sq.run_stored(a, out, key, todo, make)
+
+
+def trainer_version() -> str:
+    """The commit the trainer ran from, stored with every search row: a verdict never mixes trainers."""
+    from _within import trainer_version as tv
+
+    return tv()
+
+
+def derive_grid16(searches: Any, trials: Any, a: Any) -> tuple[Any, Any]:
+    """Where a seed has ``grid48`` but no ``grid16`` search, ``grid16`` is grid48's trials at the seeded 16-point
+    draw (``grid_draw(grid, a.trials, seed)``): the same points a grid16 search would enqueue; its compute is what
+    those trials spent. Returns (searches, trials) with the derived rows added (``derived`` = True)."""
+    import pandas as pd
+
+    from search_spaces import resolve_space
+    from spfde_search.config import Config
+
+    if not len(searches) or ALL_GRID_ARM not in set(searches["method"]):
+        return searches, trials
+    have16 = set(searches.loc[searches["method"] == GRID_ARM, "seed"].astype(int))
+    new_s, new_t = [], []
+    for r in searches[searches["method"] == ALL_GRID_ARM].to_dict("records"):
+        seed = int(r["seed"])
+        if seed in have16:
+            continue
+        grid = resolve_space("paper", Config.parse(base_config(a, seed))).grid
+        assert grid is not None
+        mine = trials[(trials["method"] == ALL_GRID_ARM) & (trials["seed"] == seed)]
+
+        def match(row: Any, p: dict[str, Any]) -> bool:
+            return all(np.isclose(float(row[f"param.{k}"]), float(v)) if isinstance(v, float)
+                       else row[f"param.{k}"] == v for k, v in p.items())
+
+        pick = [i for p in grid_draw(grid, a.trials, seed) for i, row in mine.iterrows() if match(row, p)]
+        sub16 = mine.loc[sorted(set(pick))].assign(method=GRID_ARM)
+        new_t.append(sub16)
+        new_s.append({**r, "method": GRID_ARM, "trials": len(sub16), "derived": True,
+                      "compute": float(sub16["spent_train_flops"].astype(float).fillna(0).sum()),
+                      "trial_seconds": float(sub16["spent_seconds"].astype(float).fillna(0).sum())})
+    if not new_s:
+        return searches, trials
+    return (pd.concat([searches, pd.DataFrame(new_s)], ignore_index=True),
+            pd.concat([trials, *new_t], ignore_index=True))
+
+
+def grid16_compute(out: Path, key: str, seed: int, a: Any) -> float | None:
+    """The training FLOPs grid16 spent in ``seed`` (stored, or derived from grid48), None if neither is stored."""
+    s, t = sq.load(out, "searches"), sq.load(out, "trials")
+    if not len(s) or "settings" not in s.columns:
+        return None
+    s, t = s[s["settings"] == key], t[t["settings"] == key]
+    s, t = derive_grid16(s, t, a)
+    hit = s[(s["method"] == GRID_ARM) & (s["seed"] == seed)]
+    return float(hit["compute"].iloc[0]) if len(hit) else None
 
 
 # ---------------------------------------------------------------- the report
@@ -285,6 +370,7 @@ def evaluate(searches: Any, trials: Any) -> list[dict[str, Any]]:
         arm, seed = str(r["method"]), int(r["seed"])
         mine = trials[(trials["method"] == arm) & (trials["seed"] == seed)]
         row: dict[str, Any] = {"arm": arm, "seed": seed, "trials": len(mine), "seconds": float(r["seconds"]),
+                               "trainer": _text(r.get("trainer")) or "before trainer versions were stored",
                                "trial_seconds": float(r["trial_seconds"]), "compute": float(r["compute"]),
                                "c_grid": grid_c.get(seed, float("nan")), "hv": float("nan"), "front": 0,
                                "ended": 0, "bias": float("nan"), **{f"at_{b}": float("nan") for b in AT_BUDGETS}}
@@ -295,10 +381,14 @@ def evaluate(searches: Any, trials: Any) -> list[dict[str, Any]]:
             row["hv"] = 0.0
             continue
         spent, _, _ = sq.curve(mine)
-        ended = sq.ended_by(mine, spent, grid_c[seed])
+        # grid48 is scored on all of its trials: it is the reference at three times grid16's compute
+        ended = (np.ones(len(mine), dtype=bool) if arm == ALL_GRID_ARM else sq.ended_by(mine, spent, grid_c[seed]))
         val, test = mine["val_accuracy"].to_numpy(float), mine["test_accuracy"].to_numpy(float)
         ratio = mine["flops_ratio"].to_numpy(float)
         sel = validation_front(val, ratio, front_candidates(mine).to_numpy(bool) & ended)
+        full = front_candidates(mine).to_numpy(bool)  # halving: the full-length trials, and where they lie
+        row.update(full_length=int(full.sum()), full_ratio_span=(
+            f"{ratio[full].min():.3g}–{ratio[full].max():.3g}" if full.any() else "–"))
         row.update(hv=heldout_hypervolume(test, ratio, sel), front=int(sel.sum()), ended=int(ended.sum()),
                    bias=float(np.mean(val[sel] - test[sel])) if sel.any() else float("nan"))
         for b in AT_BUDGETS:
@@ -313,8 +403,14 @@ def report_body(a: Any, rows: list[dict[str, Any]], searches: Any, fidelity_md: 
     hv = {m: {r["seed"]: r["hv"] for r in rows if r["arm"] == m and r["hv"] == r["hv"]} for m in arms}
     seeds = sorted({r["seed"] for r in rows})
     verdicts, ptable = [], []
+    trainer = {(r["arm"], r["seed"]): r.get("trainer") for r in rows}
     for x, y in PAIRS:
         if x in hv and y in hv:
+            mixed = {str(trainer[(m, s)]) for m in (x, y) for s in set(hv[x]) & set(hv[y])}
+            if len(mixed) > 1:  # rows stored before the trainer was recorded read as "nan": one old trainer
+                verdicts.append(f"{x} − {y}: REFUSED, the arms ran on different trainers ({', '.join(sorted(mixed))})"
+                                "; rerun the older arm on the current trainer")
+                continue
             line, prow = paired_verdict(hv[x], hv[y], x, y)
             verdicts.append(line)
             ptable.append(prow)
@@ -331,7 +427,9 @@ def report_body(a: Any, rows: list[dict[str, Any]], searches: Any, fidelity_md: 
              f"{sum(r['seconds'] for r in rows if r['arm'] == m) / 3600:.2f}",
              f"{sum(r['trial_seconds'] for r in rows if r['arm'] == m) / 3600:.2f}",
              _spread((r["trial_seconds"] / max(r["trials"], 1) / 60 for r in rows if r["arm"] == m), ".1f"),
-             _spread(r["compute"] / r["c_grid"] for r in rows if r["arm"] == m and r["c_grid"] > 0)]
+             _spread(r["compute"] / r["c_grid"] for r in rows if r["arm"] == m and r["c_grid"] > 0),
+             _spread((r.get("full_length", float("nan")) for r in rows if r["arm"] == m), ".0f"),
+             "; ".join(str(r.get("full_ratio_span", "–")) for r in rows if r["arm"] == m)]
             for m in arms]
     n_runs = {m: sum(r["arm"] == m for r in rows) for m in arms}
     wanted = [(m, s) for s in range(SEEDS_NEEDED) for m in DEFAULT_ARMS]
@@ -357,6 +455,8 @@ def report_body(a: Any, rows: list[dict[str, Any]], searches: Any, fidelity_md: 
         "Nothing that selects reads test accuracy; no setting was chosen from these numbers.",
         "",
         DEFAULTS_RULE,
+        "",
+        HALVING_RULE,
         "",
         f"Setting: {size}. Seed s is the sampler seed and the config's `seed`, which also draws the training subset "
         f"and validation split (the code ties them), so each seed has its own {a.train_subset} training and "
@@ -386,7 +486,7 @@ def report_body(a: Any, rows: list[dict[str, Any]], searches: Any, fidelity_md: 
         "Cost per arm (on CPU FLOPs and time differ, so both):",
         "",
         C.md_table(["arm", "searches", "trials", "wall (h)", "trial-hours", "minutes per trial",
-                    "compute (× grid16's, same seed)"], wall),
+                    "compute (× grid16's, same seed)", "full-length trials", "their FLOPs ratios (per seed)"], wall),
         "",
         f"- Run: {len(rows)} stored searches ({', '.join(f'{m} × {n_runs[m]}' for m in arms)}) of these "
         f"settings, {searches['seconds'].sum() / 3600:.1f} h of wall time in all.",
@@ -469,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     has = len(searches) and "settings" in searches.columns and (searches["settings"] == key).any()
     searches = searches[searches["settings"] == key] if has else searches
     trials = trials[trials["settings"] == key] if has else trials
+    if has:
+        searches, trials = derive_grid16(searches, trials, a)
     rows = evaluate(searches, trials) if has else []
     if rows:
         C.save_rows(rows, out, "heldout_report")

@@ -421,12 +421,17 @@ def test_search_heldout_smoke_stores_resumes_and_reports(tmp_path: Path) -> None
     assert len(grid) == 2 and grid["val_accuracy"].notna().all()
     fid = pd.read_parquet(out / "fidelity.parquet")
     assert fid["config_id"].nunique() == 3 and set(fid["schedule"]) == {1, 2}
+    within = pd.read_parquet(out / "within.parquet")  # issue 31 part 1: 3 configs at one level x 2 lengths x 2 seeds
+    assert len(within) == 12 and set(within["schedule"]) == {1, 2} and set(within["seed"]) == {0, 1}, within
+    assert (within["level"] == 0.15).all() and within["trainer"].notna().all()
     # a rerun trains nothing: every search and fidelity run is stored
     _, log = smoke("search_heldout", tmp_path, timeout=600)
     assert "skipped 4 search(es) already stored" in log and "fidelity: 6 run(s) stored, 0 to train" in log, log[-2000:]
+    assert "within: 12 run(s) stored, 0 to train" in log, log[-2000:]
     assert len(pd.read_parquet(out / "searches.parquet")) == 4 and len(pd.read_parquet(out / "fidelity.parquet")) == len(fid)
     _, log = smoke("search_heldout", tmp_path, timeout=300, extra=("--report",))
     assert "no verdict: 1 of 5 seeds" in log and "MOASHA's first rung" in log, log[-2000:]
+    assert "**Within-budget fidelity**" in log and "noise ceiling" in log, log[-2000:]
     section = (out / "section.md").read_text()
     assert section.startswith("**Rule (fixed before measuring).**")  # the rule before any number
     assert section.index("**Rule") < section.index("| seed |") and "Not run: " in section and "--report" in section

@@ -126,19 +126,29 @@ def _halving_class() -> type:
         def _fits(self, flops: float) -> bool:
             return self.max_compute is None or self.spent + flops <= self.max_compute
 
+        def _wait_or_stop(self, reason: str) -> str | None:
+            """Past --max-compute no new config starts; running trials may still yield a promotion that fits,
+            so wait for them (None: Tune asks again when one ends), and stop once none is running."""
+            self.no_new = True
+            if any(t["state"] == "running" for t in self.book.trials.values()):
+                return None
+            return self._stop(reason)
+
         def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]
             if self.book.full_count() >= self.num_samples:
                 return Searcher.FINISHED
             job = self.book.next_job()
-            if job is not None:
+            while job is not None:
                 config, rung = job
                 params, flops = rung_params(self.book, self.base, config, rung)
-                if not self._fits(flops):
-                    self.book.queue.insert(0, job)
-                    self._save_book()
-                    return self._stop(f"--max-compute reached: the next trial (config {config}, rung {rung}) "
-                                      "would pass it")
-                return self._start(trial_id, config, rung, params, flops)
+                if self._fits(flops):
+                    return self._start(trial_id, config, rung, params, flops)
+                # spent only grows: this job never fits; it is given up, and a smaller one may still fit
+                self.book.give_up(config, rung)
+                self._save_book()
+                job = self.book.next_job()
+            if getattr(self, "no_new", False):
+                return self._wait_or_stop("--max-compute reached: no further trial fits")
             cfg = self.inner.suggest(trial_id)
             if not isinstance(cfg, dict):
                 return cfg
@@ -147,7 +157,7 @@ def _halving_class() -> type:
             config = self.book.add_config(cfg, full_flops, source=trial_id)
             params, flops = rung_params(self.book, self.base, config, 0)
             if not self._fits(flops):
-                return self._stop("--max-compute reached: the next first-rung trial would pass it")
+                return self._wait_or_stop("--max-compute reached: no further trial fits")
             return self._start(trial_id, config, 0, params, flops)
 
         def _start(self, trial_id: str, config: int, rung: int, params: dict[str, Any], flops: float) -> dict:

@@ -170,6 +170,7 @@ class HalvingBook:
     configs: list[dict[str, Any]] = field(default_factory=list)  # {"params", "full_flops", "source"}
     trials: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial id -> {"config", "rung", "acc", "state"}
     queue: list[tuple[int, int]] = field(default_factory=list)  # (config, rung) to run again
+    given_up: list[tuple[int, int]] = field(default_factory=list)  # (config, rung) promotions past --max-compute
 
     @property
     def top(self) -> int:
@@ -202,7 +203,11 @@ class HalvingBook:
 
     def started(self, config: int, rung: int) -> bool:
         return any(t["config"] == config and t["rung"] == rung for t in self.trials.values()) or \
-            (config, rung) in self.queue
+            (config, rung) in self.queue or (config, rung) in self.given_up
+
+    def give_up(self, config: int, rung: int) -> None:
+        """A job that will never fit the compute cap: never offered again."""
+        self.given_up.append((int(config), int(rung)))
 
     def next_job(self) -> tuple[int, int] | None:
         """(config, rung) to run next: a requeued one, else the best promotion from the highest rung that has one
@@ -226,11 +231,12 @@ class HalvingBook:
 
     def to_json(self) -> dict[str, Any]:
         return {"lengths": self.lengths, "eta": self.eta, "configs": self.configs, "trials": self.trials,
-                "queue": [list(q) for q in self.queue]}
+                "queue": [list(q) for q in self.queue], "given_up": [list(q) for q in self.given_up]}
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> HalvingBook:
         trials = {k: {**v, "acc": float("nan") if v.get("acc") is None else float(v["acc"])}
                   for k, v in dict(doc.get("trials") or {}).items()}
         return cls([int(x) for x in doc["lengths"]], float(doc["eta"]), list(doc.get("configs") or []), trials,
-                   [(int(c), int(r)) for c, r in doc.get("queue") or []])
+                   [(int(c), int(r)) for c, r in doc.get("queue") or []],
+                   [(int(c), int(r)) for c, r in doc.get("given_up") or []])

@@ -193,3 +193,17 @@ def test_book_round_trips_through_json_and_requeues_lost_trials() -> None:
     assert "a" in back.trials and "c" not in back.trials
     assert back.next_job() == (2, 0)
     assert back.started(2, 0) is False
+
+
+def test_a_job_given_up_is_never_offered_again_and_counts_nowhere() -> None:
+    book = HalvingBook([1, 2], 2.0)
+    for i, acc in enumerate([0.9, 0.5]):
+        book.add_config({"x": i}, 1.0 + i)
+        book.start(f"t{i}", i, 0)
+        book.finish(f"t{i}", acc)
+    job = book.next_job()
+    assert job == (0, 1)
+    book.give_up(*job)  # past --max-compute
+    assert book.next_job() is None and book.full_count() == 0
+    back = HalvingBook.from_json(json.loads(json.dumps(book.to_json())))
+    assert back.given_up == [(0, 1)] and back.next_job() is None
