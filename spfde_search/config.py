@@ -2,7 +2,7 @@
 
 Search spaces use these same dotted paths as parameter names, so a trial's config is the base config plus
 its sampled values and an exported config is exactly what the trial ran. Unknown keys are rejected and
-every error names the field and its allowed range. Choices marked (ours) in SPFDE.md are fields here.
+every error names the field and its allowed range. Choices marked (ours) in docs/method.md are fields here.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class DataConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1, le=10_000, description="T, training epochs")
     batch_size: int = Field(128, ge=1, le=65_536)
-    lr: float = Field(0.1, gt=0, le=10, description="peak learning rate eta0 (cosine decay, SPFDE.md §3)")
+    lr: float = Field(0.1, gt=0, le=10, description="peak learning rate eta0 (cosine decay, docs/method.md §3)")
     lr_min: float = Field(0.0, ge=0, le=10, description="eta_min at the end of each cosine")
     warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs before the cosine (ours)")
     momentum: float = Field(0.9, ge=0, lt=1)

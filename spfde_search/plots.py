@@ -10,7 +10,7 @@ parameter list and "knee" read the same everywhere.
   frontier as a table). No scripts, so it renders inside MLflow's sandboxed artifact viewer at once; the old
   plotly page inlined 4.6 MB of plotly.js.
 
-The paper's hand-picked schedules (SPFDE.md §6) are marked where a trial ran exactly that schedule.
+The paper's hand-picked schedules (docs/method.md §6) are marked where a trial ran exactly that schedule.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ __all__ = [
     "frontier_figure", "frontier_png", "frontier_html", "brief",
 ]
 
-# The paper's hand-picked points (SPFDE.md §6; the headline points of search_spaces' `paper` set), as the
+# The paper's hand-picked points (docs/method.md §6; the headline points of search_spaces' `paper` set), as the
 # config values that define them.
 PAPER_POINTS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("MEST 90%", {"sparsity.algorithm": "mest", "sparsity.ratio": 0.9,

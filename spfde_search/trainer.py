@@ -1,4 +1,4 @@
-"""The SpFDE trainer: sparse training + progressive layer freezing + circular data sieving (SPFDE.md §1-5).
+"""The SpFDE trainer: sparse training + progressive layer freezing + circular data sieving (docs/method.md §1-5).
 
 It knows nothing of Ray or MLflow: it yields :class:`EpochMetrics` after every epoch and can checkpoint and
 resume its full state. Every random choice comes from a generator seeded by (seed, purpose, epoch), so a run
@@ -195,7 +195,7 @@ class Trainer:
         return ep, grown, sieved
 
     def _rigl_dense_grads(self, e: int, prefix: int) -> dict[str, torch.Tensor]:
-        """RigL grows by the dense gradient of one batch; its cost is counted (SPFDE.md §5). Frozen units run
+        """RigL grows by the dense gradient of one batch; its cost is counted (docs/method.md §5). Frozen units run
         in eval mode, as in training; active BatchNorm layers keep their running statistics (momentum 0)."""
         idx = self.partial_indices()
         gen = seeded_generator(self.cfg.seed, "rigl", e)

@@ -28,7 +28,7 @@ def error_of(data: dict) -> str:
     return str(e.value)
 
 
-# ---------------------------------------------------------------- defaults follow SPFDE.md
+# ---------------------------------------------------------------- defaults follow docs/method.md
 
 
 def test_defaults_are_the_papers_choices() -> None:
@@ -65,7 +65,7 @@ def test_integer_range_message() -> None:
 
 
 def test_sieving_window_is_validated() -> None:
-    """SPFDE.md §4: the forgetting window W is a config option (None or 0 = max(delta tau, 3))."""
+    """docs/method.md §4: the forgetting window W is a config option (None or 0 = max(delta tau, 3))."""
     assert Config.parse({}).sieving.window is None
     assert Config.parse({"sieving": {"window": 4}}).sieving.window == 4
     for bad in (-1, 10_001, "three"):

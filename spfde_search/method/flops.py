@@ -1,4 +1,4 @@
-"""Training-FLOPs accounting (SPFDE.md §5), predicted from the config alone.
+"""Training-FLOPs accounting (docs/method.md §5), predicted from the config alone.
 
 Convention: FLOPs = 2 x multiply-accumulates of conv and linear layers (as ``torch.utils.flop_counter``).
 Per sample and layer, what autograd computes (:func:`layer_cost`, the one place of this rule): forward F*d; if the
@@ -164,7 +164,7 @@ def held_forward(profile: ModelProfile, r: LayerRef, counts: Mapping[str, int]) 
 def layer_cost(
     profile: ModelProfile, r: LayerRef, counts: Mapping[str, int], frozen_prefix: int, dense_weight_grad: bool = False
 ) -> int:
-    """Training FLOPs of one layer for one sample, as autograd computes them (SPFDE.md §5): forward F*d; if the
+    """Training FLOPs of one layer for one sample, as autograd computes them (docs/method.md §5): forward F*d; if the
     layer is active, its weight gradient (F*d, or F for RigL's dense-gradient pass) and its input gradient F*d
     unless the input needs none (a layer reading the first active unit's input: image or frozen prefix output);
     0 backward if frozen. Golden-tested against FlopCounterMode over a real forward + backward."""
@@ -290,7 +290,7 @@ def plan_all(cfg: Config, profile: ModelProfile, spec: DatasetSpec) -> Plans:
     t, dtau = cfg.train.epochs, cfg.train.update_interval
     dens = layer_densities(profile.layers, cfg.sparsity)
     targets = {r.name: round(dens[r.name] * r.numel) for r in profile.layers if r.name in dens}
-    samples = partial_size(spec.num_train, cfg.sieving.fraction)  # |partial set|, SPFDE.md §4
+    samples = partial_size(spec.num_train, cfg.sieving.fraction)  # |partial set|, docs/method.md §4
     k = freezable_unit_count(profile.unit_depths, profile.total_depth, cfg.freezing.freeze_fraction)
     off = plan_freezing(cfg.freezing.model_copy(update={"target_flops_reduction": 0.0, "start_epoch": None}),
                         t, dtau, profile.num_units, k, [], 0.0)

@@ -25,7 +25,7 @@ FINAL_METRICS = (
     "saved_sparsity", "saved_freezing", "saved_sieving", "freeze_start_epoch", "epochs_completed", "wall_seconds",
     "run_train_flops", "run_flops_ratio",
 )
-# trials.parquet column -> MLflow metric name (absolute training FLOPs saved, SPFDE.md §5)
+# trials.parquet column -> MLflow metric name (absolute training FLOPs saved, docs/method.md §5)
 _METRIC_NAME = {"saved_sparsity": "flops_saved_sparsity", "saved_freezing": "flops_saved_freezing",
                 "saved_sieving": "flops_saved_sieving"}
 # Keys of a reported result that are not per-epoch training metrics: Ray's own, and per-trial constants

@@ -1,4 +1,4 @@
-"""Training-FLOPs accounting (SPFDE.md §5).
+"""Training-FLOPs accounting (docs/method.md §5).
 
 - dense per-layer forward FLOPs match ``torch.utils.flop_counter.FlopCounterMode`` exactly, layer by layer;
 - the prediction from the config alone is hand-checked on simple schedules (backward as autograd computes it:
