@@ -44,6 +44,7 @@ from .wording import (
     knee_trial,
     paper_point_label,
     point_label,
+    realised_text,
     selection_note,
 )
 
@@ -54,7 +55,7 @@ if TYPE_CHECKING:  # pandas/matplotlib load lazily: ``format_flops`` serves ``sp
 __all__ = [
     "PAPER_POINTS", "CHANCE_MARGIN", "paper_point_label", "point_label", "format_flops", "format_accuracy",
     "display_params", "format_params", "json_object", "chance_accuracy", "chance_of_config", "chance_warning",
-    "knee_trial", "selection_note", "answer_table", "brief", "plot_table",
+    "knee_trial", "selection_note", "answer_table", "brief", "plot_table", "realised_text",
     "frontier_figure", "frontier_png", "frontier_html", "hypervolume_figure", "hypervolume_png",
 ]
 
@@ -324,6 +325,8 @@ def _hover(r: Mapping[str, Any]) -> str:
              f"training FLOPs {format_flops(r.get('train_flops'))} ({float(r['flops_ratio']):.4f}x dense)"]
     if r.get("run_id"):
         lines.append(f"MLflow run {r['run_id']}")
+    if realised_text(r):
+        lines.append(f"realised: {realised_text(r)}")
     sampled = {k: v for k, v in json_object(r.get("params")).items() if v is not None}
     lines += ["sampled:", *(f"  {k} = {v}" for k, v in sampled.items())] if sampled else []
     if r.get("paper_point"):
@@ -376,14 +379,14 @@ def frontier_html(trials: pd.DataFrame, path: str | Path, title: str | None = No
     for _, r in front.iterrows():
         cells = ["knee" if r["knee"] else "", r.get("trial_id", ""), r.get("label", ""),
                  format_accuracy(r.get("val_accuracy")), format_accuracy(r.get("test_accuracy")),
-                 format_flops(r.get("train_flops")), f"{float(r['flops_ratio']):.4f}"]
+                 format_flops(r.get("train_flops")), f"{float(r['flops_ratio']):.4f}", realised_text(r)]
         params = "<br>".join(html.escape(p) for p in format_params(r.get("params"), base, sep="\0").split("\0"))
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + f"<td>{params}</td>"
                     + "".join(f"<td>{html.escape(str(c))}</td>" for c in (r.get("paper_point", ""),
                                                                           r.get("run_id", ""))) + "</tr>")
     warn = chance_warning(df[selected_on(trials)].max() if len(df) else None, chance)
     head = html.escape(_title(trials, title)).replace("\n", "<br>")
-    names = ("knee", "trial", "what", "val acc", "test acc", "training FLOPs", "ratio to dense", "parameters",
+    names = ("knee", "trial", "what", "val acc", "test acc", "training FLOPs", "ratio to dense", "realised", "parameters",
              "paper point", "MLflow run")
     cols = "".join(f"<th>{c}</th>" for c in names)
     page = f"""<!DOCTYPE html>

@@ -14,6 +14,7 @@ from test_tracking_support import make_config, make_records
 
 from spfde_search.plots import (
     PAPER_POINTS,
+    answer_table,
     brief,
     chance_accuracy,
     chance_warning,
@@ -28,8 +29,10 @@ from spfde_search.plots import (
     paper_point_label,
     plot_table,
     point_label,
+    realised_text,
 )
 from spfde_search.tracking import frontier_flags
+from spfde_search.wording import realised
 
 
 def _table(extra: list[dict] | None = None) -> pd.DataFrame:
@@ -275,3 +278,47 @@ def test_brief_cuts_between_words_and_keeps_both_ends():
     head, tail = out.split(" … ")
     assert all(w in text.split() for w in [*head.split(), *tail.split()])  # whole words only
     assert brief("x" * 500, 90).startswith("x" * 60) and len(brief("x" * 500, 90)) <= 90  # one huge word: cut
+
+
+def _realised_row() -> dict:
+    """A trial sampled at x 0.17, y 0.2 that saved 24% by freezing (T_frz rounds down) and 20% by sieving."""
+    cfg = make_config(**{"freezing.target_flops_reduction": 0.17, "sieving.fraction": 0.2, "train.precision": "bf16"})
+    return {"trial_id": "r1", "status": "COMPLETED", "full_budget": True, "test_accuracy": 0.8,
+            "train_flops": 76.0, "saved_freezing": 24.0, "saved_sieving": 25.0, "held_sparsity": 0.9,
+            "flops_ratio": 0.2, "params": json.dumps({"sieving.fraction": 0.2}), "config": json.dumps(cfg)}
+
+
+def test_realised_savings_beside_the_sampled_targets():
+    got = realised(_realised_row())
+    assert got["freezing"] == pytest.approx(24 / 100)  # against the same run without freezing
+    assert got["sieving"] == pytest.approx(25 / 125)  # against the sparse run on the full set
+    assert got["sparsity"] == pytest.approx(0.9)
+    assert realised_text(_realised_row()) == \
+        "froze 24.0% (x 0.17), sieved 20.0% (y 0.2), held 90.0% sparse (target 90%), precision bf16"
+    assert np.isnan(realised({"train_flops": float("nan")})["freezing"])
+    no_freeze = {**_realised_row(), "saved_freezing": 0.0, "saved_sieving": 0.0, "config": json.dumps(make_config())}
+    assert realised_text(no_freeze).startswith("held 90.0% sparse")  # nothing frozen nor sieved: not said
+
+
+def test_tables_plots_and_pages_show_what_a_trial_realised(tmp_path):
+    from rich.console import Console
+
+    df = pd.DataFrame([{**_realised_row(), "pareto": True}])
+    console = Console(width=250, record=True)
+    console.print(answer_table(df, "front", knee="r1"))
+    text = console.export_text()
+    assert "froze 24.0% (x 0.17)" in text and "precision bf16" in text and "realised" in text
+    page = frontier_html(df, tmp_path / "r.html").read_text()
+    assert page.count("froze 24.0% (x 0.17), sieved 20.0% (y 0.2)") == 2  # hover card and frontier table
+
+
+def test_trials_parquet_keeps_the_held_sparsity():
+    """trials.parquet's ``held_sparsity`` is 1 - the density the sparse layers held at the last reported epoch."""
+    from types import SimpleNamespace
+
+    from spfde_search.search.results import TRIAL_COLUMNS, trial_row
+
+    assert "held_sparsity" in TRIAL_COLUMNS
+    result = {"epoch": 2, "epochs_total": 2, "density": 0.115, "train_flops": 1.0, "test_accuracy": 0.5}
+    trial = SimpleNamespace(trial_id="a", status="TERMINATED", config={"sparsity.ratio": 0.9}, last_result=result)
+    assert trial_row(trial, make_config())["held_sparsity"] == pytest.approx(0.885)

@@ -33,7 +33,7 @@ TRIAL_COLUMNS = [
     "predicted_train_flops", "dense_train_flops", "flops_ratio", "saved_sparsity", "saved_freezing",
     "saved_sieving", "freeze_start_epoch", "wall_seconds", "error", "node_ip", "node_id", "params", "config",
     "run_train_flops", "run_flops_ratio", "ray_status", "started_at", "finished_at",
-    "spent_train_flops", "spent_seconds",
+    "spent_train_flops", "spent_seconds", "held_sparsity",
 ]
 __all__ = ["HV_COMPUTE_CSV", "HV_COMPUTE_PNG", "STATUSES", "TRIAL_COLUMNS", "compute_curve", "front_hypervolume", "front_table",
            "load_rows", "load_trials", "pareto_front", "rows_to_arrow", "search_cost", "trial_row", "write_compute_curve",
@@ -163,6 +163,8 @@ def trial_row(trial: Any, base: Mapping[str, Any], ray_status: str | None = None
         "saved_sparsity": _num(r, "saved_sparsity"),
         "saved_freezing": _num(r, "saved_freezing"),
         "saved_sieving": _num(r, "saved_sieving"),
+        # what the sparse layers held at the last epoch (1 - density; above the target while a soft bound holds)
+        "held_sparsity": 1.0 - _num(r, "density") if trained and epochs > 0 else float("nan"),
         "freeze_start_epoch": None if fse is None or fse == -1 or (isinstance(fse, float) and math.isnan(fse)) else int(fse),
         "wall_seconds": _num(r, "wall_seconds") if r else float("nan"),
         "error": error,
