@@ -331,6 +331,20 @@ def field_paths() -> list[str]:
     return paths
 
 
+def _path_hint(path: str) -> str:
+    """The closest valid paths to a typo; with none close, the keys of its section or the sections."""
+    from .choices import did_you_mean
+
+    hint = did_you_mean(path, field_paths())
+    if hint:
+        return hint
+    section = path.split(".", 1)[0]
+    keys = [p for p in field_paths() if p.startswith(section + ".")]
+    if keys:
+        return f"keys of {section}: {', '.join(keys)}"
+    return f"sections: {', '.join(_section_models())}"
+
+
 def field_info(path: str) -> FieldInfo:
     """Bounds and kind of one dotted config path; KeyError naming the valid paths if unknown."""
     parts = path.split(".")
@@ -340,7 +354,7 @@ def field_info(path: str) -> FieldInfo:
     elif len(parts) == 2 and parts[0] in sections and parts[1] in sections[parts[0]].model_fields:
         f = sections[parts[0]].model_fields[parts[1]]
     else:
-        raise KeyError(f"unknown config path {path!r}; valid paths: {', '.join(field_paths())}")
+        raise KeyError(f"unknown config path {path!r}; {_path_hint(path)}")
     ann: Any = f.annotation
     optional = False
     args = getattr(ann, "__args__", ())
@@ -381,7 +395,10 @@ def format_validation_error(e: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             parent = loc.rsplit(".", 1)[0] if "." in loc else ""
             valid = [p for p in field_paths() if p.startswith(parent + ".")] if parent else list(Config.model_fields)
-            lines.append(f"{loc}: unknown key; valid keys here: {', '.join(valid)}")
+            from .choices import did_you_mean
+
+            hint = did_you_mean(loc, valid) or f"valid keys here: {', '.join(valid)}"
+            lines.append(f"{loc}: unknown key; {hint}")
             continue
         hint = ""
         try:

@@ -82,7 +82,9 @@ def test_unknown_top_level_key_lists_sections() -> None:
 
 def test_unknown_nested_key_lists_section_fields() -> None:
     msg = error_of({"sparsity": {"rato": 0.9}})
-    assert "sparsity.rato: unknown key" in msg
+    assert "sparsity.rato: unknown key; did you mean 'sparsity.ratio'?" in msg  # the closest key, not all
+    msg = error_of({"sparsity": {"qqqq": 0.9}})  # nothing close: the keys of that section
+    assert "sparsity.qqqq: unknown key" in msg
     assert "sparsity.ratio" in msg and "sparsity.algorithm" in msg
     assert "train.lr" not in msg  # only the keys of that section
 
@@ -192,8 +194,30 @@ def test_parse_overrides_needs_equals() -> None:
 
 
 def test_apply_overrides_unknown_path() -> None:
-    with pytest.raises(ConfigError, match="unknown config path 'foo.bar'.*sparsity.ratio"):
+    with pytest.raises(ConfigError, match="unknown config path 'foo.bar'; sections: model, data, train, sparsity"):
         apply_overrides({}, {"foo.bar": 1})
+
+
+@pytest.mark.parametrize("typo, hint", [
+    ("sparsity.ration", "did you mean 'sparsity.ratio'?"),
+    ("sieve.fraction", "did you mean 'sieving.fraction'?"),  # a wrong section, a right key
+    ("ratio", "did you mean 'sparsity.ratio'?"),  # the key alone
+    ("train.epoch", "did you mean 'train.epochs'?"),
+    ("freezing.target", "did you mean 'freezing.target_flops_reduction'?"),  # cut short
+    ("sparsity.zzzzz", "keys of sparsity: sparsity.algorithm, sparsity.ratio,"),  # nothing close: its section
+])
+def test_a_typo_gets_the_closest_paths_not_all_of_them(typo: str, hint: str) -> None:
+    """Issue 33 item 9: the closest names (difflib), instead of every one of the config's paths."""
+    with pytest.raises(ConfigError) as e:
+        apply_overrides({}, {typo: 1})
+    msg = str(e.value)
+    assert msg.startswith(f"unknown config path {typo!r}; {hint}"), msg
+    assert "data.root" not in msg  # not the list of every path
+
+
+def test_an_unknown_key_in_a_config_file_gets_the_closest_one() -> None:
+    with pytest.raises(ConfigError, match=r"sparsity.ration: unknown key; did you mean 'sparsity.ratio'\?"):
+        Config.parse({"sparsity": {"ration": 0.9}})
 
 
 def test_apply_overrides_does_not_mutate() -> None:
