@@ -220,6 +220,23 @@ def simulate(profile: ModelProfile, run: RunPlan, samples_per_epoch: int, batch_
     )
 
 
+def eval_flops(profile: ModelProfile, run: RunPlan, num_val: int, num_test: int) -> dict[str, int]:
+    """Forward FLOPs of the evaluation passes the epoch plan schedules (docs/method.md §5: reported apart, never
+    training FLOPs), as the trainer runs them: with a validation split, validation after every evaluated epoch
+    and test once after the last; without one, test after every evaluated epoch. Each pass is the forward at the
+    densities held that epoch, F*d per sample. Extra rung evaluations a scheduler asks for are not included."""
+    out = {"validation": 0, "test": 0}
+    last = len(run.epochs) - 1
+    for i, ep in enumerate(run.epochs):
+        fwd = sum(held_forward(profile, r, ep.counts) for r in profile.layers)
+        if num_val > 0:
+            out["validation"] += num_val * fwd if ep.evaluate else 0
+            out["test"] += num_test * fwd if i == last else 0
+        elif ep.evaluate:
+            out["test"] += num_test * fwd
+    return out
+
+
 @dataclass
 class FlopsPrediction:
     """What a config will cost, known before training (``spfde flops``)."""
@@ -242,6 +259,8 @@ class FlopsPrediction:
     cumulative: list[int]  # predicted training FLOPs after each epoch (RigL passes counted when they happen)
     memory: dict[str, int]
     overall_density: float
+    dense_step_per_sample: int = 0  # forward + weight grads + input grads, none for the image (stem conv)
+    eval_flops: dict[str, int] = field(default_factory=dict)  # {validation, test}: never in train_flops
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -327,7 +346,8 @@ def predict(cfg: Config, spec: DatasetSpec | None = None) -> FlopsPrediction:
     off_run = build_run_plan(cfg, profile.layers, targets, off)
     sieve_only = simulate(profile, off_run, samples, b)
     sparse_only = simulate(profile, off_run, n, b)
-    dense = per_sample_cost(profile, {}, 0) * n * t  # every layer dense and active, on the full set
+    dense_step = per_sample_cost(profile, {}, 0)  # every layer dense and active
+    dense = dense_step * n * t  # on the full set
     saved = {
         "sparsity": dense - sparse_only.train_flops,
         "sieving": sparse_only.train_flops - sieve_only.train_flops,
@@ -357,5 +377,7 @@ def predict(cfg: Config, spec: DatasetSpec | None = None) -> FlopsPrediction:
         cumulative=actual.cumulative,
         memory=memory,
         overall_density=(sum(targets.values()) / sparse_total) if sparse_total else 1.0,
+        dense_step_per_sample=dense_step,
+        eval_flops=eval_flops(profile, plans.run, spec.num_val, spec.num_test),
         extra={"lr_horizons": list(plans.run.lr_horizons), "lr_schedule": cfg.freezing.lr_schedule},
     )
