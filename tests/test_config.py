@@ -368,3 +368,26 @@ def test_parse_value_reads_mlflow_params_per_field() -> None:
     assert parse_value("data.augment", "True") is True
     assert parse_value("sparsity.ratio", "0.9") == 0.9
     assert parse_value("sparsity.soft_bound", "[[0.5, 0.02]]") == [[0.5, 0.02]]
+
+
+def test_yaml_leaves_out_what_does_nothing_for_its_data_set_and_still_round_trips() -> None:
+    """Issue 33 item 8: an exported config holds what matters. For Fashion-MNIST the synthetic set's sizes and the
+    imagefolder crop / workers do nothing: left out at their defaults, named inert where someone set them; either
+    way `spfde train --config` of the file rebuilds exactly the same config."""
+    from spfde_search.config import config_to_yaml, inert_paths, read_yaml
+
+    cfg = Config()
+    text = config_to_yaml(cfg, header="source: test")
+    body = read_yaml(text)
+    assert "synthetic_train" not in body["data"] and "image_size" not in body["data"] and "num_workers" not in body["data"]
+    assert text.startswith("# source: test\n# left out, inert for data set 'fashion_mnist' (defaults): data.synthetic_*")
+    assert Config.parse(body) == cfg
+    set_ = cfg.with_overrides({"data.image_size": 64})
+    text = config_to_yaml(set_)
+    assert read_yaml(text)["data"]["image_size"] == 64 and "kept as set, they change nothing): data.image_size" in text
+    assert Config.parse(read_yaml(text)) == set_
+    synthetic = cfg.with_overrides({"data.name": "synthetic", "data.synthetic_size": 32})
+    assert "data.synthetic_size" not in inert_paths(synthetic) and "data.image_size" in inert_paths(synthetic)
+    assert read_yaml(config_to_yaml(synthetic))["data"]["synthetic_size"] == 32
+    folder = cfg.with_overrides({"data.name": "imagefolder", "data.root": "/x"})
+    assert "data.image_size" not in inert_paths(folder) and "data.num_workers" not in inert_paths(folder)
