@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pandas loads lazily: ``format_flops`` serves ``spfde --help
 __all__ = [
     "PAPER_POINTS", "CHANCE_MARGIN", "paper_point_label", "format_flops", "format_accuracy", "display_params",
     "format_params", "json_object", "brief", "chance_accuracy", "chance_of_config", "chance_warning", "knee_trial",
-    "selection_note", "answer_table", "point_label", "realised", "realised_text",
+    "selection_note", "answer_table", "point_label", "realised", "realised_text", "run_name",
 ]
 
 # The paper's hand-picked points (docs/method.md §6; the headline points of search_spaces' `paper` set), as the
@@ -345,3 +345,23 @@ def realised_text(row: Mapping[str, Any]) -> str:
     if flat.get("train.precision"):
         parts.append(f"precision {flat['train.precision']}")
     return ", ".join(parts)
+
+
+def run_name(trial_id: str, config: Mapping[str, Any] | str | None) -> str:
+    """A trial's MLflow run name, what it is first: ``mest s0.93 f0.20 y0.25 · c435e8cc`` (DST algorithm,
+    sparsity, freezing target and sieve fraction where used, from the resolved config), then the trial id that
+    keeps it unique. A bare id (``c435e8cc``) said nothing in the runs table."""
+    flat: dict[str, Any] = _flat(config)
+    alg, ratio = flat.get("sparsity.algorithm"), _num(flat.get("sparsity.ratio"))
+    parts = [str(alg)] if alg else []
+    if alg != "dense" and math.isfinite(ratio):
+        parts.append(f"s{ratio:.2f}")
+    x, y, start = _num(flat.get("freezing.target_flops_reduction")), _num(flat.get("sieving.fraction")), \
+        flat.get("freezing.start_epoch")
+    if start is not None:
+        parts.append(f"f@e{start}")
+    elif x > 0:
+        parts.append(f"f{x:.2f}")
+    if y > 0:
+        parts.append(f"y{y:.2f}")
+    return f"{' '.join(parts)} · {trial_id}" if parts else str(trial_id)
