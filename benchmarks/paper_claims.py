@@ -519,7 +519,7 @@ def _read(path: Path) -> str:
 
 def run_jobs(a: Any, jobs: list[Job], out: Path) -> dict[str, int]:
     """Run the jobs whose key has no row yet, ``a.workers`` at a time; each finished one is appended at once."""
-    from spfde_search.config import config_to_yaml
+    from spfde_search.config_export import config_to_yaml
 
     done = {r["run_key"]: r["status"] for r in read_rows(out)}
     todo = [j for j in jobs if j.key not in done or (a.retry_failed and done[j.key] == "FAILED")]

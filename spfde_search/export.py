@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from spfde_search.config import Config, ConfigError, config_to_yaml
+from spfde_search.config import Config, ConfigError
+from spfde_search.config_export import config_to_yaml
 from spfde_search.pareto import selected_on
 from spfde_search.wording import realised_text
 

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from spfde_search.config import Config, config_to_yaml, flatten
+from spfde_search.config import Config, flatten
+from spfde_search.config_export import config_to_yaml
 from spfde_search.pareto import is_finite
 from spfde_search.wording import run_name
 

@@ -154,7 +154,7 @@ def test_sampled_floats_reach_the_config_and_its_yaml_as_a_person_writes_them(ba
     exported YAML, holds 0.3."""
     import re
 
-    from spfde_search.config import config_to_yaml
+    from spfde_search.config_export import config_to_yaml
 
     space = resolve_space("joint", base)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
