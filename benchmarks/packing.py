@@ -50,7 +50,7 @@ def trial_config(a: Any, seed: int) -> Any:
 
 def run_level(a: Any, level: int, out: Path) -> dict[str, Any]:
     """Start `level` trials at once and wait for all; one record with the wall time and per-trial times."""
-    from spfde_search.config import config_to_yaml
+    from spfde_search.config_export import config_to_yaml
 
     d = out / f"level_{level}"
     d.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Issues 5, 9, 13: the paper's Table 2 structure on Fashion-MNIST and SPFDE.md §6's claims at equal training FLOPs.
+"""Issues 5, 9, 13: the paper's Table 2 structure on Fashion-MNIST and docs/method.md §6's claims at equal training FLOPs.
 
 Resumable and spread over time: every training run is one ``spfde train`` subprocess, and each finished run is
 one row appended (atomically) to ``<out>/rows.parquet`` (+ ``rows.csv``) under a stable run key (size preset, row
@@ -519,7 +519,7 @@ def _read(path: Path) -> str:
 
 def run_jobs(a: Any, jobs: list[Job], out: Path) -> dict[str, int]:
     """Run the jobs whose key has no row yet, ``a.workers`` at a time; each finished one is appended at once."""
-    from spfde_search.config import config_to_yaml
+    from spfde_search.config_export import config_to_yaml
 
     done = {r["run_key"]: r["status"] for r in read_rows(out)}
     todo = [j for j in jobs if j.key not in done or (a.retry_failed and done[j.key] == "FAILED")]
@@ -928,7 +928,7 @@ def report(a: Any, base: Any, rows: list[Row], plan: dict[str, Any], out: Path, 
         C.md_table(["row", "LR schedule", "x", "y", "n (done/planned)", "test acc % (mean ± std)", "training FLOPs",
                     "ratio to dense", "freezing saving achieved"], table),
         "",
-        "Claims of SPFDE.md §6 at equal training FLOPs (CIFAR-100/ResNet-32 claims tested on Fashion-MNIST/ResNet-8):",
+        "Claims of docs/method.md §6 at equal training FLOPs (CIFAR-100/ResNet-32 claims tested on Fashion-MNIST/ResNet-8):",
         "",
         *claims_md(st, plan, a.lr_schedules),
     ]

@@ -1,4 +1,4 @@
-"""The budget-first space (``--space budget``, SPFDE.md §7): choose *where on the cost axis* a trial lands, then
+"""The budget-first space (``--space budget``, docs/method.md §7): choose *where on the cost axis* a trial lands, then
 search only the *split* of that budget.
 
 A trial samples its target training-FLOPs ratio ``budget.flops_ratio`` (auxiliary, log-uniform over the range)

@@ -37,7 +37,7 @@ STEP = 0.025  # grid of freezing targets and sieve fractions: contains the paper
 PAPER_SPARSITY = (0.6, 0.9, 0.95)
 PAPER_FREEZE = (0.0, 0.1, 0.2, 0.25)
 PAPER_SIEVE = (0.0, 0.1, 0.2, 0.25)
-# the paper's headline points first (SPFDE.md §6), then the rest of the 3 x 4 x 4 grid
+# the paper's headline points first (docs/method.md §6), then the rest of the 3 x 4 x 4 grid
 _HEADLINE = [(0.9, 0.0, 0.0), (0.9, 0.2, 0.2), (0.9, 0.25, 0.25), (0.95, 0.0, 0.0), (0.6, 0.0, 0.0), (0.9, 0.1, 0.1)]
 
 
@@ -59,7 +59,7 @@ def paper_points(base: Config) -> list[dict[str, Any]]:
         }
         if x > 0:
             p["freezing.scheme"] = "single_shot"
-            p["freezing.lr_schedule"] = "per_unit"  # the paper's (SPFDE.md section 3); `global` is ours
+            p["freezing.lr_schedule"] = "per_unit"  # the paper's (docs/method.md §3); `global` is ours
         out.append(p)
     return out
 

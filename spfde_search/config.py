@@ -2,7 +2,7 @@
 
 Search spaces use these same dotted paths as parameter names, so a trial's config is the base config plus
 its sampled values and an exported config is exactly what the trial ran. Unknown keys are rejected and
-every error names the field and its allowed range. Choices marked (ours) in SPFDE.md are fields here.
+every error names the field and its allowed range. Choices marked (ours) in docs/method.md are fields here.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ __all__ = [
     "parse_config_yaml",
     "read_yaml",
     "typed_value",
-    "config_to_yaml",
     "flatten",
     "unflatten",
 ]
@@ -93,7 +92,7 @@ class DataConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1, le=10_000, description="T, training epochs")
     batch_size: int = Field(128, ge=1, le=65_536)
-    lr: float = Field(0.1, gt=0, le=10, description="peak learning rate eta0 (cosine decay, SPFDE.md §3)")
+    lr: float = Field(0.1, gt=0, le=10, description="peak learning rate eta0 (cosine decay, docs/method.md §3)")
     lr_min: float = Field(0.0, ge=0, le=10, description="eta_min at the end of each cosine")
     warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs before the cosine (ours)")
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -331,6 +330,20 @@ def field_paths() -> list[str]:
     return paths
 
 
+def _path_hint(path: str) -> str:
+    """The closest valid paths to a typo; with none close, the keys of its section or the sections."""
+    from .choices import did_you_mean
+
+    hint = did_you_mean(path, field_paths())
+    if hint:
+        return hint
+    section = path.split(".", 1)[0]
+    keys = [p for p in field_paths() if p.startswith(section + ".")]
+    if keys:
+        return f"keys of {section}: {', '.join(keys)}"
+    return f"sections: {', '.join(_section_models())}"
+
+
 def field_info(path: str) -> FieldInfo:
     """Bounds and kind of one dotted config path; KeyError naming the valid paths if unknown."""
     parts = path.split(".")
@@ -340,7 +353,7 @@ def field_info(path: str) -> FieldInfo:
     elif len(parts) == 2 and parts[0] in sections and parts[1] in sections[parts[0]].model_fields:
         f = sections[parts[0]].model_fields[parts[1]]
     else:
-        raise KeyError(f"unknown config path {path!r}; valid paths: {', '.join(field_paths())}")
+        raise KeyError(f"unknown config path {path!r}; {_path_hint(path)}")
     ann: Any = f.annotation
     optional = False
     args = getattr(ann, "__args__", ())
@@ -381,7 +394,10 @@ def format_validation_error(e: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             parent = loc.rsplit(".", 1)[0] if "." in loc else ""
             valid = [p for p in field_paths() if p.startswith(parent + ".")] if parent else list(Config.model_fields)
-            lines.append(f"{loc}: unknown key; valid keys here: {', '.join(valid)}")
+            from .choices import did_you_mean
+
+            hint = did_you_mean(loc, valid) or f"valid keys here: {', '.join(valid)}"
+            lines.append(f"{loc}: unknown key; {hint}")
             continue
         hint = ""
         try:
@@ -529,10 +545,3 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     if overrides:
         data = apply_overrides(data, overrides)
     return Config.parse(data)
-
-
-def config_to_yaml(cfg: Config, header: str | None = None) -> str:
-    body = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    if header:
-        body = "".join(f"# {line}\n" for line in header.splitlines()) + body
-    return body

@@ -3,7 +3,7 @@
 
 ``auto`` picks the fastest setting that keeps accuracy on the device at hand:
 
-- CUDA: bf16 autocast + channels-last (tensor cores; see ``../shared/ANCHORS.md``);
+- CUDA: bf16 autocast + channels-last (tensor cores; see ``docs/anchors.md``);
 - a CPU with native bf16 (``avx512_bf16`` or AMX-bf16, as ``torch.cpu.get_capabilities()`` reports it): bf16
   autocast + channels-last (oneDNN's bf16 convolutions; ~2x faster than fp32 here, benchmarks/precision.py);
 - any other CPU: fp32, contiguous (bf16 there is emulated and slower).

@@ -18,8 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from spfde_search.config import Config, ConfigError, config_to_yaml
+from spfde_search.config import Config, ConfigError
+from spfde_search.config_export import config_to_yaml
 from spfde_search.pareto import selected_on
+from spfde_search.wording import realised_text
 
 __all__ = ["PICKS", "Exported", "choose", "check_out_dir", "default_out_dir", "export_search"]
 
@@ -100,6 +102,7 @@ def _header(search: str, row: pd.Series, pick: str, uri: str, cfg: Config) -> st
         f"test accuracy: {float(row['test_accuracy']):.6g}",
         f"training FLOPs: {float(row['train_flops']):.0f}",
         f"training FLOPs ratio (vs dense): {float(row['flops_ratio']):.6g}",
+        *([f"realised (sampled target in brackets): {realised_text(row)}"] if realised_text(row) else []),
         "rerun: spfde train --config <this file>",
     ]
     if t.threads is not None:  # recorded by the trial (spfde_search/execution.py)

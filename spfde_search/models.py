@@ -1,6 +1,6 @@
 """Models as a sequence of freezable *units*: the stem, then each residual block, then a head.
 
-SPFDE.md §3: units are the stem conv and each residual block in order. Keeping that structure explicit lets
+docs/method.md §3: units are the stem conv and each residual block in order. Keeping that structure explicit lets
 the trainer run the frozen prefix under ``torch.no_grad()`` and the rest with autograd, without hooks.
 """
 

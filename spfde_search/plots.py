@@ -1,296 +1,66 @@
-"""Pictures and wording of a search's answer: accuracy vs training FLOPs, frontier, knee, budget.
+"""Pictures of a search's answer: accuracy vs training FLOPs (frontier, knee, budget) and hypervolume vs compute.
 
 Input is a trials table with the ``trials.parquet`` columns (docs/architecture.md) plus a boolean ``pareto``
-column; the caller decides the frontier (``spfde_search.pareto``), this module only draws and words it. The
-same helpers serve the PNG, the HTML page, the search's final table and ``spfde pareto``, so a FLOPs figure, a
-parameter list and "knee" read the same everywhere.
+column; the caller decides the frontier (``spfde_search.pareto``), this module only draws it. The words the
+pictures share with the tables (FLOPs and accuracy formats, parameter lists, "knee") live in ``wording.py`` and
+are re-exported here, so a FLOPs figure or a parameter list reads the same everywhere.
 
-- ``frontier_figure`` / ``frontier_png``: static matplotlib figure (Agg backend, no display needed).
-- ``frontier_html``: a small self-contained page (inline SVG of the same figure, a hover title per trial, the
-  frontier as a table). No scripts, so it renders inside MLflow's sandboxed artifact viewer at once; the old
-  plotly page inlined 4.6 MB of plotly.js.
+- ``frontier_figure`` / ``frontier_png``: static matplotlib figure (Agg backend, no display needed). The FLOPs
+  axis is logarithmic: the budget space samples cost log-uniformly, so on a linear axis half the trials crowd
+  the left fifth. Points are labelled by what they are (``wording.point_label``), placed where they cover no
+  point and no other label; the legend sits outside the axes.
+- ``frontier_html``: a small self-contained page (inline SVG of the same figure, a hover card per trial with
+  every sampled parameter, the frontier as a table). No scripts, so it renders inside MLflow's sandboxed
+  artifact viewer at once; the old plotly page inlined 4.6 MB of plotly.js.
+- ``hypervolume_figure`` / ``hypervolume_png``: the search's ``hypervolume_vs_compute.csv`` as a step curve.
 
-The paper's hand-picked schedules (SPFDE.md §6) are marked where a trial ran exactly that schedule.
+The paper's hand-picked schedules (docs/method.md §6) are marked where a trial ran exactly that schedule.
 """
 
 from __future__ import annotations
 
-import functools
 import html
 import io
-import json
 import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .pareto import is_finite
-from .tables import natural_width, stacked_table
+from .pareto import is_finite, selected_on
+from .wording import (
+    CHANCE_MARGIN,
+    PAPER_POINTS,
+    answer_table,
+    brief,
+    chance_accuracy,
+    chance_of_config,
+    chance_warning,
+    display_params,
+    format_accuracy,
+    format_flops,
+    format_params,
+    json_object,
+    knee_trial,
+    paper_point_label,
+    point_label,
+    realised_text,
+    selection_note,
+)
 
 if TYPE_CHECKING:  # pandas/matplotlib load lazily: ``format_flops`` serves ``spfde --help``-fast commands
     import pandas as pd
     from matplotlib.figure import Figure
 
 __all__ = [
-    "PAPER_POINTS", "CHANCE_MARGIN", "paper_point_label", "format_flops", "display_params", "format_params",
-    "chance_accuracy", "chance_of_config", "chance_warning", "knee_trial", "selection_note", "answer_table",
-    "plot_table",
-    "frontier_figure", "frontier_png", "frontier_html", "brief",
+    "PAPER_POINTS", "CHANCE_MARGIN", "paper_point_label", "point_label", "format_flops", "format_accuracy",
+    "display_params", "format_params", "json_object", "chance_accuracy", "chance_of_config", "chance_warning",
+    "knee_trial", "selection_note", "answer_table", "brief", "plot_table", "realised_text",
+    "frontier_figure", "frontier_png", "frontier_html", "hypervolume_figure", "hypervolume_png",
 ]
 
-# The paper's hand-picked points (SPFDE.md §6; the headline points of search_spaces' `paper` set), as the
-# config values that define them.
-PAPER_POINTS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("MEST 90%", {"sparsity.algorithm": "mest", "sparsity.ratio": 0.9,
-                  "freezing.target_flops_reduction": 0.0, "sieving.fraction": 0.0}),
-    ("MEST 95%", {"sparsity.algorithm": "mest", "sparsity.ratio": 0.95,
-                  "freezing.target_flops_reduction": 0.0, "sieving.fraction": 0.0}),
-    ("SpFDE 20%+20% @90%", {"sparsity.algorithm": "mest", "sparsity.ratio": 0.9,
-                            "freezing.target_flops_reduction": 0.2, "sieving.fraction": 0.2}),
-    ("SpFDE 25%+25% @90%", {"sparsity.algorithm": "mest", "sparsity.ratio": 0.9,
-                            "freezing.target_flops_reduction": 0.25, "sieving.fraction": 0.25}),
-    ("SpFDE 10%+10% @90%", {"sparsity.algorithm": "mest", "sparsity.ratio": 0.9,
-                            "freezing.target_flops_reduction": 0.1, "sieving.fraction": 0.1}),
-    ("MEST 60%", {"sparsity.algorithm": "mest", "sparsity.ratio": 0.6,
-                  "freezing.target_flops_reduction": 0.0, "sieving.fraction": 0.0}),
-)
-
-CHANCE_MARGIN = 0.05
-"""A best accuracy less than this far above chance (1 / number of classes) gets a warning: nothing was learnt."""
-
 _STOPPED = ("EARLY_STOPPED", "STOPPED", "INTERRUPTED")
-
-
-# ---------------------------------------------------------------- wording shared by every view
-
-
-def brief(text: Any, limit: int = 300) -> str:
-    """The first line of ``text`` in about ``limit`` characters, cut between words, keeping its start and its end
-    ("... [Errno 111] Connection refused')"), where an error's cause usually is: a warning cut at a fixed width
-    lost that end and ended mid-word. A single word longer than the budget is the only thing ever split."""
-    lines = str(text).strip().splitlines()
-    line = lines[0].strip() if lines else ""
-    if len(line) <= limit:
-        return line
-    words = line.split()
-    head_room, tail_room = limit * 2 // 3, limit - limit * 2 // 3 - 3
-    head: list[str] = []
-    for w in words:
-        if len(" ".join([*head, w])) > head_room:
-            break
-        head.append(w)
-    tail: list[str] = []
-    for w in reversed(words[len(head):]):
-        if len(" ".join([w, *tail])) > tail_room:
-            break
-        tail.insert(0, w)
-    start = " ".join(head) if head else line[:head_room]
-    return f"{start} … {' '.join(tail)}".rstrip()
-
-
-def format_flops(n: Any) -> str:
-    """One FLOPs format everywhere: ``39.49 GFLOPs``; '-' for a missing value."""
-    try:
-        x = float(n)
-    except (TypeError, ValueError):
-        return "-"
-    if not math.isfinite(x):
-        return "-"
-    for unit, div in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= div:
-            return f"{x / div:.2f} {unit}FLOPs"
-    return f"{x:.0f} FLOPs"
-
-
-def json_object(v: Any) -> dict[str, Any]:
-    """A trial row's JSON cell (``params``, ``config``) as a dict; a mapping passes, anything else is ``{}``."""
-    if isinstance(v, Mapping):
-        return dict(v)
-    if isinstance(v, str) and v.strip():
-        try:
-            out = json.loads(v)
-        except ValueError:
-            return {}
-        return out if isinstance(out, dict) else {}
-    return {}
-
-
-def _flat(config: Mapping[str, Any] | str | None) -> dict[str, Any]:
-    from spfde_search.config import flatten
-
-    return flatten(json_object(config))
-
-
-def display_params(params: Mapping[str, Any] | str | None,
-                   base: Mapping[str, Any] | str | None = None) -> dict[str, Any]:
-    """The sampled parameters worth reading: without ``None`` (an unused branch, e.g. ``freezing.start_epoch``
-    when a FLOPs target drives freezing) and, given the base config, without values equal to the base's."""
-    flat_base = _flat(base) if base is not None else {}
-    out = {}
-    for k, v in json_object(params).items():
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            continue
-        if k in flat_base and flat_base[k] == v:
-            continue
-        out[k] = v
-    return out
-
-
-def format_params(params: Mapping[str, Any] | str | None, base: Mapping[str, Any] | str | None = None,
-                  sep: str = ", ") -> str:
-    """``display_params`` as ``k=v`` text, floats to 4 significant digits."""
-    return sep.join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in display_params(params, base).items())
-
-
-def chance_accuracy(data_name: str | None) -> float | None:
-    """1 / number of classes of a data set (None when it cannot be told without reading files)."""
-    if not data_name:
-        return None
-    try:
-        from spfde_search.config import DataConfig
-        from spfde_search.data import dataset_spec
-
-        return 1.0 / dataset_spec(DataConfig.model_validate({"name": data_name})).num_classes
-    except Exception:  # noqa: BLE001 - imagefolder without its folder, an unknown name: no warning then
-        return None
-
-
-def chance_of_config(config: Mapping[str, Any] | str | None) -> float | None:
-    """Chance accuracy of a trial from its full config (a ``trials.parquet`` ``config`` cell): 1 / number of
-    classes of its data set, None when that cannot be told (no data section, an imagefolder that is gone)."""
-    data = json_object(config).get("data") if config is not None else None
-    if not isinstance(data, Mapping):
-        return None
-    return _chance_of_data(json.dumps(data, sort_keys=True, default=str))
-
-
-@functools.lru_cache(maxsize=64)
-def _chance_of_data(data_json: str) -> float | None:
-    """Cached: one search has one data section, and an imagefolder's class count needs a folder scan."""
-    try:
-        from spfde_search.config import DataConfig
-        from spfde_search.data import dataset_spec
-
-        return 1.0 / dataset_spec(DataConfig.model_validate(json.loads(data_json))).num_classes
-    except Exception:  # noqa: BLE001 - unknown data set, missing folder: chance unknown, no rule applied
-        return None
-
-
-def chance_warning(best_accuracy: Any, chance: float | None, margin: float = CHANCE_MARGIN) -> str:
-    """A warning when the best test accuracy is within ``margin`` of chance, else ''."""
-    try:
-        best = float(best_accuracy)
-    except (TypeError, ValueError):
-        return ""
-    if chance is None or not math.isfinite(best) or best >= chance + margin:
-        return ""
-    return (f"the best test accuracy {best:.4f} is within {margin * 100:.0f} points of chance ({chance:.4f}): "
-            "these trials learnt (almost) nothing, so the front and its knee mean little; train longer or on "
-            "more data")
-
-
-def knee_trial(trials: pd.DataFrame) -> str | None:
-    """trial_id of the knee (``pareto.knee_point``, accuracy vs training FLOPs) among the ``pareto`` rows."""
-    from spfde_search.pareto import knee_point
-
-    if not len(trials) or "pareto" not in trials.columns:
-        return None
-    front = trials[trials["pareto"].fillna(False).astype(bool)]
-    if not len(front):
-        return None
-    k = knee_point(front[_selected(front)].astype(float).tolist(), front["train_flops"].astype(float).tolist())
-    return None if k is None else str(front["trial_id"].iloc[int(k)])
-
-
-def answer_table(rows: pd.DataFrame, title: str, *, knee: str | None, base: Mapping[str, Any] | None = None,
-                 status: bool = False, frontier: bool = False, reason: bool = False, run_id: bool = False,
-                 width: int | None = None) -> Any:
-    """The rich table of a front (``spfde search``'s last table) or of every trial (``spfde pareto --all``).
-
-    The knee gets the word ``knee`` in its own column (no ``*``); FLOPs read as ``format_flops``; parameters as
-    ``format_params`` against ``base``; ``reason`` shows why a trial failed or was infeasible. Given a ``width``
-    (a terminal's) the table would overflow, the parameters, reasons and run ids go on lines under each row
-    instead (``stacked_table``): rich would otherwise truncate parameter names (``sieving.frac…``). Validation accuracy (what
-    selects) comes first and test accuracy (reported only) beside it; a search without a validation split shows
-    test alone, and its title says it selects on test (``selection_note``).
-    """
-    from rich.table import Table
-
-    cols: list[tuple[str, str]] = [("knee", "left"), ("trial", "left")]
-    cols += [("status", "left")] * status + [("frontier", "left")] * frontier
-    cols += [("val acc", "right")] * _has_val(rows)
-    cols += [("test acc", "right"), ("training FLOPs", "right"), ("ratio to dense", "right")]
-    records = []
-    for r in rows.to_dict("records"):
-        val, acc, ratio = r.get("val_accuracy"), r.get("test_accuracy"), r.get("flops_ratio")
-        ok = str(r.get("status", "")) not in ("FAILED", "INFEASIBLE")
-        cells = ["knee" if knee is not None and str(r.get("trial_id")) == knee else "", str(r.get("trial_id", ""))]
-        cells += [str(r.get("status", ""))] * status + (["yes" if r.get("pareto") else ""] if frontier else [])
-        cells += [format_accuracy(val) if ok else "-"] * _has_val(rows)
-        cells += [format_accuracy(acc) if ok else "-",
-                  format_flops(r.get("train_flops")) if ok else "-", f"{float(ratio):.4f}" if is_finite(ratio) else "-"]
-        under = {"parameters": format_params(r.get("params"), base, sep="\0")}
-        under.update({"reason": _one_line(r.get("error"))} if reason else {})
-        under.update({"MLflow run": str(r.get("run_id", ""))} if run_id else {})
-        records.append((cells, under))
-    t = Table(title=title, title_justify="left")
-    under_cols = ["parameters"] + ["reason"] * reason + ["MLflow run"] * run_id
-    for col, just in cols + [(k, "left") for k in under_cols]:
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
-    for cells, under in records:
-        t.add_row(*cells, *(v.replace("\0", ", ") for v in under.values()))
-    if width is None or natural_width(t) <= width:
-        return t
-    return stacked_table(title, cols, records, width)
-
-
-def _selected(df: pd.DataFrame) -> str:
-    from spfde_search.pareto import selected_on  # lazily, as every import here
-
-    return selected_on(df)
-
-
-def _has_val(df: pd.DataFrame) -> bool:
-    return _selected(df) == "val_accuracy"
-
-
-def selection_note(df: pd.DataFrame) -> str:
-    """'' when ``df`` selects on validation accuracy; else the warning every output of such a search carries."""
-    return "" if _has_val(df) else ("selected on TEST accuracy (no validation split: data.val_size 0, or a search "
-                                    "from before validation); its front is optimistically biased")
-
-
-def _one_line(text: Any, width: int = 120) -> str:
-    if not isinstance(text, str) or not text.strip():
-        return ""
-    line = " ".join(text.split())
-    return line if len(line) <= width else line[: width - 1] + "…"
-
-
-def paper_point_label(config: Mapping[str, Any] | str | None) -> str:
-    """The paper point a full config (nested dict or its JSON) reproduces, or '' if none.
-
-    A freezing schedule given by explicit ``start_epoch`` is not the paper's FLOPs-target schedule.
-    """
-    flat = _flat(config)
-    if not flat or flat.get("freezing.start_epoch") is not None:
-        return ""
-    for label, want in PAPER_POINTS:
-        ok = True
-        for k, v in want.items():
-            got = flat.get(k)
-            if isinstance(v, float):
-                ok = isinstance(got, (int, float)) and math.isclose(float(got), v, abs_tol=1e-9)
-            else:
-                ok = got == v
-            if not ok:
-                break
-        if ok:
-            return label
-    return ""
-
+_POINT_PX = 7.0  # half the size of the largest ordinary marker, in pixels: a label keeps this far from a point
 
 # ---------------------------------------------------------------- the figure
 
@@ -311,18 +81,21 @@ def _numeric(trials: pd.DataFrame) -> pd.DataFrame:
 
 def plot_table(trials: pd.DataFrame) -> pd.DataFrame:
     """Rows drawn as points: trained (not FAILED / INFEASIBLE) with a selection accuracy (validation, else test)
-    and a FLOPs ratio; adds ``paper_point`` and ``knee``."""
+    and a positive FLOPs ratio (the axis is logarithmic); adds ``paper_point``, ``label`` and ``knee``."""
     df = _numeric(trials)
-    df = df[df[_selected(trials)].notna() & df["flops_ratio"].notna() & ~df["status"].isin(["FAILED", "INFEASIBLE"])]
-    configs = df["config"] if "config" in df.columns else [None] * len(df)
-    df = df.assign(paper_point=[paper_point_label(c) for c in configs]).reset_index(drop=True)
+    df = df[df[selected_on(trials)].notna() & (df["flops_ratio"] > 0)
+            & ~df["status"].isin(["FAILED", "INFEASIBLE"])]
+    configs = list(df["config"]) if "config" in df.columns else [None] * len(df)
+    params = list(df["params"]) if "params" in df.columns else [None] * len(df)
+    df = df.assign(paper_point=[paper_point_label(c) for c in configs],
+                   label=[point_label(c, p) for c, p in zip(configs, params, strict=True)]).reset_index(drop=True)
     knee = knee_trial(df)
     return df.assign(knee=[knee is not None and str(t) == knee for t in df.get("trial_id", [None] * len(df))])
 
 
 def _infeasible(trials: pd.DataFrame) -> pd.DataFrame:
     df = _numeric(trials)
-    return df[df["status"].eq("INFEASIBLE") & df["flops_ratio"].notna()]
+    return df[df["status"].eq("INFEASIBLE") & (df["flops_ratio"] > 0)]
 
 
 def _title(trials: pd.DataFrame, title: str | None) -> str:
@@ -333,24 +106,41 @@ def _title(trials: pd.DataFrame, title: str | None) -> str:
     return f"{head}\n{n} trials ({parts})" if parts else head
 
 
+def _log_ratio_axis(ax: Any) -> None:
+    """A log x axis read as plain ratios (0.05, 0.1, 0.2, 0.5, 1), not powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def frontier_figure(trials: pd.DataFrame, title: str | None = None, *, flops_budget: float | None = None,
                     chance: float | None = None) -> Figure:
-    """Every trained trial, the frontier as a staircase labelled with trial ids, the knee, the FLOPs budget
-    (a ratio of dense training) as a dashed line, stopped and infeasible trials with their own markers.
+    """Every trained trial on a log FLOPs axis; the frontier as a staircase, its points labelled by what they
+    are and, with a validation split, their test accuracy beside; the knee, the FLOPs budget (a ratio of dense
+    training) as a dashed line, stopped and infeasible trials with their own markers; the legend outside.
 
-    Artists carry labels (legend) and gids (``point-<trial>`` in the SVG) that the tests and the HTML read.
+    Artists carry labels (legend) and gids (``trial-label``, ``knee-label``, ``front-test``, ...) that the tests
+    and the HTML read. The layout is fixed once drawn, so the HTML's hover cards sit on their points.
     """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
     from matplotlib.transforms import blended_transform_factory
 
     df = plot_table(trials)
-    y = _selected(trials)
-    fig = Figure(figsize=(8, 5.5), dpi=120)
+    y = selected_on(trials)
+    # pads in inches: room for the legend's frame at the figure's edge
+    fig = Figure(figsize=(10, 5.5), dpi=120, layout=ConstrainedLayoutEngine(w_pad=0.1, h_pad=0.08))
+    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    labels: list[tuple[str, float, float, str, bool]] = []  # text, x, y, gid, below: placed once the limits are known
+    _log_ratio_axis(ax)
+    labels: list[tuple[str, float, float, str]] = []  # text, x, y, gid: placed once the layout is known
     full = df["full_budget"].fillna(False).astype(bool) if "full_budget" in df.columns else True
     stopped = df["status"].isin(_STOPPED) | ~full
     other = df[stopped]
@@ -366,19 +156,30 @@ def frontier_figure(trials: pd.DataFrame, title: str | None = None, *, flops_bud
         ax.step(front["flops_ratio"], front[y], where="post", c="tab:red", lw=1.5, alpha=0.8)
         ax.scatter(front["flops_ratio"], front[y], s=60, c="tab:red", edgecolors="black",
                    zorder=3, label=f"Pareto frontier ({len(front)})", gid="frontier")
-        for (px, py), ids in front.groupby(["flops_ratio", y], sort=False)["trial_id"]:
-            labels.append((", ".join(map(str, ids)), px, py, "trial-label", False))  # identical points: one label
+        for (px, py), group in front.groupby(["flops_ratio", y], sort=False):
+            knee_here = bool(group["knee"].any())
+            text = " | ".join(dict.fromkeys(s or str(t) for s, t in zip(group["label"], group["trial_id"],
+                                                                          strict=True)))
+            labels.append((f"knee: {text}" if knee_here else text, px, py, "knee-label" if knee_here else "trial-label"))
+        tested = front[front["test_accuracy"].notna()] if y == "val_accuracy" else front.iloc[:0]
+        if len(tested):  # reported beside the validation accuracy that selected it
+            ax.vlines(tested["flops_ratio"], tested[y], tested["test_accuracy"], colors="tab:red", lw=0.8,
+                      linestyles=":", gid="front-test-link")
+            ax.scatter(tested["flops_ratio"], tested["test_accuracy"], s=36, facecolors="none",
+                       edgecolors="tab:red", zorder=3, label="frontier, test accuracy (reported only)",
+                       gid="front-test")
     knee = df[df["knee"]]
     if len(knee):
         ax.scatter(knee["flops_ratio"], knee[y], s=220, marker="D", facecolors="none",
                    edgecolors="black", linewidths=2, zorder=5,
-                   label=f"knee: trial {knee['trial_id'].iloc[0]}", gid="knee")
+                   label=f"knee: {knee['label'].iloc[0] or 'trial'} ({knee['trial_id'].iloc[0]})", gid="knee")
     paper = df[df["paper_point"] != ""]
     if len(paper):
         ax.scatter(paper["flops_ratio"], paper[y], s=160, marker="*", c="gold",
                    edgecolors="black", zorder=4, label="paper's hand-picked points", gid="paper")
-        for _, r in paper.iterrows():
-            labels.append((r["paper_point"], r["flops_ratio"], r[y], "paper-label", True))
+        for _, r in paper.iterrows():  # a frontier point says what it is already; the star marks it the paper's
+            if not r["pareto"]:
+                labels.append((r["paper_point"], r["flops_ratio"], r[y], "paper-label"))
     bad = _infeasible(trials)
     if len(bad):  # no accuracy: drawn on the bottom edge at the FLOPs they would have cost
         ax.scatter(bad["flops_ratio"], [0.03] * len(bad), transform=blended_transform_factory(ax.transData,
@@ -387,35 +188,77 @@ def frontier_figure(trials: pd.DataFrame, title: str | None = None, *, flops_bud
     if flops_budget is not None and math.isfinite(flops_budget) and flops_budget > 0:
         ax.axvline(flops_budget, ls="--", c="tab:orange", lw=1.2,
                    label=f"FLOPs budget ({flops_budget:.3g}x dense)", gid="budget")
-    _place_labels(ax, labels)
-    ax.set_xlabel("training FLOPs (fraction of dense training)")
+    ax.set_xlabel("training FLOPs, fraction of dense training (log scale)")
     ax.set_ylabel("validation accuracy" if y == "val_accuracy" else "test accuracy (selected on test: no validation split)")
     head = _title(trials, title)
     warn = chance_warning(df[y].max() if len(df) else None, chance)
     if warn:
         head += f"\nwarning: best accuracy {df[y].max():.3f} is near chance ({chance:.3f})"
     ax.set_title(head, fontsize=10, color="firebrick" if warn else "black")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
+    ax.grid(alpha=0.3, which="both")
+    if ax.get_legend_handles_labels()[0]:  # outside the axes: it never covers a point
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
+    ax.margins(x=0.08, y=0.1)
+    fig.canvas.draw()  # the constrained layout settles with the legend outside; then it is fixed
+    fig.set_layout_engine("none")
+    _place_labels(ax, labels)
     return fig
 
 
-def _place_labels(ax: Any, labels: list[tuple[str, float, float, str, bool]]) -> None:
-    """Point labels that stay inside the axes, clear of the tick labels: towards the middle of the plot from
-    their point (right of points in the left half, left of those in the right half; below points near the top,
-    and below when ``below`` unless near the bottom)."""
-    ax.autoscale_view()
-    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    for text, x, y, gid, below in labels:
-        fx = (x - x0) / (x1 - x0) if x1 > x0 else 0.5
-        fy = (y - y0) / (y1 - y0) if y1 > y0 else 0.5
-        left = fx < 0.5
-        down = fy > 0.8 or (below and fy > 0.2)
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(6 if left else -6, -9 if down else 7),
-                    ha="left" if left else "right", va="top" if down else "bottom", fontsize=8, gid=gid,
-                    annotation_clip=True)
+def _point_pixels(ax: Any) -> list[tuple[float, float]]:
+    """Where every drawn marker is, in display pixels (scatter offsets in their own transforms)."""
+    out: list[tuple[float, float]] = []
+    for c in ax.collections:
+        if c.get_gid() in ("front-test-link",):
+            continue
+        offsets = c.get_offsets()
+        if len(offsets):
+            out += [tuple(p) for p in c.get_offset_transform().transform(offsets)]
+    return out
+
+
+def _place_labels(ax: Any, labels: list[tuple[str, float, float, str]]) -> None:
+    """Each label goes to the first of rings of spots around its point (near ones first; then the same text on
+    two lines) where its box stays inside the axes and covers no marker and no label placed before; a label set
+    off from its point gets a thin leader line. The knee's label is placed first, so it gets the nearest spot."""
+    renderer = ax.figure.canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    points = _point_pixels(ax)
+    taken: list[Any] = []
+    order = sorted(labels, key=lambda lab: lab[3] != "knee-label")
+    spots = [(dx * r, dy * r) for r in (8, 18, 32, 50, 75, 100, 130)
+             for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1.4), (0, -1.4),
+                            (1, 0.5), (1, -0.5), (-1, 0.5), (-1, -0.5))]
+
+    def cost(b: Any) -> float:
+        c = 0.0 if box.contains(b.x0, b.y0) and box.contains(b.x1, b.y1) else 100.0
+        c += 10 * sum(b.x0 - _POINT_PX < px < b.x1 + _POINT_PX and b.y0 - _POINT_PX < py < b.y1 + _POINT_PX
+                      for px, py in points)
+        return c + 10 * sum(b.overlaps(t) for t in taken)
+
+    for text, x, y, gid in order:
+        best: tuple[float, Any] | None = None
+        for variant in dict.fromkeys((text, text.replace(", ", ",\n", 1))):
+            for dx, dy in spots:
+                ann = ax.annotate(variant, (x, y), textcoords="offset points", xytext=(dx, dy),
+                                  ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                                  va="bottom" if dy > 0 else "top" if dy < 0 else "center", fontsize=8, gid=gid,
+                                  fontweight="bold" if gid == "knee-label" else "normal", annotation_clip=True,
+                                  arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4", "shrinkA": 0,
+                                              "shrinkB": 4} if abs(dx) > 8 or abs(dy) > 12 else None)
+                c = cost(ann.get_window_extent(renderer).padded(2))
+                if best is None or c < best[0]:
+                    if best is not None:
+                        best[1].remove()
+                    best = (c, ann)
+                else:
+                    ann.remove()
+                if c == 0:
+                    break
+            if best is not None and best[0] == 0:
+                break
+        if best is not None:
+            taken.append(best[1].get_window_extent(renderer).padded(2))
 
 
 def frontier_png(trials: pd.DataFrame, path: str | Path, title: str | None = None, *,
@@ -426,80 +269,154 @@ def frontier_png(trials: pd.DataFrame, path: str | Path, title: str | None = Non
     return out
 
 
-def _hover(r: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> str:
+# ---------------------------------------------------------------- hypervolume vs compute
+
+
+def hypervolume_figure(curve: pd.DataFrame, title: str | None = None) -> Figure:
+    """Hypervolume of the front after each ended trial against the training FLOPs all trials spent so far
+    (``search.results.compute_curve``: the ``hypervolume_vs_compute.csv`` beside ``trials.parquet``), with the
+    trial-seconds spent on a second axis label. A flat tail says more trials bought nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    fig = Figure(figsize=(8, 4.5), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    spent = curve["spent_train_flops"].astype(float).to_numpy() if len(curve) else []
+    hv = curve["hypervolume"].astype(float).to_numpy() if len(curve) else []
+    if len(spent):
+        ax.step(spent, hv, where="post", c="tab:red", lw=1.5, gid="hypervolume")
+        ax.scatter(spent, hv, s=14, c="tab:red", zorder=3)
+        secs = curve["spent_seconds"].astype(float).iloc[-1] if "spent_seconds" in curve.columns else math.nan
+        note = f"{len(curve)} ended trials, {format_flops(spent[-1])}"
+        note += f", {secs / 3600:.2f} trial-hours" if is_finite(secs) else ""
+        ax.text(0.99, 0.02, note, transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="0.3")
+    ax.set_xlabel("training FLOPs spent by all trials so far")
+    ax.set_ylabel("hypervolume of the front (accuracy x FLOPs saved)")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_flops(v).replace("FLOPs", "").strip()))
+    ax.set_title(title or "Hypervolume vs compute", fontsize=10)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def hypervolume_png(curve: pd.DataFrame, path: str | Path | None = None, title: str | None = None) -> bytes:
+    """``hypervolume_figure`` as PNG bytes (written to ``path`` too if given; storage URIs write the bytes)."""
+    buf = io.BytesIO()
+    hypervolume_figure(curve, title).savefig(buf, format="png")
+    data = buf.getvalue()
+    if path is not None:
+        Path(path).write_bytes(data)
+    return data
+
+
+# ---------------------------------------------------------------- the HTML page
+
+
+def _hover(r: Mapping[str, Any]) -> str:
+    """A point's hover card: what it is, its accuracies and FLOPs, and every sampled parameter, unabridged."""
     lines = [f"trial {r.get('trial_id', '')} ({r.get('status', '')})" + ("  KNEE" if r.get("knee") else ""),
+             *([str(r["label"])] if r.get("label") else []),
              *([f"validation accuracy {float(r['val_accuracy']):.4f}"] if is_finite(r.get("val_accuracy")) else []),
              f"test accuracy {float(r['test_accuracy']):.4f}" if is_finite(r.get("test_accuracy")) else "test accuracy -",
              f"training FLOPs {format_flops(r.get('train_flops'))} ({float(r['flops_ratio']):.4f}x dense)"]
     if r.get("run_id"):
         lines.append(f"MLflow run {r['run_id']}")
-    lines += [f"{k} = {v}" for k, v in display_params(r.get("params"), base).items()]
+    if realised_text(r):
+        lines.append(f"realised: {realised_text(r)}")
+    sampled = {k: v for k, v in json_object(r.get("params")).items() if v is not None}
+    lines += ["sampled:", *(f"  {k} = {v}" for k, v in sampled.items())] if sampled else []
     if r.get("paper_point"):
         lines.append(f"paper point: {r['paper_point']}")
     return "\n".join(lines)
 
 
-def format_accuracy(v: Any) -> str:
-    """One accuracy format everywhere: ``0.8823``; '-' for a missing value."""
-    return f"{float(v):.4f}" if is_finite(v) else "-"
+def _dom_id(trial_id: Any) -> str:
+    return f"point-{re.sub(r'[^A-Za-z0-9_-]', '_', str(trial_id))}"
 
 
-def _svg_with_titles(fig: Figure, df: pd.DataFrame, base: Mapping[str, Any] | None = None) -> str:
-    """The figure as inline SVG; every trial gets an invisible hit target whose <title> is its hover text."""
+def _hover_cards(fig: Figure, df: pd.DataFrame) -> str:
+    """One invisible hit target per trial over its point, and its card shown on hover or focus (pure CSS), at
+    percentages of the figure so they follow the SVG as it scales. A card opens away from the nearer edges and
+    never wraps or cuts a line."""
     ax = fig.axes[0]
+    width, height = fig.bbox.width, fig.bbox.height
+    y = selected_on(df) if len(df) else "test_accuracy"
+    out = []
     for _, r in df.iterrows():
-        ax.plot([r["flops_ratio"]], [r[_selected(df)]], "o", ms=12, alpha=0.0,
-                gid=f"point-{re.sub(r'[^A-Za-z0-9_-]', '_', str(r.get('trial_id', '')))}")
+        px, py = ax.transData.transform((float(r["flops_ratio"]), float(r[y])))
+        left, top = 100 * px / width, 100 * (1 - py / height)
+        side = f"right:{100 - left:.2f}%" if left > 50 else f"left:{left:.2f}%"
+        vert = f"bottom:{100 - top:.2f}%" if top > 50 else f"top:{top:.2f}%"
+        out.append(f'<a class="pt" id="{_dom_id(r.get("trial_id", ""))}" tabindex="0" '
+                   f'style="left:{left:.2f}%;top:{top:.2f}%" aria-label="trial {html.escape(str(r.get("trial_id")))}">'
+                   f'</a><div class="tip" style="{side};{vert}">{html.escape(_hover(r))}</div>')
+    return "\n".join(out)
+
+
+def _svg(fig: Figure) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg")
     svg = buf.getvalue()
-    svg = svg[svg.index("<svg"):]  # drop the XML prolog and doctype: inline in HTML
-    for _, r in df.iterrows():
-        gid = f"point-{re.sub(r'[^A-Za-z0-9_-]', '_', str(r.get('trial_id', '')))}"
-        svg = svg.replace(f'<g id="{gid}">', f'<g id="{gid}" style="pointer-events:all">'
-                          f"<title>{html.escape(_hover(r, base))}</title>", 1)
-    return svg
+    return svg[svg.index("<svg"):]  # drop the XML prolog and doctype: inline in HTML
 
 
 def frontier_html(trials: pd.DataFrame, path: str | Path, title: str | None = None, *,
                   flops_budget: float | None = None, chance: float | None = None,
                   base: Mapping[str, Any] | None = None) -> Path:
     """A small page that works offline and in MLflow's sandboxed artifact iframe: the figure as SVG (hover a
-    point for its trial, parameters and MLflow run) and the frontier as a table, knee marked; parameters shown
-    where they differ from the ``base`` config."""
+    point for its trial, every sampled parameter and its MLflow run) and the frontier as a table, knee marked;
+    the table's parameters are those that differ from the ``base`` config, one per line."""
     df = plot_table(trials)
     fig = frontier_figure(trials, title, flops_budget=flops_budget, chance=chance)
-    svg = _svg_with_titles(fig, df, base)
+    cards = _hover_cards(fig, df)
+    svg = _svg(fig)
     front = df[df["pareto"]].sort_values("flops_ratio")
     rows = []
     for _, r in front.iterrows():
-        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
-            "knee" if r["knee"] else "", r.get("trial_id", ""), format_accuracy(r.get("val_accuracy")),
-            format_accuracy(r.get("test_accuracy")),
-            format_flops(r.get("train_flops")), f"{float(r['flops_ratio']):.4f}",
-            format_params(r.get("params"), base), r.get("paper_point", ""), r.get("run_id", ""))) + "</tr>")
-    warn = chance_warning(df[_selected(trials)].max() if len(df) else None, chance)
+        cells = ["knee" if r["knee"] else "", r.get("trial_id", ""), r.get("label", ""),
+                 format_accuracy(r.get("val_accuracy")), format_accuracy(r.get("test_accuracy")),
+                 format_flops(r.get("train_flops")), f"{float(r['flops_ratio']):.4f}", realised_text(r)]
+        params = "<br>".join(html.escape(p) for p in format_params(r.get("params"), base, sep="\0").split("\0"))
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + f"<td>{params}</td>"
+                    + "".join(f"<td>{html.escape(str(c))}</td>" for c in (r.get("paper_point", ""),
+                                                                          r.get("run_id", ""))) + "</tr>")
+    warn = chance_warning(df[selected_on(trials)].max() if len(df) else None, chance)
     head = html.escape(_title(trials, title)).replace("\n", "<br>")
-    cols = "".join(f"<th>{c}</th>" for c in ("knee", "trial", "val acc", "test acc", "training FLOPs", "ratio to dense",
-                                            "parameters", "paper point", "MLflow run"))
+    names = ("knee", "trial", "what", "val acc", "test acc", "training FLOPs", "ratio to dense", "realised", "parameters",
+             "paper point", "MLflow run")
+    cols = "".join(f"<th>{c}</th>" for c in names)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title or 'Pareto frontier')}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 12px; color: #222; background: #fff; }}
-svg {{ max-width: 100%; height: auto; }}
+.plot {{ position: relative; display: inline-block; max-width: 100%; }}
+.plot svg {{ display: block; max-width: 100%; height: auto; }}
+.pt {{ position: absolute; width: 16px; height: 16px; margin: -8px 0 0 -8px; border-radius: 50%; }}
+.pt:hover, .pt:focus {{ outline: 2px solid #333; }}
+.tip {{ display: none; position: absolute; z-index: 10; white-space: pre; font: 12px/1.35 ui-monospace, monospace;
+        background: #fffdf3; border: 1px solid #888; padding: 4px 8px; box-shadow: 0 2px 6px rgba(0,0,0,.25);
+        pointer-events: none; }}
+.pt:hover + .tip, .pt:focus + .tip {{ display: block; }}
 table {{ border-collapse: collapse; font-size: 13px; margin-top: 8px; }}
-td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }}
 tr:has(td:first-child:not(:empty)) {{ background: #fff3c4; font-weight: 600; }}
 .warn {{ color: #a00; font-weight: 600; }}
 </style></head><body>
 <h3>{head}</h3>
 {f'<p class="warn">warning: {html.escape(warn)}</p>' if warn else ''}
 {f'<p class="warn">{html.escape(selection_note(trials))}</p>' if selection_note(trials) else ''}
-<p>Hover a point for its trial, parameters and MLflow run.</p>
+<p>Hover a point (or tab to it) for its trial, every sampled parameter and its MLflow run.</p>
+<div class="plot">
 {svg}
+{cards}
+</div>
 <h4>Pareto frontier ({len(front)} of {len(trials)} trials), cheapest first</h4>
 <table><thead><tr>{cols}</tr></thead><tbody>
-{chr(10).join(rows) if rows else '<tr><td colspan="9">no completed full-budget trial yet</td></tr>'}
+{chr(10).join(rows) if rows else f'<tr><td colspan="{len(names)}">no completed full-budget trial yet</td></tr>'}
 </tbody></table>
 </body></html>
 """

@@ -1,4 +1,4 @@
-"""The SpFDE trainer: sparse training + progressive layer freezing + circular data sieving (SPFDE.md §1-5).
+"""The SpFDE trainer: sparse training + progressive layer freezing + circular data sieving (docs/method.md §1-5).
 
 It knows nothing of Ray or MLflow: it yields :class:`EpochMetrics` after every epoch and can checkpoint and
 resume its full state. Every random choice comes from a generator seeded by (seed, purpose, epoch), so a run
@@ -222,7 +222,7 @@ class Trainer:
         rigl/sparse_optimizers_base.py: ``compute_gradients`` takes the gradient of the training loss with respect
         to the masked weights, ``apply_gradients`` then runs the mask update *instead of* the optimizer step): the
         epoch's first training batch, under the training loss, gives the dense gradient that grows, and its step
-        is not applied. Its cost (dense weight gradients) is counted by ``flops.simulate`` (SPFDE.md §5)."""
+        is not applied. Its cost (dense weight gradients) is counted by ``flops.simulate`` (docs/method.md §5)."""
         out, loss = self._forward_backward(x, y, ep.frozen_prefix)
         grads = {s.name: g for s in ep.dst_steps if (g := self.masker.weight(s.name).grad) is not None}
         grown = self._dst_steps(ep, gen, grads)

@@ -11,7 +11,6 @@ from spfde_search.config import (
     Config,
     ConfigError,
     apply_overrides,
-    config_to_yaml,
     field_info,
     field_paths,
     flatten,
@@ -20,6 +19,7 @@ from spfde_search.config import (
     parse_value,
     unflatten,
 )
+from spfde_search.config_export import config_to_yaml
 
 
 def error_of(data: dict) -> str:
@@ -28,7 +28,7 @@ def error_of(data: dict) -> str:
     return str(e.value)
 
 
-# ---------------------------------------------------------------- defaults follow SPFDE.md
+# ---------------------------------------------------------------- defaults follow docs/method.md
 
 
 def test_defaults_are_the_papers_choices() -> None:
@@ -65,7 +65,7 @@ def test_integer_range_message() -> None:
 
 
 def test_sieving_window_is_validated() -> None:
-    """SPFDE.md §4: the forgetting window W is a config option (None or 0 = max(delta tau, 3))."""
+    """docs/method.md §4: the forgetting window W is a config option (None or 0 = max(delta tau, 3))."""
     assert Config.parse({}).sieving.window is None
     assert Config.parse({"sieving": {"window": 4}}).sieving.window == 4
     for bad in (-1, 10_001, "three"):
@@ -82,7 +82,9 @@ def test_unknown_top_level_key_lists_sections() -> None:
 
 def test_unknown_nested_key_lists_section_fields() -> None:
     msg = error_of({"sparsity": {"rato": 0.9}})
-    assert "sparsity.rato: unknown key" in msg
+    assert "sparsity.rato: unknown key; did you mean 'sparsity.ratio'?" in msg  # the closest key, not all
+    msg = error_of({"sparsity": {"qqqq": 0.9}})  # nothing close: the keys of that section
+    assert "sparsity.qqqq: unknown key" in msg
     assert "sparsity.ratio" in msg and "sparsity.algorithm" in msg
     assert "train.lr" not in msg  # only the keys of that section
 
@@ -192,8 +194,30 @@ def test_parse_overrides_needs_equals() -> None:
 
 
 def test_apply_overrides_unknown_path() -> None:
-    with pytest.raises(ConfigError, match="unknown config path 'foo.bar'.*sparsity.ratio"):
+    with pytest.raises(ConfigError, match="unknown config path 'foo.bar'; sections: model, data, train, sparsity"):
         apply_overrides({}, {"foo.bar": 1})
+
+
+@pytest.mark.parametrize("typo, hint", [
+    ("sparsity.ration", "did you mean 'sparsity.ratio'?"),
+    ("sieve.fraction", "did you mean 'sieving.fraction'?"),  # a wrong section, a right key
+    ("ratio", "did you mean 'sparsity.ratio'?"),  # the key alone
+    ("train.epoch", "did you mean 'train.epochs'?"),
+    ("freezing.target", "did you mean 'freezing.target_flops_reduction'?"),  # cut short
+    ("sparsity.zzzzz", "keys of sparsity: sparsity.algorithm, sparsity.ratio,"),  # nothing close: its section
+])
+def test_a_typo_gets_the_closest_paths_not_all_of_them(typo: str, hint: str) -> None:
+    """Issue 33 item 9: the closest names (difflib), instead of every one of the config's paths."""
+    with pytest.raises(ConfigError) as e:
+        apply_overrides({}, {typo: 1})
+    msg = str(e.value)
+    assert msg.startswith(f"unknown config path {typo!r}; {hint}"), msg
+    assert "data.root" not in msg  # not the list of every path
+
+
+def test_an_unknown_key_in_a_config_file_gets_the_closest_one() -> None:
+    with pytest.raises(ConfigError, match=r"sparsity.ration: unknown key; did you mean 'sparsity.ratio'\?"):
+        Config.parse({"sparsity": {"ration": 0.9}})
 
 
 def test_apply_overrides_does_not_mutate() -> None:
@@ -344,3 +368,27 @@ def test_parse_value_reads_mlflow_params_per_field() -> None:
     assert parse_value("data.augment", "True") is True
     assert parse_value("sparsity.ratio", "0.9") == 0.9
     assert parse_value("sparsity.soft_bound", "[[0.5, 0.02]]") == [[0.5, 0.02]]
+
+
+def test_yaml_leaves_out_what_does_nothing_for_its_data_set_and_still_round_trips() -> None:
+    """Issue 33 item 8: an exported config holds what matters. For Fashion-MNIST the synthetic set's sizes and the
+    imagefolder crop / workers do nothing: left out at their defaults, named inert where someone set them; either
+    way `spfde train --config` of the file rebuilds exactly the same config."""
+    from spfde_search.config import read_yaml
+    from spfde_search.config_export import inert_paths
+
+    cfg = Config()
+    text = config_to_yaml(cfg, header="source: test")
+    body = read_yaml(text)
+    assert "synthetic_train" not in body["data"] and "image_size" not in body["data"] and "num_workers" not in body["data"]
+    assert text.startswith("# source: test\n# left out, inert for data set 'fashion_mnist' (defaults): data.synthetic_*")
+    assert Config.parse(body) == cfg
+    set_ = cfg.with_overrides({"data.image_size": 64})
+    text = config_to_yaml(set_)
+    assert read_yaml(text)["data"]["image_size"] == 64 and "kept as set, they change nothing): data.image_size" in text
+    assert Config.parse(read_yaml(text)) == set_
+    synthetic = cfg.with_overrides({"data.name": "synthetic", "data.synthetic_size": 32})
+    assert "data.synthetic_size" not in inert_paths(synthetic) and "data.image_size" in inert_paths(synthetic)
+    assert read_yaml(config_to_yaml(synthetic))["data"]["synthetic_size"] == 32
+    folder = cfg.with_overrides({"data.name": "imagefolder", "data.root": "/x"})
+    assert "data.image_size" not in inert_paths(folder) and "data.num_workers" not in inert_paths(folder)

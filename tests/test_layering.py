@@ -2,7 +2,7 @@
 including imports inside functions) and at run time (what importing the core actually loads).
 
 - ``spfde_search/method/``, ``spfde_search/data/``, ``trainer.py`` and ``config.py`` know nothing of Ray, Optuna
-  or MLflow (STYLE.md);
+  or MLflow (docs/architecture.md);
 - ``spfde_search/search/`` reaches the MLflow adapter only through the ``spfde_search.tracking`` package's public
   names, never its modules;
 - no module of ``spfde_search``, ``search_spaces`` or ``trainables`` imports a private name (``_x``) or a private
@@ -11,7 +11,7 @@ including imports inside functions) and at run time (what importing the core act
 - no import cycles among those modules, counting imports inside functions and the packages above each imported
   module (Python runs their ``__init__`` first): ``tracking/sync.py`` and ``tracking/tracker.py`` once imported
   each other, and ``trainables`` -> ``spfde_search.search`` -> ``trainables`` was dodged with a lazy import;
-- no module of the package grows past ~500 lines (a split is due before then).
+- no module of the package grows past ~500 lines (a split is due then; the test fails past ``MAX_MODULE_LINES``).
 """
 
 from __future__ import annotations
@@ -259,12 +259,16 @@ def test_search_reaches_tracking_only_through_its_package_interface() -> None:
 
 # Modules over the limit that issue 10 did not split (reported to the lead), each with the reason.
 KNOWN_LARGE: dict[str, str] = {}
+# ~500 lines is the aim README.md and docs/architecture.md state; this is where the test fails (tests/test_docs.py
+# checks that both pages quote these two numbers).
+AIM_MODULE_LINES = 500
+MAX_MODULE_LINES = 550
 
 
 def test_no_module_is_over_about_500_lines() -> None:
     sizes = {str(p.relative_to(PKG)): len(p.read_text().splitlines()) for p in PKG.rglob("*.py")}
     sizes = {k: v for k, v in sizes.items() if k not in KNOWN_LARGE}
-    big = {k: v for k, v in sizes.items() if v > 550}
+    big = {k: v for k, v in sizes.items() if v > MAX_MODULE_LINES}
     assert not big, f"split these by responsibility (docs/architecture.md): {big}"
 
 

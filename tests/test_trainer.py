@@ -83,7 +83,7 @@ def test_frozen_units_bit_identical(algorithm: str, trainer_cfg: Callable[..., C
 
 
 def test_per_unit_cosine_lr(trainer_cfg: Callable[..., Config]) -> None:
-    """SPFDE.md §3: each unit follows its own cosine, reaching eta_min at its freeze epoch; the rest go to T."""
+    """docs/method.md §3: each unit follows its own cosine, reaching eta_min at its freeze epoch; the rest go to T."""
     cfg = trainer_cfg({**FREEZE, "train.lr_min": 0.001})
     horizons = {0: 1, 1: 2, 2: 3, 3: 4, 4: 4}
 

@@ -17,6 +17,7 @@ from ..choices import (
     FIDELITY,
     INITIAL_POINT_SETS,
     SAMPLERS,
+    did_you_mean,
     looks_like_space_file,
 )
 from ..store_uri import TrackingUnavailable, recorded_searches, resolve_tracking_uri, sqlite_path
@@ -30,7 +31,8 @@ class PrecheckError(ValueError):
 
 def _choice(flag: str, value: str | None, valid: tuple[str, ...]) -> None:
     if value is not None and value not in valid:
-        raise PrecheckError(f"{flag} {value!r} is not one of {', '.join(valid)}")
+        hint = did_you_mean(value, valid)
+        raise PrecheckError(f"{flag} {value!r} is not one of {', '.join(valid)}" + (f"; {hint}" if hint else ""))
 
 
 def check_search_options(*, space: str | None, sampler: str | None, early_stopping: str | None,
@@ -38,8 +40,9 @@ def check_search_options(*, space: str | None, sampler: str | None, early_stoppi
     """``spfde search``: the space name or file, the sampler, early stopping and initial points."""
     if space is not None and space not in BUILTIN_SPACES:
         if not looks_like_space_file(space):
-            raise PrecheckError(f"unknown search space {space!r}; built-in spaces: {', '.join(BUILTIN_SPACES)}, "
-                                "or a YAML file path")
+            hint = did_you_mean(space, BUILTIN_SPACES)
+            raise PrecheckError(f"unknown search space {space!r}; " + (f"{hint} " if hint else "") +
+                                f"built-in spaces: {', '.join(BUILTIN_SPACES)}, or a YAML file path")
         if not Path(space).is_file():
             raise PrecheckError(f"space file {space!r} does not exist")
     _choice("--sampler", sampler, SAMPLERS)

@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 
+from ..choices import EARLY_STOPPING, FIDELITY, INITIAL_POINT_SETS, SAMPLERS
 from .app import app, make_console, table_width
 
 __all__ = ["search"]
@@ -39,7 +40,7 @@ def search(
     set_: list[str] = typer.Option(None, "--set", "-s", metavar="PATH=VALUE",
                                  help="base config override, e.g. -s train.epochs=2 (repeatable)"),
     num_samples: int = typer.Option(None, "--num-samples", "-n", help="trials to run (default: 16)"),
-    sampler: str = typer.Option(None, "--sampler", help=f"Optuna sampler: {_SAMPLERS} (default: auto)"),
+    sampler: str = typer.Option(None, "--sampler", metavar="|".join(SAMPLERS), help=f"Optuna sampler: {_SAMPLERS} (default: auto)"),
     seed: int = typer.Option(None, "--seed", help="sampler seed (default: 0)"),
     max_concurrent: int = typer.Option(None, "--max-concurrent", help="trials running at once (default: 2)"),
     cpus_per_trial: float = typer.Option(None, "--cpus-per-trial", help="CPUs reserved per trial (default: 1)"),
@@ -47,9 +48,9 @@ def search(
     flops_budget: str = typer.Option(
         None, "--flops-budget", help="max training FLOPs: ratio of dense (0.3, 0.3x, 30%) or absolute (2.5e12, 800G)"
     ),
-    initial: str = typer.Option(None, "--initial", help="seed the sampler with known points: paper"),
-    early_stopping: str = typer.Option(None, "--early-stopping", help="none, asha (on validation accuracy) or moasha (multi-objective: accuracy at the rung and predicted FLOPs) (default: none)"),
-    fidelity: str = typer.Option(None, "--fidelity", metavar="none|schedule",
+    initial: str = typer.Option(None, "--initial", metavar="|".join(INITIAL_POINT_SETS), help="seed the sampler with known points: paper"),
+    early_stopping: str = typer.Option(None, "--early-stopping", metavar="|".join(EARLY_STOPPING), help="none, asha (on validation accuracy) or moasha (multi-objective: accuracy at the rung and predicted FLOPs) (default: none)"),
+    fidelity: str = typer.Option(None, "--fidelity", metavar="|".join(FIDELITY),
                                  help="schedule: successive halving over complete schedules of growing length (rungs "
                                  "m, m*eta, ..., train.epochs); -n counts full-length trials (default: none)"),
     grace_period: int = typer.Option(None, "--grace-period", help="first rung: ASHA/MOASHA epoch r, rungs at r*eta^k "

@@ -10,11 +10,14 @@ import contextlib
 import json
 import math
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -250,6 +253,25 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen, timeout: float) -> 
     return False
 
 
+# Lines of `mlflow server` a user of `spfde ui` cannot act on: MLflow's start-up notes (spfde ui prints its own
+# warnings for an exposed --host) and Starlette's deprecation of a module MLflow imports, with its source line.
+_SERVER_NOISE = re.compile(r"Registry store URI not provided|\[MLflow\] Security middleware enabled|"
+                           r"StarletteDeprecationWarning|^\s+from starlette\.|INFO mlflow\.server\.jobs")
+
+
+def _quiet_server_env() -> dict[str, str]:
+    """The server's environment: MLflow's own loggers at WARNING."""
+    return {**os.environ, "MLFLOW_LOGGING_LEVEL": os.environ.get("MLFLOW_LOGGING_LEVEL", "WARNING")}
+
+
+def _relay_server_output(stream: Any) -> None:
+    """Pass the server's output on to stderr, less ``_SERVER_NOISE``: what is left is worth reading."""
+    for line in iter(stream.readline, ""):
+        if not _SERVER_NOISE.search(line):
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+
 @app.command()
 def ui(
     name: str | None = typer.Argument(None, help="search whose parent run URL to print (default: the latest)"),
@@ -290,9 +312,10 @@ def ui(
               "answers there: stop it, or use --port 0 for a free port", code=1)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"http://{local}:{port}"
+    # quiet: no access line per request, no uvicorn start-up lines (warnings and errors still show)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
            "--default-artifact-root", str(db.parent / ARTIFACT_ROOT_DIRNAME), "--host", host, "--port", str(port),
-           "--workers", str(workers)]
+           "--workers", str(workers), "--uvicorn-opts", "--no-access-log --log-level warning"]
     exposed = not _is_loopback(host)
     addresses = _listen_addresses(host) if exposed else []
     if allowed_hosts is None and exposed:
@@ -309,8 +332,10 @@ def ui(
             typer.secho(line, err=True, fg="red", bold=True)
     if mlflow_exe := shutil.which("mlflow"):
         cmd[:3] = [mlflow_exe]
-    typer.echo(f"starting the MLflow UI on {uri} ({' '.join(cmd)})", err=True)
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    typer.echo(f"starting the MLflow UI on {uri} ({shlex.join(cmd)})", err=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, env=_quiet_server_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    threading.Thread(target=_relay_server_output, args=(proc.stdout,), daemon=True).start()
 
     def _stop(*_: Any) -> None:
         if proc.poll() is None:

@@ -90,11 +90,16 @@ def flops(
     d = p.to_dict()
     d["config"] = cfg.to_dict()
     to_stdout = write_json(json_out, d)
-    t = Table(title=f"{cfg.model.name} (width {cfg.model.width}) on {cfg.data.name}: predicted training FLOPs")
+    # what is counted, exactly (docs/method.md §5): "3 x fwd" was 0.1% off, autograd computes no image gradient
+    t = Table(title=f"{cfg.model.name} (width {cfg.model.width}) on {cfg.data.name}: predicted training FLOPs",
+              caption="step = forward + weight gradients + input gradients (none for the image); FLOPs = 2 x MACs "
+                      "of conv and linear layers. Evaluation is forward passes at the densities held, reported "
+                      "apart: never in training FLOPs.", caption_justify="left")
     t.add_column("quantity")
     t.add_column("value", justify="right")
     t.add_row("dense forward / sample", human(p.dense_forward_per_sample))
-    t.add_row("dense training (3 x fwd x N x T)", f"{p.dense_train_flops:,} ({human(p.dense_train_flops)})")
+    t.add_row("dense training step / sample", human(p.dense_step_per_sample))
+    t.add_row("dense training (step x N x T)", f"{p.dense_train_flops:,} ({human(p.dense_train_flops)})")
     t.add_row("this schedule", f"{p.train_flops:,} ({human(p.train_flops)})")
     t.add_row("ratio to dense", f"{p.flops_ratio:.4f}")
     for k in ("sparsity", "freezing", "sieving"):
@@ -103,6 +108,8 @@ def flops(
     t.add_row("freeze start epoch (T_frz)", str(p.freeze_start_epoch))
     t.add_row("unit freeze epochs", ", ".join("-" if e is None else str(e) for e in p.unit_freeze_epochs))
     t.add_row("samples / epoch", f"{p.samples_per_epoch:,} of {p.num_train:,}")
+    t.add_row("evaluation: validation passes", human(p.eval_flops.get("validation", 0)))
+    t.add_row("evaluation: test passes", human(p.eval_flops.get("test", 0)))
     mem = p.memory
     t.add_row(f"memory estimate (batch {mem['batch_size']}, fp32)",
               f"{mem['total_bytes'] / 2**20:.1f} MiB; {mem['total_bytes_max_frozen'] / 2**20:.1f} MiB when most frozen")

@@ -1,7 +1,7 @@
 """Data sets as device-resident tensors with batched on-device augmentation (airbench style).
 
 Why this shape: the trainer needs the *sample id* of every training sample it sees (data sieving counts
-forgetting events per sample, SPFDE.md §4) and a partial set that changes every Δτ epochs, so batches are
+forgetting events per sample, docs/method.md §4) and a partial set that changes every Δτ epochs, so batches are
 drawn from an explicit list of ids rather than from a fixed Dataset. Small sets (MNIST, Fashion-MNIST,
 CIFAR, synthetic) live whole on the device and are cropped/flipped there in one vectorised op per batch;
 ``imagefolder`` (ImageNet-style) streams from disk through a multi-worker DataLoader with the same API.

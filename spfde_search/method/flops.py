@@ -1,4 +1,4 @@
-"""Training-FLOPs accounting (SPFDE.md §5), predicted from the config alone.
+"""Training-FLOPs accounting (docs/method.md §5), predicted from the config alone.
 
 Convention: FLOPs = 2 x multiply-accumulates of conv and linear layers (as ``torch.utils.flop_counter``).
 Per sample and layer, what autograd computes (:func:`layer_cost`, the one place of this rule): forward F*d; if the
@@ -166,7 +166,7 @@ def held_forward(profile: ModelProfile, r: LayerRef, counts: Mapping[str, int]) 
 def layer_cost(
     profile: ModelProfile, r: LayerRef, counts: Mapping[str, int], frozen_prefix: int, dense_weight_grad: bool = False
 ) -> int:
-    """Training FLOPs of one layer for one sample, as autograd computes them (SPFDE.md §5): forward F*d; if the
+    """Training FLOPs of one layer for one sample, as autograd computes them (docs/method.md §5): forward F*d; if the
     layer is active, its weight gradient (F*d, or F for RigL's dense-gradient pass) and its input gradient F*d
     unless the input needs none (a layer reading the first active unit's input: image or frozen prefix output);
     0 backward if frozen. Golden-tested against FlopCounterMode over a real forward + backward."""
@@ -224,6 +224,23 @@ def simulate(profile: ModelProfile, run: RunPlan, samples_per_epoch: int, batch_
     )
 
 
+def eval_flops(profile: ModelProfile, run: RunPlan, num_val: int, num_test: int) -> dict[str, int]:
+    """Forward FLOPs of the evaluation passes the epoch plan schedules (docs/method.md §5: reported apart, never
+    training FLOPs), as the trainer runs them: with a validation split, validation after every evaluated epoch
+    and test once after the last; without one, test after every evaluated epoch. Each pass is the forward at the
+    densities held that epoch, F*d per sample. Extra rung evaluations a scheduler asks for are not included."""
+    out = {"validation": 0, "test": 0}
+    last = len(run.epochs) - 1
+    for i, ep in enumerate(run.epochs):
+        fwd = sum(held_forward(profile, r, ep.counts) for r in profile.layers)
+        if num_val > 0:
+            out["validation"] += num_val * fwd if ep.evaluate else 0
+            out["test"] += num_test * fwd if i == last else 0
+        elif ep.evaluate:
+            out["test"] += num_test * fwd
+    return out
+
+
 @dataclass
 class FlopsPrediction:
     """What a config will cost, known before training (``spfde flops``)."""
@@ -246,6 +263,8 @@ class FlopsPrediction:
     cumulative: list[int]  # predicted training FLOPs after each epoch (RigL passes counted when they happen)
     memory: dict[str, int]
     overall_density: float
+    dense_step_per_sample: int = 0  # forward + weight grads + input grads, none for the image (stem conv)
+    eval_flops: dict[str, int] = field(default_factory=dict)  # {validation, test}: never in train_flops
     extra: dict[str, Any] = field(default_factory=dict)
     run_key: str = ""  # equal keys: the same run (method.plan.run_identity); the search dedupes on it
 
@@ -306,7 +325,7 @@ def plan_all(cfg: Config, profile: ModelProfile, spec: DatasetSpec) -> Plans:
     t, dtau = cfg.train.epochs, cfg.train.update_interval
     dens = layer_densities(profile.layers, cfg.sparsity)
     targets = {r.name: round(dens[r.name] * r.numel) for r in profile.layers if r.name in dens}
-    samples = partial_size(spec.num_train, cfg.sieving.fraction)  # |partial set|, SPFDE.md §4
+    samples = partial_size(spec.num_train, cfg.sieving.fraction)  # |partial set|, docs/method.md §4
     k = freezable_unit_count(profile.unit_depths, profile.total_depth, cfg.freezing.freeze_fraction)
     off = plan_freezing(cfg.freezing.model_copy(update={"target_flops_reduction": 0.0, "start_epoch": None}),
                         t, dtau, profile.num_units, k, [], 0.0)
@@ -343,7 +362,8 @@ def predict(cfg: Config, spec: DatasetSpec | None = None) -> FlopsPrediction:
     off_run = build_run_plan(cfg, profile.layers, targets, off)
     sieve_only = simulate(profile, off_run, samples, b)
     sparse_only = simulate(profile, off_run, n, b)
-    dense = per_sample_cost(profile, {}, 0) * n * t  # every layer dense and active, on the full set
+    dense_step = per_sample_cost(profile, {}, 0)  # every layer dense and active
+    dense = dense_step * n * t  # on the full set
     saved = {
         "sparsity": dense - sparse_only.train_flops,
         "sieving": sparse_only.train_flops - sieve_only.train_flops,
@@ -373,6 +393,8 @@ def predict(cfg: Config, spec: DatasetSpec | None = None) -> FlopsPrediction:
         cumulative=actual.cumulative,
         memory=memory,
         overall_density=(sum(targets.values()) / sparse_total) if sparse_total else 1.0,
+        dense_step_per_sample=dense_step,
+        eval_flops=eval_flops(profile, plans.run, spec.num_val, spec.num_test),
         extra={"lr_horizons": list(plans.run.lr_horizons), "lr_schedule": cfg.freezing.lr_schedule},
         run_key=run_key(cfg, plans.run),
     )

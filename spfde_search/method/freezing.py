@@ -1,4 +1,4 @@
-"""Progressive layer freezing (SPFDE.md §3): freezable prefix, T_frz from a FLOPs target, schemes, per-unit LR.
+"""Progressive layer freezing (docs/method.md §3): freezable prefix, T_frz from a FLOPs target, schemes, per-unit LR.
 
 Everything here is pure arithmetic on per-unit costs, so it is golden-tested and shared by the trainer and the
 FLOPs predictor. A *frozen prefix* of length k means units 0..k-1 run forward only (no weight or activation
@@ -30,7 +30,7 @@ PERIODIC_SCHEMES = ("periodic", "delayed_periodic")
 
 
 def periodic_start(scheme: str, delay_fraction: float, epochs: int, interval: int) -> int:
-    """First epoch of the periodic pattern (SPFDE.md §3): ``periodic`` runs it from epoch 0, so every unit is
+    """First epoch of the periodic pattern (docs/method.md §3): ``periodic`` runs it from epoch 0, so every unit is
     updated at every stage of training (the paper's appendix); ``delayed_periodic`` keeps every unit fully active
     for the first ``delay_fraction`` of training, rounded up to a multiple of Δτ (at least Δτ, since
     ``delay_fraction`` > 0). The two starts never coincide, so no schedule has both names."""
@@ -67,7 +67,7 @@ def freezable_unit_count(unit_depths: Sequence[int], total_depth: int, fraction:
 
 
 def solve_start_closed_form(x: float, f_train: float, bp: Sequence[float], epochs: int, interval: int) -> int:
-    """SPFDE.md §3: x*F = sum_k Bp_k (T - T_frz - k*dtau)  =>  T_frz = T - (x*F + dtau*sum_k k*Bp_k) / sum_k Bp_k,
+    """docs/method.md §3: x*F = sum_k Bp_k (T - T_frz - k*dtau)  =>  T_frz = T - (x*F + dtau*sum_k k*Bp_k) / sum_k Bp_k,
     rounded down to a multiple of dtau (so the target is met or beaten). ``bp`` is per-epoch backward FLOPs."""
     s = sum(bp)
     if s <= 0:
@@ -160,7 +160,7 @@ def plan_freezing(
     saving_fn: Callable[[FreezePlan], float] | None = None,
 ) -> FreezePlan:
     """Resolve the config into a plan. With a target x, T_frz is the latest multiple of dtau whose saving meets
-    x * F (the closed form of SPFDE.md §3 for single_shot when every unit freezes before T; a direct search over
+    x * F (the closed form of docs/method.md §3 for single_shot when every unit freezes before T; a direct search over
     candidates handles units that would freeze at or after T and the other schemes). The saving of a candidate
     is ``saving_fn(plan)`` when given (the predictor passes its exact simulation, which also counts MEST's
     soft-bound extra density that freezing removes), else ``plan.saving(bp_per_epoch)`` at target densities.

@@ -1,4 +1,4 @@
-"""The epoch plan: every boundary rule of a run, in one pure function of the config (SPFDE.md §2-§4).
+"""The epoch plan: every boundary rule of a run, in one pure function of the config (docs/method.md §2-§4).
 
 Before epoch e the trainer may prune units whose mask is final to their target, update or prune masks, and step
 the sieve; RigL's update runs on the epoch's first training batch, whose dense gradient grows and whose step is not
@@ -89,7 +89,7 @@ class RunPlan:
 
 
 def may_update(freeze: FreezePlan, unit: int, b: int, prefix: int) -> bool:
-    """Whether a layer of ``unit`` takes a DST update at boundary b (ours, SPFDE.md §3): not while frozen, and
+    """Whether a layer of ``unit`` takes a DST update at boundary b (ours, docs/method.md §3): not while frozen, and
     with a fixed freeze epoch f (single-shot schemes) only while b < f - Δτ, so the mask is final for the
     whole last interval [f - Δτ, f) before freezing: a weight grown at that last boundary would get only the
     near-zero tail of the unit's cosine and freeze at about 0 while FLOPs count it live."""
@@ -102,7 +102,7 @@ def may_update(freeze: FreezePlan, unit: int, b: int, prefix: int) -> bool:
 def final_mask(freeze: FreezePlan, unit: int, b: int, prefix: int) -> bool:
     """Whether a layer of ``unit`` holds its final mask from boundary b on: frozen, or in the last interval
     before its fixed freeze epoch (``may_update`` is False). Such a layer is pruned to its exact target at the
-    first such boundary (SPFDE.md §3: MEST's soft-bound extra goes at the unit's last DST update, one Δτ before
+    first such boundary (docs/method.md §3: MEST's soft-bound extra goes at the unit's last DST update, one Δτ before
     it freezes), so it trains its final interval on the mask it freezes with."""
     return not may_update(freeze, unit, b, prefix)
 

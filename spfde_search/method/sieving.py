@@ -1,4 +1,4 @@
-"""Circular data sieving (SPFDE.md §4): forgetting counts and the removed-set queue.
+"""Circular data sieving (docs/method.md §4): forgetting counts and the removed-set queue.
 
 Why a queue: sieving drops the easiest samples of the partial set every Δτ epochs, but a sample judged
 easy once may be forgotten later, so removed samples go round a FIFO queue and come back in turn. Every
@@ -6,7 +6,7 @@ sample is therefore used at least once, and the partial set (hence the per-epoch
 size, which is what lets the FLOPs predictor count sieving from the config alone.
 
 Difficulty is the number of forgetting events (correct -> wrong between consecutive presentations) over a
-sliding window of the last W epochs (``sieving.window``, default W = max(Δτ, 3), SPFDE.md §4), read from the
+sliding window of the last W epochs (``sieving.window``, default W = max(Δτ, 3), docs/method.md §4), read from the
 training forward pass, so it costs no extra FLOPs. Each sample's last correctness is kept across epochs, so the
 first presentation in the window is compared with the one before it. With W = Δτ this is the paper's
 per-interval count; at Δτ = 1 a one-epoch window would hold one comparison per sample and the ranking would be
@@ -54,7 +54,7 @@ def moved_count(partial: int, fraction: float, queue: int) -> int:
 
 def forgetting_window(window: int | None, interval: int) -> int:
     """W, the epochs whose forgetting events rank the samples: ``sieving.window`` if set (> 0), else max(Δτ, 3)
-    (SPFDE.md §4, ours): an update at every epoch still sees 3 presentations per sample."""
+    (docs/method.md §4, ours): an update at every epoch still sees 3 presentations per sample."""
     return window if window else max(interval, 3)
 
 
@@ -164,7 +164,7 @@ class ForgettingTracker:
 
 
 class CircularSieve:
-    """The partial set and the circular queue of removed samples (SPFDE.md §4).
+    """The partial set and the circular queue of removed samples (docs/method.md §4).
 
     Start: a random round(y·N) samples form the queue (in random order); the rest is the partial set.
     ``step`` (every Δτ epochs): the m easiest partial samples go to the queue's tail (easiest first) and

@@ -1,4 +1,4 @@
-"""Unstructured weight masks and dynamic sparse training (SPFDE.md §2).
+"""Unstructured weight masks and dynamic sparse training (docs/method.md §2).
 
 A DST algorithm is a drop score plus a grow score (as in RigL's code); one generic, checked update does the
 top-k bookkeeping for all of them: growth draws from every position that is zero after the drop (a weight just
@@ -270,7 +270,7 @@ class Masker:
         return self.modules[name].weight  # type: ignore[return-value]
 
     def init_random(self, gen: torch.Generator) -> None:
-        """Initial random mask at exactly the target count per layer (SPFDE.md §1)."""
+        """Initial random mask at exactly the target count per layer (docs/method.md §1)."""
         for name, n_target in self.targets.items():
             w = self.weight(name)
             idx = torch.randperm(w.numel(), generator=gen)[:n_target]

@@ -222,7 +222,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     cost["infeasible_skipped"] = int(skipped.get("count", 0))
     cost["duplicates_skipped"] = int(skipped.get("duplicates", 0))  # the same run as a trained trial: untrained
     try:
-        write_compute_curve(table, f"{uri}/{HV_COMPUTE_CSV}")
+        write_compute_curve(table, f"{uri}/{HV_COMPUTE_CSV}", title=f"search {s.name}: hypervolume vs compute")
     except Exception as e:  # a storage hiccup must not fail a finished search
         log.warning("could not write %s: %s", HV_COMPUTE_CSV, e)
     meta.update({"status": "interrupted" if interrupted else "finished", "finished": _now(), "counts": counts, "front_size": len(front),

@@ -143,17 +143,35 @@ def _accuracies(r: Mapping[str, Any]) -> str:
     return f"val {val:.4f} {t}" if math.isfinite(val) else t
 
 
-# Messages a user cannot act on: shown from -v on (verbose >= 2), hidden by default.
-_NOISY_LOGGERS = (
-    "ray._private.authentication.authentication_token_setup",  # "Token authentication is enabled/disabled ..."
-    "mlflow.store.db.utils",  # "Creating initial MLflow database tables...", "Updating database tables"
-    "alembic.runtime.migration",  # the schema migrations behind it
-)
+# Messages a user cannot act on, by logger, with the verbosity from which they show (default 1; -v 2; -vv 3).
+_NOISY_LOGGERS = {
+    # "Token authentication is enabled/disabled ...": Ray's own set-up, not ours to act on; worker-log level
+    "ray._private.authentication.authentication_token_setup": 3,
+    "mlflow.store.db.utils": 2,  # "Creating initial MLflow database tables...", "Updating database tables"
+    "alembic.runtime.migration": 2,  # the schema migrations behind it
+}
+
+
+class _NoRestoreHint:
+    """Drops Ray Tune's "Resume experiment with: Tuner.restore(path=..., trainable=...)" after SIGTERM / Ctrl-C:
+    a user of ``spfde`` resumes with ``spfde search --resume NAME``, the line the driver prints itself."""
+
+    def filter(self, record: object) -> bool:
+        import logging
+
+        return not (isinstance(record, logging.LogRecord) and "Tuner.restore(" in record.getMessage())
+
+
+_RESTORE_HINT = _NoRestoreHint()
 
 
 def quiet_library_noise(verbose: int) -> None:
-    """Raise the noisy libraries' loggers to ERROR unless ``-v`` was given (the default verbosity is 1)."""
+    """Raise the noisy libraries' loggers to ERROR below the verbosity they show from (the default verbosity is
+    1), and drop Ray Tune's ``Tuner.restore`` hint at every verbosity."""
     import logging
 
-    for name in _NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.NOTSET if verbose >= 2 else logging.ERROR)
+    for name, shown_from in _NOISY_LOGGERS.items():
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose >= shown_from else logging.ERROR)
+    tune = logging.getLogger("ray.tune.tune")
+    if _RESTORE_HINT not in tune.filters:
+        tune.addFilter(_RESTORE_HINT)

@@ -19,16 +19,23 @@ from ..config import Config, ConfigError, apply_overrides
 from ..execution import RESULT_KEY, with_execution
 from ..pareto import above_chance, front_indices, hypervolume, knee_point, selected_on
 from ..storage import exists, filesystem, write_bytes
-from .settings import DEFAULT_STORAGE, HV_COMPUTE_CSV, TRIALS_PARQUET, SearchError, experiment_uri
+from .settings import (
+    DEFAULT_STORAGE,
+    HV_COMPUTE_CSV,
+    HV_COMPUTE_PNG,
+    TRIALS_PARQUET,
+    SearchError,
+    experiment_uri,
+)
 
 TRIAL_COLUMNS = [
     "trial_id", "status", "full_budget", "epochs_completed", "val_accuracy", "test_accuracy", "train_flops",
     "predicted_train_flops", "dense_train_flops", "flops_ratio", "saved_sparsity", "saved_freezing",
     "saved_sieving", "freeze_start_epoch", "wall_seconds", "error", "node_ip", "node_id", "params", "config",
     "run_train_flops", "run_flops_ratio", "ray_status", "started_at", "finished_at",
-    "spent_train_flops", "spent_seconds",
+    "spent_train_flops", "spent_seconds", "held_sparsity",
 ]
-__all__ = ["HV_COMPUTE_CSV", "STATUSES", "TRIAL_COLUMNS", "compute_curve", "front_hypervolume", "front_table",
+__all__ = ["HV_COMPUTE_CSV", "HV_COMPUTE_PNG", "STATUSES", "TRIAL_COLUMNS", "compute_curve", "front_hypervolume", "front_table",
            "load_rows", "load_trials", "pareto_front", "rows_to_arrow", "search_cost", "trial_row", "write_compute_curve",
            "write_parquet"]
 STATUSES = ("COMPLETED", "EARLY_STOPPED", "FAILED", "INFEASIBLE", "INTERRUPTED", "RUNNING", "PENDING")
@@ -157,6 +164,8 @@ def trial_row(trial: Any, base: Mapping[str, Any], ray_status: str | None = None
         "saved_sparsity": _num(r, "saved_sparsity"),
         "saved_freezing": _num(r, "saved_freezing"),
         "saved_sieving": _num(r, "saved_sieving"),
+        # what the sparse layers held at the last epoch (1 - density; above the target while a soft bound holds)
+        "held_sparsity": 1.0 - _num(r, "density") if trained and epochs > 0 else float("nan"),
         "freeze_start_epoch": None if fse is None or fse == -1 or (isinstance(fse, float) and math.isnan(fse)) else int(fse),
         "wall_seconds": _num(r, "wall_seconds") if r else float("nan"),
         "error": error,
@@ -319,8 +328,14 @@ def compute_curve(table: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def write_compute_curve(table: pd.DataFrame, uri: str) -> None:
-    write_bytes(uri, compute_curve(table).to_csv(index=False).encode())
+def write_compute_curve(table: pd.DataFrame, uri: str, title: str | None = None) -> None:
+    """``compute_curve`` as CSV at ``uri`` and as a picture beside it (``HV_COMPUTE_PNG``, ``plots.hypervolume_png``):
+    whether more trials still bought front is read at a glance from the flat or rising tail."""
+    from ..plots import hypervolume_png
+
+    curve = compute_curve(table)
+    write_bytes(uri, curve.to_csv(index=False).encode())
+    write_bytes(f"{uri.rsplit('/', 1)[0]}/{HV_COMPUTE_PNG}", hypervolume_png(curve, title=title))
 
 
 def front_table(front: pd.DataFrame, title: str = "Pareto front", base: Mapping[str, Any] | None = None,

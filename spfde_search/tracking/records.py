@@ -23,9 +23,9 @@ MLFLOW_STATUS = {"COMPLETED": "FINISHED", "EARLY_STOPPED": "FINISHED", "FAILED":
 FINAL_METRICS = (
     "val_accuracy", "test_accuracy", "train_flops", "predicted_train_flops", "dense_train_flops", "flops_ratio",
     "saved_sparsity", "saved_freezing", "saved_sieving", "freeze_start_epoch", "epochs_completed", "wall_seconds",
-    "run_train_flops", "run_flops_ratio",
+    "run_train_flops", "run_flops_ratio", "held_sparsity",
 )
-# trials.parquet column -> MLflow metric name (absolute training FLOPs saved, SPFDE.md §5)
+# trials.parquet column -> MLflow metric name (absolute training FLOPs saved, docs/method.md §5)
 _METRIC_NAME = {"saved_sparsity": "flops_saved_sparsity", "saved_freezing": "flops_saved_freezing",
                 "saved_sieving": "flops_saved_sieving"}
 # Keys of a reported result that are not per-epoch training metrics: Ray's own, and per-trial constants
@@ -82,6 +82,8 @@ class TrialRecord:
     def row(self) -> dict[str, Any]:
         out: dict[str, Any] = {"trial_id": self.trial_id, "status": self.status, "full_budget": self.full_budget}
         out.update({k: self.final.get(k) for k in FINAL_METRICS})
+        if out.get("held_sparsity") is None and self.epochs and is_finite(self.epochs[-1].get("density")):
+            out["held_sparsity"] = 1.0 - float(self.epochs[-1]["density"])  # a record from before the column
         out["error"] = self.error
         out["params"] = json.dumps(self.params, sort_keys=True, default=str)
         out["config"] = json.dumps(self.config, sort_keys=True, default=str)

@@ -14,8 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from spfde_search.config import Config, config_to_yaml, flatten
+from spfde_search.config import Config, flatten
+from spfde_search.config_export import config_to_yaml
 from spfde_search.pareto import is_finite
+from spfde_search.wording import run_name
 
 from .records import _METRIC_NAME, FINAL_METRICS, MLFLOW_STATUS, TrialRecord
 from .store import Store
@@ -189,7 +191,8 @@ class RunWriter:
         else:
             assert self.parent_run_id is not None
             start_ms = int(rec.start_time * 1000) if rec.start_time else None
-            run = c.create_run(self.store.ensure_experiment(), run_name=tid, start_time=start_ms, tags={
+            run = c.create_run(self.store.ensure_experiment(), run_name=run_name(tid, rec.config),
+                               start_time=start_ms, tags={
                 "mlflow.parentRunId": self.parent_run_id, "spfde.search": self.store.search, "spfde.role": "trial",
                 "spfde.trial_id": tid, "spfde.status": rec.status,
             })

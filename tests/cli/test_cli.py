@@ -208,3 +208,57 @@ def test_ui_on_all_interfaces_warns_and_restricts_host_headers(synced_store, tmp
         support.stop_group(proc)
     err = proc.stderr.read()  # type: ignore[union-attr]
     assert "WITHOUT authentication" in err and "--allowed-hosts" in err
+
+
+@pytest.mark.mlflow
+@pytest.mark.slow
+def test_ui_is_quiet_no_access_lines_nor_server_start_up_notes(synced_store, tmp_path):
+    """Issue 33 item 10: `spfde ui` prints its links; requests leave no uvicorn access line, and MLflow's
+    start-up notes and Starlette's deprecation warning are not passed on."""
+    port = support.free_port()
+    proc = subprocess.Popen([*support.SPFDE, "ui", "--tracking-uri", synced_store["uri"], "--port", str(port)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        lines, deadline = [], time.monotonic() + 150
+        while time.monotonic() < deadline and not any("/runs/" in ln for ln in lines):
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if not line and proc.poll() is not None:
+                break
+            lines.append(line)
+        assert any(f"http://127.0.0.1:{port}/#/experiments/" in ln for ln in lines), lines
+        api = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=5"
+        for _ in range(3):
+            assert _get(api, f"localhost:{port}") == 200
+        time.sleep(1.0)  # an access line, were there one, is written as the request ends
+    finally:
+        support.stop_group(proc)
+    out = "".join(lines) + proc.stdout.read() + proc.stderr.read()  # type: ignore[union-attr]
+    assert "starting the MLflow UI" in out  # spfde's own line stays
+    for noise in ("GET /api", "HTTP/1.1", "StarletteDeprecationWarning", "Security middleware", "Registry store URI",
+                  "Started server process", "Uvicorn running"):
+        assert noise not in out, (noise, out)
+
+
+def test_rays_restore_hint_is_dropped_and_auth_notes_wait_for_vv(caplog):
+    """Issue 33 item 10: after SIGTERM / Ctrl-C Ray Tune logs "Resume experiment with: Tuner.restore(...)"; we print
+    our own `--resume` line, so that one goes at every verbosity, while other Tune warnings stay. Ray's
+    auth-token notes show only from -vv (worker logs), not under -v."""
+    import logging
+
+    from spfde_search.search.progress import quiet_library_noise
+
+    auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    try:
+        for verbose in (1, 2, 3):
+            quiet_library_noise(verbose)
+            assert (auth.getEffectiveLevel() <= logging.WARNING) == (verbose >= 3), verbose
+        tune = logging.getLogger("ray.tune.tune")
+        with caplog.at_level(logging.WARNING, logger="ray.tune.tune"):
+            tune.warning('Experiment has been interrupted, but the most recent state was saved.\n'
+                         'Resume experiment with: Tuner.restore(path="/x", trainable=...)')
+            tune.warning("a trial failed")
+        assert [r.getMessage() for r in caplog.records if r.name == "ray.tune.tune"] == ["a trial failed"]
+        assert len(tune.filters) == 1  # called three times, filtered once
+    finally:
+        auth.setLevel(logging.NOTSET)

@@ -41,8 +41,10 @@ def run_cli(args: list[str], cwd) -> tuple[int, list[str], list[str]]:
 @pytest.mark.parametrize("args, match", [
     (["search", "--space", "nosuch"], "unknown search space 'nosuch'; built-in spaces: joint, budget, paper, smoke"),
     (["search", "--space", "missing.yaml"], "space file 'missing.yaml' does not exist"),
-    (["search", "--sampler", "tpee"], "--sampler 'tpee' is not one of auto, tpe, nsga2, gp, random"),
+    (["search", "--sampler", "tpee"], "--sampler 'tpee' is not one of auto, tpe, nsga2, gp, random; did you mean 'tpe'?"),
+    (["search", "--space", "budgett"], "unknown search space 'budgett'; did you mean 'budget'? built-in spaces:"),
     (["search", "--early-stopping", "hyperband"], "--early-stopping 'hyperband' is not one of none, asha, moasha"),
+    (["search", "--early-stopping", "mosha"], "is not one of none, asha, moasha; did you mean 'moasha'?"),
     (["search", "--initial", "papr"], "--initial 'papr' is not one of paper"),
     (["pareto", "nosuch"], "no MLflow store at"),
     (["export", "nosuch"], "no MLflow store at"),
@@ -82,3 +84,16 @@ def test_the_lists_checked_up_front_are_the_registry_and_the_settings():
     assert get_args(fields["sampler"].annotation) == SAMPLERS
     assert get_args(fields["early_stopping"].annotation) == EARLY_STOPPING
     assert get_args(get_args(fields["initial"].annotation)[0]) == INITIAL_POINT_SETS
+
+
+def test_help_shows_the_choices_in_the_metavar():
+    """``--sampler`` and ``--early-stopping`` say their choices where ``--space`` says NAME|FILE, not ``<str>``."""
+    from typer.testing import CliRunner
+
+    from spfde_search.choices import EARLY_STOPPING, SAMPLERS
+    from spfde_search.cli import app
+
+    out = CliRunner().invoke(app, ["search", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"}).output
+    for flag, choices in (("--sampler", SAMPLERS), ("--early-stopping", EARLY_STOPPING)):
+        line = next(ln for ln in out.splitlines() if flag in ln)
+        assert "|".join(choices) in line and "<str>" not in line, line

@@ -1,4 +1,4 @@
-"""Training-FLOPs accounting (SPFDE.md §5).
+"""Training-FLOPs accounting (docs/method.md §5).
 
 - dense per-layer forward FLOPs match ``torch.utils.flop_counter.FlopCounterMode`` exactly, layer by layer;
 - the prediction from the config alone is hand-checked on simple schedules (backward as autograd computes it:
@@ -285,3 +285,43 @@ def test_profile_depths_exclude_shortcuts(model: str, depths: list[int]) -> None
     profile, _ = build_profile(Config.parse({"model": {"name": model}, "data": {"name": "cifar10"}}))
     assert profile.unit_depths == depths
     assert profile.total_depth == int(model.removeprefix("resnet"))
+
+
+# ---------------------------------------------------------------- evaluation, reported apart (issue 33 item 6)
+
+
+def test_evaluation_flops_are_the_scheduled_forward_passes_and_apart_from_training() -> None:
+    """With a validation split: validation after every evaluated epoch, test once after the last; without one,
+    test after every evaluated epoch. One validation pass equals FlopCounterMode over the trainer's own
+    ``evaluate('val')``. Training FLOPs do not change with how often evaluation runs."""
+    cfg = synthetic(**{"sparsity.algorithm": "dense", "sparsity.ratio": 0.0, "data.val_size": 64,
+                       "train.device": "cpu", "train.threads": 1})
+    spec = dataset_spec(cfg.data)
+    p = predict(cfg)
+    fwd = p.dense_forward_per_sample
+    assert spec.num_val == 64 and p.eval_flops == {"validation": 4 * 64 * fwd, "test": spec.num_test * fwd}
+    trainer = Trainer(cfg)  # built outside the counter: its profile pass is not an evaluation
+    with FlopCounterMode(display=False) as fc:
+        trainer.evaluate("val")
+    assert fc.get_total_flops() == 64 * fwd
+    static = {"sparsity.algorithm": "static", "data.val_size": 0}  # 90%, one density all run: passes compare
+    sparse_every_2 = predict(synthetic(**static, **{"train.eval_every": 3}))
+    every_1 = predict(synthetic(**static))
+    assert sparse_every_2.train_flops == every_1.train_flops  # evaluation is never training
+    assert sparse_every_2.eval_flops["validation"] == 0
+    assert 0 < sparse_every_2.eval_flops["test"] * 2 == every_1.eval_flops["test"]  # after epochs 3, 4 vs 1..4
+    assert every_1.eval_flops["test"] < 4 * spec.num_test * fwd  # sparse passes at the densities held
+
+
+def test_dense_step_is_what_autograd_computes_not_three_forwards() -> None:
+    """``spfde flops`` says what it counts: 3 x forward minus the stem conv's input gradient (never computed)."""
+    p = predict(synthetic(**{"sparsity.algorithm": "dense", "sparsity.ratio": 0.0}))
+    _, per_module = counted("resnet8", 1, 3, 16, 10)
+    assert p.dense_step_per_sample == 3 * p.dense_forward_per_sample - per_module["stem.0"]
+    assert p.dense_train_flops == p.dense_step_per_sample * 256 * 4
+    r = subprocess.run([sys.executable, "-m", "spfde_search.cli", "flops", "--set", "model.name=resnet8"],
+                       capture_output=True, text=True, env={**os.environ, "COLUMNS": "120"}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    assert "3 x fwd" not in out and "dense training (step x N x T)" in out
+    assert "evaluation: validation passes" in out and "never in training FLOPs" in out

@@ -1,4 +1,4 @@
-"""Training FLOPs are what autograd computes (SPFDE.md §5, issue 22): golden against FlopCounterMode.
+"""Training FLOPs are what autograd computes (docs/method.md §5, issue 22): golden against FlopCounterMode.
 
 ``torch.utils.flop_counter.FlopCounterMode`` counts the conv/linear kernels of a real forward + backward, with
 the frozen prefix under ``no_grad`` and ``requires_grad=False`` as the trainer runs it. Dense models must match the
@@ -39,7 +39,7 @@ Density = Callable[[str], Fraction]
 
 def _scaled(flops: int, d: Fraction) -> int:
     v = flops * d
-    assert v.denominator == 1  # F * count / numel is exact (SPFDE.md §5's integer convention)
+    assert v.denominator == 1  # F * count / numel is exact (docs/method.md §5's integer convention)
     return int(v)
 
 

@@ -1,4 +1,4 @@
-"""Progressive layer freezing (SPFDE.md §3): freezable prefix, T_frz golden values, schemes, per-unit cosine LR.
+"""Progressive layer freezing (docs/method.md §3): freezable prefix, T_frz golden values, schemes, per-unit cosine LR.
 
 Every expected number below is derived by hand in the comment next to it.
 """
@@ -269,7 +269,7 @@ def test_cosine_lr_golden() -> None:
 
 @pytest.mark.parametrize("algorithm", ["set", "static", "mest", "rigl"])
 def test_predicted_start_is_the_latest_that_meets_the_target(algorithm: str) -> None:
-    """SPFDE.md §3: T_frz is rounded down so the target is met; one interval later it must not be met
+    """docs/method.md §3: T_frz is rounded down so the target is met; one interval later it must not be met
     (as measured by the predictor's own freezing saving), else freezing starts earlier than needed."""
     base = {
         "model": {"name": "resnet32", "width": 2},
@@ -289,7 +289,7 @@ def test_predicted_start_is_the_latest_that_meets_the_target(algorithm: str) -> 
 
 @pytest.mark.slow  # the paper's 160-epoch schedule, solved four times (~20 s)
 def test_mest_solver_counts_the_soft_bound_extra_the_closed_form_leaves_out(trainer_repo: Path) -> None:
-    """SPFDE.md §3: the closed form's Bp_k is at target density, but freezing a MEST unit also removes its soft-bound
+    """docs/method.md §3: the closed form's Bp_k is at target density, but freezing a MEST unit also removes its soft-bound
     extra (pruned one Δτ before it freezes), so on the paper config the solver, which sums the densities held,
     starts later than the closed form, and both meet x; without a soft bound they agree. docs/method.md states the
     numbers."""

@@ -1,4 +1,4 @@
-"""Golden tests of circular data sieving (SPFDE.md §4) on hand-sized sequences."""
+"""Golden tests of circular data sieving (docs/method.md §4) on hand-sized sequences."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_forgetting_counts_golden() -> None:
 
 
 def test_one_epoch_window_keeps_last_correctness() -> None:
-    """SPFDE.md §4: the window slides, but the first presentation of an epoch is compared with the previous one."""
+    """docs/method.md §4: the window slides, but the first presentation of an epoch is compared with the previous one."""
     t = ForgettingTracker(3)
     present(t, {0: [True, False], 1: [True], 2: [False]})
     assert t.counts().tolist() == [1, 0, 0] and int(t.total()) == 1

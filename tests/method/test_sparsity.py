@@ -1,4 +1,4 @@
-"""Masks and dynamic sparse training (SPFDE.md §2).
+"""Masks and dynamic sparse training (docs/method.md §2).
 
 A contract suite over every registered DST algorithm (run through the real trainer on the tiny synthetic
 config), plus golden tests of the pure pieces: the DST plan, ERK densities, and the one generic update on an

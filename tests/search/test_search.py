@@ -188,3 +188,20 @@ def test_seeded_searches_suggest_the_same_configs(tmp_path):
         params.append(t["params"].tolist())
     assert params[0] == params[1]
     assert len(set(params[0])) == 3
+
+
+def test_the_compute_curve_is_written_as_csv_and_as_a_picture_beside_it(tmp_path):
+    """Issue 33 item 2: hypervolume vs compute spent, beside the search's other files."""
+    from test_tracking_support import make_config
+
+    from spfde_search.search.results import HV_COMPUTE_CSV, HV_COMPUTE_PNG, write_compute_curve
+
+    cfg = json.dumps(make_config())
+    rows = [{"trial_id": t, "status": "COMPLETED", "full_budget": True, "config": cfg, "test_accuracy": acc,
+             "train_flops": f, "flops_ratio": f / 100, "spent_train_flops": f, "spent_seconds": 1.0,
+             "finished_at": float(i)} for i, (t, acc, f) in enumerate([("a", 0.5, 10.0), ("b", 0.8, 50.0)])]
+    write_compute_curve(pd.DataFrame(rows), str(tmp_path / HV_COMPUTE_CSV), title="t")
+    curve = pd.read_csv(tmp_path / HV_COMPUTE_CSV)
+    assert curve["spent_train_flops"].tolist() == [10.0, 60.0]
+    assert curve["hypervolume"].tolist() == pytest.approx([0.5 * 0.9, 0.5 * 0.9 + (0.8 - 0.5) * (1 - 0.5)])
+    assert (tmp_path / HV_COMPUTE_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -133,6 +133,10 @@ def test_sync_writes_parent_nested_runs_frontier_and_artifacts(synced_store, tmp
     assert r0.data.metrics["flops_saved_sparsity_fraction"] == pytest.approx(0.5)
     assert r0.data.metrics["test_accuracy"] == pytest.approx(0.80)
     assert [f.path for f in c.list_artifacts(r0.info.run_id)] == ["config.yaml"]
+    # runs named for what they are (issue 33 item 1), the trial id keeping the name unique
+    assert r0.info.run_name == "mest s0.90 · t0"
+    assert by_tid["t7"].info.run_name == "mest s0.80 f0.90 · t7"  # the infeasible point: what it asked for
+    assert by_tid["t3"].info.run_name == "mest s0.50 · t3"
     # parent: hypervolume and frontier artifacts
     hv = c.get_metric_history(parent.info.run_id, "hypervolume")
     done = [r for r in recs if r.status == "COMPLETED" and r.full_budget]
