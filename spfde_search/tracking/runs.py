@@ -191,10 +191,14 @@ class RunWriter:
         else:
             assert self.parent_run_id is not None
             start_ms = int(rec.start_time * 1000) if rec.start_time else None
-            run = c.create_run(self.store.ensure_experiment(), run_name=run_name(tid, rec.config),
-                               start_time=start_ms, tags={
+            rung = {f"spfde.{k.replace('fidelity.', 'rung_').replace('rung_rung', 'rung')}": str(v)
+                    for k, v in rec.params.items() if k.startswith("fidelity.")}  # --fidelity schedule's rung
+            name = run_name(tid, rec.config)
+            if "spfde.rung" in rung:
+                name = f"r{rung['spfde.rung']} {rung.get('spfde.rung_epochs', '?')}ep {name}"
+            run = c.create_run(self.store.ensure_experiment(), run_name=name, start_time=start_ms, tags={
                 "mlflow.parentRunId": self.parent_run_id, "spfde.search": self.store.search, "spfde.role": "trial",
-                "spfde.trial_id": tid, "spfde.status": rec.status,
+                "spfde.trial_id": tid, "spfde.status": rec.status, **rung,
             })
         self.run_ids[tid] = run.info.run_id
         return run.info.run_id

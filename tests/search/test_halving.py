@@ -15,11 +15,11 @@ FMNIST = ["--set", "data.name=fashion_mnist", "--set", "data.train_subset=2000",
           "--set", "train.batch_size=64", "--set", "train.update_interval=1", "--set", "train.threads=1"]
 
 
-def _search(tmp_path, *args: str):
+def _search(tmp_path, *args: str, tracking: str = "none"):
     from spfde_search.cli import app
 
     return CliRunner().invoke(app, ["search", *args, *FMNIST, "--storage-path", str(tmp_path), "--tracking-uri",
-                                    "none", "-q"])
+                                    tracking, "-q"])
 
 
 @pytest.mark.parametrize(("extra", "match"), [
@@ -37,8 +37,10 @@ def test_bad_halving_options_fail_before_anything(tmp_path, extra, match):
 
 
 def test_halving_search_runs_rungs_as_trials_and_fronts_full_length_only(tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     res = _search(tmp_path, "--space", "budget", "--fidelity", "schedule", "--grace-period", "1",
-                  "--reduction-factor", "2", "-n", "2", "--max-concurrent", "2", "--name", "sh", "--seed", "0")
+                  "--reduction-factor", "2", "-n", "2", "--max-concurrent", "2", "--name", "sh", "--seed", "0",
+                  tracking=store)
     assert res.exit_code == 0, res.output
     folder = tmp_path / "sh"
     table = pd.read_parquet(folder / "trials.parquet")
@@ -68,6 +70,20 @@ def test_halving_search_runs_rungs_as_trials_and_fronts_full_length_only(tmp_pat
     assert meta["status"] == "finished" and meta["front_trial_ids"]
     assert set(meta["front_trial_ids"]) <= set(full["trial_id"])
     assert meta["cost"]["trials_by_rung_epochs"] == {"1": len(short), "2": len(full)}  # the cost split by rung
+    # MLflow: every trial run says its rung; only full-length runs may carry pareto=true
+    from mlflow import MlflowClient
+
+    runs = [r for r in MlflowClient(store).search_runs(
+        [e.experiment_id for e in MlflowClient(store).search_experiments()]) if r.data.tags.get("spfde.role") == "trial"]
+    assert len(runs) == len(table)
+    by_id = {r.data.tags["spfde.trial_id"]: r for r in runs}
+    for _, row in table.iterrows():
+        tags = by_id[row["trial_id"]].data.tags
+        assert tags["spfde.rung"] == str(int(row["param.fidelity.rung"]))
+        assert tags["spfde.rung_epochs"] == str(int(row["param.fidelity.epochs"]))
+        assert by_id[row["trial_id"]].info.run_name.startswith(f"r{tags['spfde.rung']} {tags['spfde.rung_epochs']}ep ")
+        if int(row["param.fidelity.rung"]) == 0:
+            assert tags.get("pareto") != "true"
     # the rung book agrees with the table
     book = json.loads((folder / "halving_rungs.json").read_text())
     assert book["lengths"] == [1, 2]
