@@ -74,7 +74,7 @@ def _callback_class() -> type:
             if rec is None:
                 full, sampled = trial_config(trial.config or {}, self.base)
                 rec = TrialRecord(trial_id=tid, status="RUNNING", config=full, params=sampled,
-                                  start_time=time.time())
+                                  start_time=time.time(), rung=TrialRecord.rung_of(trial.config or {}))
                 self.records[tid] = rec
             return rec
 
@@ -159,7 +159,8 @@ def _callback_class() -> type:
             old = self.records.get(tid)
             full, sampled = trial_config(trial.config or {}, self.base)
             rec = TrialRecord(trial_id=tid, status="RUNNING", config=full, params=sampled,
-                              start_time=old.start_time if old is not None and old.start_time else time.time())
+                              start_time=old.start_time if old is not None and old.start_time else time.time(),
+                              rung=TrialRecord.rung_of(trial.config or {}))
             self.records[tid] = rec  # a rerun starts afresh; its run keeps the epochs already logged
             if self.tracker.available():
                 self.tracker.runs.reopen_trial(rec)

@@ -57,6 +57,12 @@ class TrialRecord:
     full_budget: bool = False
     error: str = ""
     start_time: float | None = None
+    rung: dict[str, Any] = field(default_factory=dict)  # --fidelity schedule: fidelity.rung / epochs / config
+
+    @staticmethod
+    def rung_of(params: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``fidelity.*`` keys a successive-halving trial carries beside its config (search/halving.py)."""
+        return {k: v for k, v in params.items() if str(k).startswith("fidelity.")}
 
     @property
     def terminal(self) -> bool:
@@ -99,6 +105,7 @@ class TrialRecord:
             trial_id=str(row["trial_id"]), status=str(row.get("status") or "PENDING"), config=config,
             params=params, epochs=[_epoch_metrics(e) for e in epochs if _epoch_metrics(e)],
             final=final, full_budget=bool(row.get("full_budget") or False), error=str(row.get("error") or ""),
+            rung=cls.rung_of(params),
         )
 
 

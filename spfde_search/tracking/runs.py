@@ -192,7 +192,7 @@ class RunWriter:
             assert self.parent_run_id is not None
             start_ms = int(rec.start_time * 1000) if rec.start_time else None
             rung = {f"spfde.{k.replace('fidelity.', 'rung_').replace('rung_rung', 'rung')}": str(v)
-                    for k, v in rec.params.items() if k.startswith("fidelity.")}  # --fidelity schedule's rung
+                    for k, v in rec.rung.items()}  # --fidelity schedule's rung
             name = run_name(tid, rec.config)
             if "spfde.rung" in rung:
                 name = f"r{rung['spfde.rung']} {rung.get('spfde.rung_epochs', '?')}ep {name}"
