@@ -82,3 +82,16 @@ def test_the_lists_checked_up_front_are_the_registry_and_the_settings():
     assert get_args(fields["sampler"].annotation) == SAMPLERS
     assert get_args(fields["early_stopping"].annotation) == EARLY_STOPPING
     assert get_args(get_args(fields["initial"].annotation)[0]) == INITIAL_POINT_SETS
+
+
+def test_the_model_and_data_names_the_config_accepts_are_the_registries():
+    """choices.py names the built-in models and data sets without importing torch; they must be what the
+    MODELS / DATASETS registries hold (imagefolder scans a folder and is not a registry entry)."""
+    from spfde_search.choices import BUILTIN_DATA, TORCHVISION_MODELS, name_problem
+    from spfde_search.data import DATASETS
+    from spfde_search.models import MODELS
+
+    assert set(MODELS.names()) == set(TORCHVISION_MODELS)
+    assert set(DATASETS.names()) | {"imagefolder"} == set(BUILTIN_DATA)
+    assert all(name_problem("model.name", n) is None for n in MODELS.names())
+    assert name_problem("model.name", "resnet9") and name_problem("data.name", "cifar11")
