@@ -10,15 +10,18 @@ is importable, so ``spfde search`` run from a project finds that project's modul
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import os
 import sys
-from collections.abc import Callable, Mapping
+import sysconfig
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
 
-__all__ = ["call_user", "load_callable"]
+__all__ = ["call_user", "load_callable", "local_modules"]
 
 
 def load_callable(field: str, path: str) -> Callable[..., Any]:
@@ -70,3 +73,35 @@ def call_user(
         return fn(**args)
     except Exception as e:
         raise ConfigError(f"{field}: {label} raised {type(e).__name__}: {e}; fix the callable or {kw_field}") from None
+
+
+_OURS = ("spfde_search", "search_spaces", "trainables")  # shipped by --ship-code, never as user code
+
+
+def local_modules(names: Iterable[str]) -> list[str]:
+    """Where the user's code behind import paths lives, for Ray's ``runtime_env`` ``py_modules``: the folder of
+    each top-level package (or the file of a top-level module) that is not installed (site-packages, the
+    standard library) and not ours. Installed packages are the cluster's to install; a project folder or a
+    script beside the command is what a worker would otherwise not see."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    installed = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib", "stdlib", "platstdlib")}
+    out: list[str] = []
+    for name in names:
+        top = name.partition(":")[0].split(".")[0]
+        if top in _OURS:
+            continue
+        spec = importlib.util.find_spec(top)
+        if spec is None:
+            continue  # resolving the name says why, in one line
+        if spec.submodule_search_locations:
+            where = Path(next(iter(spec.submodule_search_locations)))
+        elif spec.origin and spec.origin.endswith(".py"):
+            where = Path(spec.origin)
+        else:
+            continue  # built-in or compiled: installed
+        if any(where.resolve().is_relative_to(i) for i in installed):
+            continue
+        if str(where) not in out:
+            out.append(str(where))
+    return out

@@ -62,6 +62,9 @@ def search(
     num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs of the embedded Ray (default: all)"),
     ship_code: bool = typer.Option(None, "--ship-code/--no-ship-code",
                                    help="upload this checkout's code to the cluster (default: no)"),
+    ship_user_code: bool = typer.Option(None, "--ship-user-code/--no-ship-user-code",
+                                        help="upload the modules behind model.name / data.name import paths to "
+                                        "every Ray worker, unless installed (default: yes; docs/own_model.md)"),
     tracking_uri: str = typer.Option(
         None, "--tracking-uri",
         help="MLflow store: sqlite:///path/mlflow.db or http://host:port of an `mlflow server`; 'none' turns "
@@ -105,7 +108,8 @@ def search(
         "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
         "flops_budget": flops_budget, "initial": initial, "early_stopping": early_stopping,
         "grace_period": grace_period, "reduction_factor": reduction_factor, "address": address,
-        "num_cpus": num_cpus, "ship_code": ship_code, "connect_timeout": connect_timeout,
+        "num_cpus": num_cpus, "ship_code": ship_code, "ship_user_code": ship_user_code,
+        "connect_timeout": connect_timeout,
     })
     try:
         overrides = parse_overrides(set_ or [])
