@@ -89,12 +89,12 @@ def search(
         SearchError,
         SearchSettings,
         StorageFull,
+        drive_search,
         experiment_uri,
         finished_meta,
         front_table,
         load_settings,
         prepare,
-        run_search,
         selected_on,
     )
     from ..search.progress import quiet_library_noise
@@ -198,7 +198,7 @@ def search(
                       "once per trial and only reported" if nval else "warning: no validation split (data.val_size "
                       "0): selecting on TEST accuracy, so the front is optimistically biased", highlight=False)
     try:
-        out = run_search(s, resume=resume is not None, console=console, verbose=v, prepared=prep, callbacks=callbacks_for(s))
+        out = drive_search(s, resume=resume is not None, console=console, verbose=v, prepared=prep, callbacks=callbacks_for(s))
     except StorageFull as e:  # not bad input: the disk filled up (or went read-only) under a running search
         _fail(str(e), code=1)
         return
@@ -211,7 +211,7 @@ def search(
         typer.echo(f"{what}; continue with `spfde search --resume {s.name} --storage-path {s.resolved_storage()}`",
                    err=True)
         raise typer.Exit(128 + signum) from None
-    if out.already_finished:  # run_search found it finished after all (another driver finished it meanwhile)
+    if out.already_finished:  # drive_search found it finished after all (another driver finished it meanwhile)
         console.print(f"search {s.name} already finished ({out.already_finished}); nothing to resume", highlight=False)
         return
     counts = ", ".join(f"{k} {n}" for k, n in sorted(out.table["status"].value_counts().items()))
