@@ -300,7 +300,8 @@ def plan_all(cfg: Config, profile: ModelProfile, spec: DatasetSpec) -> Plans:
     dens = layer_densities(profile.layers, cfg.sparsity)
     targets = {r.name: round(dens[r.name] * r.numel) for r in profile.layers if r.name in dens}
     samples = partial_size(spec.num_train, cfg.sieving.fraction)  # |partial set|, SPFDE.md §4
-    k = freezable_unit_count(profile.unit_depths, profile.total_depth, cfg.freezing.freeze_fraction)
+    # a model held whole (models.whole) has no freezable unit
+    k = freezable_unit_count(profile.unit_depths, profile.total_depth, cfg.freezing.freeze_fraction) if profile.splittable else 0
     off = plan_freezing(cfg.freezing.model_copy(update={"target_flops_reduction": 0.0, "start_epoch": None}),
                         t, dtau, profile.num_units, k, [], 0.0)
 
