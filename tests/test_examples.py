@@ -57,6 +57,10 @@ def test_example_searches_exports_and_trains_by_import_path(tmp_path: Path, exam
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         exported = sorted((tmp_path / "exported").glob("*.yaml"))
         assert exported and name in exported[0].read_text()
+        from spfde_search.config import load_config
+
+        cfg = load_config(exported[0])  # the kwargs travel through MLflow into the export
+        assert cfg.model.kwargs == {"width": 8, "blocks": 2} and cfg.data.kwargs["classes"] == 2
         config = ["--config", str(exported[0])]
     else:
         config = [*EXAMPLES[example], *TINY, "--set", "train.epochs=1"]
