@@ -129,9 +129,9 @@ class SparsityConfig(_Section):
     algorithm: Algorithm = Field("mest", description="DST algorithm")
     ratio: float = Field(0.9, ge=0, lt=1, description="target sparsity of the sparse layers (fraction of zeros)")
     distribution: Literal["uniform", "erk"] = "uniform"
-    dense_first: bool = Field(True, description="keep the stem conv dense (paper)")
+    dense_first: bool = Field(True, description="keep the first conv/linear dense (paper: the stem conv)")
     dense_shortcuts: bool = Field(True, description="keep 1x1 shortcut convs dense (ours, as MEST's profile)")
-    dense_classifier: bool = Field(True, description="keep the classifier dense (ours, as MEST's profile)")
+    dense_classifier: bool = Field(True, description="keep the last linear (the classifier) dense (ours, as MEST's)")
     drop_fraction: float = Field(
         0.3, gt=0, le=1,
         description="SET/RigL: fraction of a layer's target weights swapped per update (MEST: only with an empty soft_bound, plain EM)",
