@@ -1,7 +1,7 @@
 """Issue 25: held-out evidence -- does a search find a better accuracy-vs-FLOPs front than the paper's grid and its
 headline points, scored on test images nothing selected on, at the compute the grid spent?
 
-Arms (``ARMS``), each one ``spfde_search.search.run_search`` in this process (one embedded Ray, ``--concurrent``
+Arms (``ARMS``), each one ``spfde_search.search.drive_search`` in this process (one embedded Ray, ``--concurrent``
 trials at a time, ``--threads`` torch threads each), none with early stopping:
 
 - ``budget+tpe`` / ``budget+gp``: ``--space budget`` with TPE / GP, ``--trials`` trained trials;

@@ -76,7 +76,7 @@ def main() -> None:
         direct.append(time.perf_counter() - t0)
         print(f"direct  {json.dumps(p)}  {direct[-1]:.2f} s", flush=True)
 
-    from spfde_search.search import SearchSettings, prepare, run_search
+    from spfde_search.search import SearchSettings, drive_search, prepare
 
     with tempfile.TemporaryDirectory(prefix="spfde-bench-") as d:
         settings = SearchSettings(name="overhead", space="smoke", base_config=base.to_dict(), num_samples=len(points),
@@ -85,7 +85,7 @@ def main() -> None:
         t0 = time.perf_counter()
         prep = prepare(settings)
         prep.points = points
-        out = run_search(settings, prepared=prep, verbose=0)
+        out = drive_search(settings, prepared=prep, verbose=0)
         total = time.perf_counter() - t0
     table = out.table.set_index("params")
     searched, overhead, trainer_side = [], [], []

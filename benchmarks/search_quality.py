@@ -3,7 +3,7 @@
 Methods, all on the same base config (model, data, epochs), ``--seeds`` seeds each (seed s of every method uses
 sampler seed s): ``tpe+moasha`` (the default sampler on ``joint`` with ``--early-stopping moasha``), ``tpe``
 (default sampler, no early stopping), ``random+moasha``, ``random`` and ``paper`` (the paper's grid, no early
-stopping). Each search is ``spfde_search.search.run_search`` in this process (one embedded Ray shared by all,
+stopping). Each search is ``spfde_search.search.drive_search`` in this process (one embedded Ray shared by all,
 ``--concurrent`` trials at a time). Searches with MOASHA get ``--moasha-trials`` trained trials (more than the
 ``--trials`` of the others, since a stopped trial costs less); the comparison is then made at EQUAL COMPUTE:
 
@@ -408,7 +408,7 @@ def run_stored(a: Any, out: Path, key: str, todo: list[tuple[str, int]], make: A
 
     import ray
 
-    from spfde_search.search import load_trials, run_search
+    from spfde_search.search import drive_search, load_trials
 
     storage = out / "searches"
     storage.mkdir(parents=True, exist_ok=True)
@@ -429,7 +429,7 @@ def run_stored(a: Any, out: Path, key: str, todo: list[tuple[str, int]], make: A
             error, stop, extra = "", "", {}
             try:
                 settings, prepared, extra = make(m, seed, name, storage)
-                outcome = run_search(settings, verbose=0, prepared=prepared)
+                outcome = drive_search(settings, verbose=0, prepared=prepared)
                 df, stop = outcome.table.copy(), outcome.stop_reason
             except Exception as e:  # one failed search is a result, not a crash of the benchmark
                 error = f"{type(e).__name__}: {e}"

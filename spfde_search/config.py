@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any, Literal
 import annotated_types
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .choices import name_problem
 
 __all__ = [
     "Config",
@@ -36,8 +37,6 @@ __all__ = [
 ]
 
 DEFAULT_FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
-_CIFAR_RESNET = re.compile(r"^resnet(\d+)$")
-TORCHVISION_MODELS = ("resnet18", "resnet50")
 
 
 class ConfigError(ValueError):
@@ -50,28 +49,27 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    name: str = Field("resnet8", description="resnet{6n+2} (CIFAR-style, e.g. resnet20/32/56), resnet18 or resnet50 (torchvision)")
+    name: str = Field("resnet8", description="registered model (resnet{6n+2}, resnet18/34/50) or import path "
+                      "'module:callable' returning an nn.Module (docs/own_model.md)")
     width: int = Field(1, ge=1, le=16, description="channel multiplier of CIFAR-style ResNets (paper: resnet32 width 2)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model callable")
 
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v in TORCHVISION_MODELS:
-            return v
-        m = _CIFAR_RESNET.match(v)
-        if m and int(m.group(1)) >= 8 and (int(m.group(1)) - 2) % 6 == 0:
-            return v
-        raise ValueError(
-            f"unknown model {v!r}; allowed: resnet{{6n+2}} with n >= 1 (resnet8, resnet20, resnet32, resnet56, ...), "
-            + ", ".join(TORCHVISION_MODELS)
-        )
+        return _checked_name("model.name", v)
 
 
-DataName = Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "imagefolder", "synthetic"]
+def _checked_name(field: str, v: str) -> str:
+    if problem := name_problem(field, v):
+        raise ValueError(problem)
+    return v
 
 
 class DataConfig(_Section):
-    name: DataName = Field("fashion_mnist", description="data set")
+    name: str = Field("fashion_mnist", description="registered data set (fashion_mnist, mnist, cifar10, cifar100, "
+                      "imagefolder, synthetic) or import path 'module:callable' returning (train, test)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the data callable")
     root: str | None = Field(None, description="where the data lives (default: the data set's usual place)")
     train_subset: int | None = Field(None, ge=10, description="seeded class-balanced training subset size (None = all)")
     test_subset: int | None = Field(None, ge=10, description="seeded class-balanced test subset size (None = all)")
@@ -87,6 +85,11 @@ class DataConfig(_Section):
     synthetic_size: int = Field(16, ge=8, le=256)
     synthetic_train: int = Field(512, ge=10)
     synthetic_test: int = Field(256, ge=10)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _checked_name("data.name", v)
 
 
 class TrainConfig(_Section):
@@ -125,9 +128,9 @@ class SparsityConfig(_Section):
     algorithm: Algorithm = Field("mest", description="DST algorithm")
     ratio: float = Field(0.9, ge=0, lt=1, description="target sparsity of the sparse layers (fraction of zeros)")
     distribution: Literal["uniform", "erk"] = "uniform"
-    dense_first: bool = Field(True, description="keep the stem conv dense (paper)")
+    dense_first: bool = Field(True, description="keep the first conv/linear dense (paper: the stem conv)")
     dense_shortcuts: bool = Field(True, description="keep 1x1 shortcut convs dense (ours, as MEST's profile)")
-    dense_classifier: bool = Field(True, description="keep the classifier dense (ours, as MEST's profile)")
+    dense_classifier: bool = Field(True, description="keep the last linear (the classifier) dense (ours, as MEST's)")
     drop_fraction: float = Field(
         0.3, gt=0, le=1,
         description="SET/RigL: fraction of a layer's target weights swapped per update (MEST: only with an empty soft_bound, plain EM)",
@@ -363,7 +366,7 @@ def field_info(path: str) -> FieldInfo:
         ann = rest[0] if len(rest) == 1 else ann
     if getattr(ann, "__origin__", None) is Literal:
         return FieldInfo(path, "categorical", choices=tuple(ann.__args__), optional=optional)
-    if path == "model.name":
+    if path in ("model.name", "data.name"):
         return FieldInfo(path, "str")
     kind = {float: "float", int: "int", bool: "bool", str: "str"}.get(ann, "other")
     type_text = _type_text(ann) if kind == "other" else ""
@@ -420,7 +423,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
+        if isinstance(v, Mapping) and key not in ("model.kwargs", "data.kwargs"):  # dict fields stay one value
             out.update(flatten(v, key + "."))
         else:
             out[key] = v

@@ -28,7 +28,7 @@ from .method.flops import FlopsPrediction, build_profile, per_sample_cost, plan_
 from .method.plan import EpochPlan
 from .method.sieving import CircularSieve, ForgettingTracker
 from .method.sparsity import ALGORITHMS, Masker
-from .models import create_model
+from .models import build_model
 
 __all__ = ["Trainer", "EpochMetrics", "TrainingDiverged", "resolve_device", "seeded_generator"]
 
@@ -107,7 +107,9 @@ class Trainer:
         self.algo = ALGORITHMS.get(cfg.sparsity.algorithm)
 
         torch.manual_seed(cfg.seed)
-        self.model = create_model(cfg.model.name, cfg.model.width, spec.channels, spec.num_classes).to(self.device)
+        self.model = build_model(
+            cfg.model.name, cfg.model.width, spec.channels, spec.num_classes, cfg.model.kwargs
+        ).to(self.device)
         # auto = bf16 autocast + channels-last on CUDA and on CPUs with native bf16, else fp32 (spfde_search/device.py)
         ex = resolve_execution(cfg.train.device, cfg.train.precision, cfg.train.channels_last)
         self.channels_last, self.autocast_dtype = ex.channels_last, ex.autocast_dtype

@@ -99,14 +99,34 @@ def test_categorical_lists_choices() -> None:
 def test_unknown_model_lists_valid_names() -> None:
     msg = error_of({"model": {"name": "resnet9"}})  # 9 - 2 is not a multiple of 6
     assert "model.name" in msg and "resnet9" in msg and "resnet32" in msg and "resnet50" in msg
+    assert "import path 'module:callable'" in msg
 
 
-@pytest.mark.parametrize("name", ["resnet8", "resnet14", "resnet20", "resnet32", "resnet56", "resnet110", "resnet18", "resnet50"])
+def test_data_name_is_a_registered_name_or_an_import_path() -> None:
+    assert Config.parse({"data": {"name": "mypkg.data:load", "kwargs": {"n": 3}}}).data.kwargs == {"n": 3}
+    msg = error_of({"data": {"name": "fashion-mnist"}})
+    assert "data.name" in msg and "fashion_mnist" in msg and "module:callable" in msg
+
+
+def test_a_model_registered_on_import_is_a_valid_name() -> None:
+    """A package that registers its model in MODELS (timm's register_model) is found the same way."""
+    from spfde_search.models import MODELS
+
+    assert "model.name" in error_of({"model": {"name": "tiny_registered_for_test"}})
+    MODELS.add("tiny_registered_for_test", lambda num_classes=10: None)
+    try:
+        assert Config.parse({"model": {"name": "tiny_registered_for_test"}}).model.name == "tiny_registered_for_test"
+    finally:
+        MODELS._entries.pop("tiny_registered_for_test")
+
+
+@pytest.mark.parametrize("name", ["resnet8", "resnet14", "resnet20", "resnet32", "resnet56", "resnet110", "resnet18",
+                                  "resnet34", "resnet50", "mypkg.nets:build_net", "torchvision.models:mobilenet_v2"])
 def test_valid_model_names(name: str) -> None:
     assert Config.parse({"model": {"name": name}}).model.name == name
 
 
-@pytest.mark.parametrize("name", ["resnet2", "resnet7", "resnet34", "vgg16", "resnet"])
+@pytest.mark.parametrize("name", ["resnet2", "resnet7", "vgg16", "resnet", "mypkg.nets", "mypkg:", "my-pkg:f", ":f"])
 def test_invalid_model_names(name: str) -> None:
     assert "model.name" in error_of({"model": {"name": name}})
 

@@ -1,8 +1,8 @@
 """The layering of issue 10, checked two ways: statically (every ``import`` in the source, parsed with ``ast``,
 including imports inside functions) and at run time (what importing the core actually loads).
 
-- ``spfde_search/method/``, ``spfde_search/data/``, ``trainer.py`` and ``config.py`` know nothing of Ray, Optuna
-  or MLflow (docs/architecture.md);
+- ``spfde_search/method/``, ``spfde_search/data/``, ``spfde_search/models/``, ``trainer.py``, ``config.py``,
+  ``user_code.py`` and ``choices.py`` know nothing of Ray, Optuna or MLflow (docs/architecture.md);
 - ``spfde_search/search/`` reaches the MLflow adapter only through the ``spfde_search.tracking`` package's public
   names, never its modules;
 - no module of ``spfde_search``, ``search_spaces`` or ``trainables`` imports a private name (``_x``) or a private
@@ -166,8 +166,8 @@ def private_cross_package_imports(root: Path = PKG.parent, packages: tuple[str, 
 
 
 def pure_files() -> list[Path]:
-    core = sorted((PKG / "method").rglob("*.py")) + sorted((PKG / "data").rglob("*.py"))
-    return core + [PKG / "trainer.py", PKG / "config.py"]
+    core = [p for d in ("method", "data", "models") for p in sorted((PKG / d).rglob("*.py"))]
+    return core + [PKG / "trainer.py", PKG / "config.py", PKG / "user_code.py", PKG / "choices.py"]
 
 
 def test_the_checker_sees_relative_lazy_and_aliased_imports(tmp_path: Path) -> None:

@@ -194,7 +194,7 @@ def chromium(url: str, screenshot: Path | None = None, budget_ms: int = 15000, s
 
 
 def write_search_dir(root: Path, name: str, records, tracking_uri: str | None = None) -> Path:
-    """A search directory as ``run_search`` leaves it (search.json, trials.parquet, Ray-style result.json files),
+    """A search directory as ``drive_search`` leaves it (search.json, trials.parquet, Ray-style result.json files),
     built from records: what ``spfde sync`` reads."""
     import json
 

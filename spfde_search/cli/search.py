@@ -71,6 +71,9 @@ def search(
     num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs of the embedded Ray (default: all)"),
     ship_code: bool = typer.Option(None, "--ship-code/--no-ship-code",
                                    help="upload this checkout's code to the cluster (default: no)"),
+    ship_user_code: bool = typer.Option(None, "--ship-user-code/--no-ship-user-code",
+                                        help="upload the modules behind model.name / data.name import paths to "
+                                        "every Ray worker, unless installed (default: yes; docs/own_model.md)"),
     tracking_uri: str = typer.Option(
         None, "--tracking-uri",
         help="MLflow store: sqlite:///path/mlflow.db or http://host:port of an `mlflow server`; 'none' turns "
@@ -96,12 +99,12 @@ def search(
         SearchError,
         SearchSettings,
         StorageFull,
+        drive_search,
         experiment_uri,
         finished_meta,
         front_table,
         load_settings,
         prepare,
-        run_search,
         selected_on,
     )
     from ..search.progress import quiet_library_noise
@@ -116,7 +119,8 @@ def search(
         "flops_budget": flops_budget, "initial": initial, "early_stopping": early_stopping,
         "grace_period": grace_period, "reduction_factor": reduction_factor, "address": address,
         "fidelity": fidelity, "max_compute": max_compute,
-        "num_cpus": num_cpus, "ship_code": ship_code, "connect_timeout": connect_timeout,
+        "num_cpus": num_cpus, "ship_code": ship_code, "ship_user_code": ship_user_code,
+        "connect_timeout": connect_timeout,
     })
     try:
         overrides = parse_overrides(set_ or [])
@@ -215,7 +219,7 @@ def search(
                       "once per trial and only reported" if nval else "warning: no validation split (data.val_size "
                       "0): selecting on TEST accuracy, so the front is optimistically biased", highlight=False)
     try:
-        out = run_search(s, resume=resume is not None, console=console, verbose=v, prepared=prep, callbacks=callbacks_for(s))
+        out = drive_search(s, resume=resume is not None, console=console, verbose=v, prepared=prep, callbacks=callbacks_for(s))
     except StorageFull as e:  # not bad input: the disk filled up (or went read-only) under a running search
         _fail(str(e), code=1)
         return
@@ -228,7 +232,7 @@ def search(
         typer.echo(f"{what}; continue with `spfde search --resume {s.name} --storage-path {s.resolved_storage()}`",
                    err=True)
         raise typer.Exit(128 + signum) from None
-    if out.already_finished:  # run_search found it finished after all (another driver finished it meanwhile)
+    if out.already_finished:  # drive_search found it finished after all (another driver finished it meanwhile)
         console.print(f"search {s.name} already finished ({out.already_finished}); nothing to resume", highlight=False)
         return
     counts = ", ".join(f"{k} {n}" for k, n in sorted(out.table["status"].value_counts().items()))

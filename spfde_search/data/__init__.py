@@ -12,7 +12,8 @@ is read); only ``imagefolder`` has to look at its folder to count classes and fi
 Modules: ``spec`` (what a data set is, the ``DATASETS`` registry), ``checks`` (the data errors and the
 checks of a loaded set), ``subsets`` (balanced subsets), ``bundle`` (the ``DataBundle`` interface),
 ``tensor`` (device-resident sets, ``crop_flip``), ``idx`` (IDX / .gz files), ``sources`` (the registered
-sets and their loaders), ``folder`` (``imagefolder``), ``loading`` (``dataset_spec``, ``load_data``).
+sets and their loaders), ``folder`` (``imagefolder``), ``custom`` (the user's data behind an import path),
+``loading`` (``dataset_spec``, ``load_data``).
 """
 
 from __future__ import annotations

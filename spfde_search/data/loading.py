@@ -10,8 +10,9 @@ from spfde_search.config import ConfigError, DataConfig
 
 from .bundle import DataBundle
 from .checks import check_raw
+from .custom import entry_for
 from .folder import _folder_root, _FolderBundle, _scan_folder
-from .spec import DATASETS, DatasetSpec, _RawData
+from .spec import DatasetSpec, _RawData
 from .subsets import _subset_rng, _subset_size, auto_val_size, balanced_subset, train_val_ids, val_split
 from .tensor import _TensorBundle
 
@@ -32,7 +33,7 @@ def dataset_spec(cfg: DataConfig) -> DatasetSpec:
         )
         val_folder = None if scan.val is None else len(scan.val)
     else:
-        e = DATASETS.get(cfg.name)(cfg)
+        e = entry_for(cfg)
         full = DatasetSpec(e.name, e.channels, e.image_size, e.num_classes, e.num_train, e.num_test)
     used = _subset_size("data.train_subset", cfg.train_subset, full.num_train, full.name, "training")
     if val_folder is not None:
@@ -64,7 +65,7 @@ def default_val_size(cfg: DataConfig) -> int:
             return min(auto_val_size(1, 1, plain.num_test), len(scan.val))
         full = len(scan.train)
     else:
-        full = DATASETS.get(cfg.name)(cfg).num_train
+        full = entry_for(cfg).num_train
     return auto_val_size(full, plain.num_train, plain.num_test)
 
 
@@ -74,7 +75,7 @@ def load_data(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
     spec = dataset_spec(cfg)
     if cfg.name == "imagefolder":
         return _FolderBundle(cfg, spec, seed, device)
-    entry = DATASETS.get(cfg.name)(cfg)
+    entry = entry_for(cfg)
     raw = entry.load(cfg)
     check_raw(entry, raw)
     train, val = train_val_ids(raw.train_y, cfg.train_subset, cfg.val_size, seed, spec.name)

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..data import DatasetSpec, dataset_spec
-from ..models import UnitModel, create_model, depth_layers
+from ..models import UnitModel, build_model, check_logits, depth_layers
 from .freezing import FreezePlan, freezable_unit_count, plan_freezing
 from .plan import RunPlan, build_run_plan, run_key
 from .sieving import partial_size
@@ -62,6 +62,8 @@ class ModelProfile:
     # conv and shortcut conv, the classifier after pooling): in the first active unit autograd computes no
     # input gradient for them
     reads_unit_input: frozenset[str] = frozenset()
+    out_shape: tuple[int, ...] = ()  # of the model's output for one image (logits: (1, classes))
+    splittable: bool = True  # False: a model held whole (models.whole), nothing to freeze
 
     @property
     def dense_forward(self) -> int:
@@ -115,7 +117,7 @@ def profile_model(model: UnitModel, input_shape: tuple[int, int, int], layers: l
         with torch.enable_grad():
             for p in params:
                 p.requires_grad_(True)
-            model(torch.zeros((1, *input_shape), device=device))
+            out_shape = tuple(model(torch.zeros((1, *input_shape), device=device)).shape)
     finally:
         for h in hooks:
             h.remove()
@@ -127,7 +129,7 @@ def profile_model(model: UnitModel, input_shape: tuple[int, int, int], layers: l
     depths = [depth_layers(u) for u in model.units]
     return ModelProfile(
         layers, fwd, len(model.units), depths, sum(depths) + depth_layers(model.head), acts, other,
-        frozenset(reads_input),
+        frozenset(reads_input), out_shape, model.splittable,
     )
 
 
@@ -151,9 +153,16 @@ def build_profile(cfg: Config, spec: DatasetSpec | None = None) -> tuple[ModelPr
     # a real batch-1 CPU pass, not the meta device: meta's shape checks and batch-norm decomposition import
     # sympy and torch._dynamo (~1.5 s of `spfde flops`); uninitialised CPU weights give the same shapes
     with torch.device("cpu"), _skip_init():
-        model = create_model(cfg.model.name, cfg.model.width, spec.channels, spec.num_classes)
+        model = build_model(cfg.model.name, cfg.model.width, spec.channels, spec.num_classes, cfg.model.kwargs)
     layers = sparse_layers(model, cfg.sparsity)
-    return profile_model(model, (spec.channels, spec.image_size, spec.image_size), layers), spec
+    shape = (spec.channels, spec.image_size, spec.image_size)
+    try:
+        profile = profile_model(model, shape, layers)
+    except (RuntimeError, ValueError, TypeError) as e:  # the user's forward on the data's image shape
+        raise ConfigError(f"model.name: {cfg.model.name} fails on one {shape} image of {spec.name} "
+                          f"({type(e).__name__}: {str(e).splitlines()[0]}); make it accept the data's images") from None
+    check_logits(cfg.model.name, profile.out_shape, spec.num_classes)
+    return profile, spec
 
 
 def held_forward(profile: ModelProfile, r: LayerRef, counts: Mapping[str, int]) -> int:
@@ -326,7 +335,8 @@ def plan_all(cfg: Config, profile: ModelProfile, spec: DatasetSpec) -> Plans:
     dens = layer_densities(profile.layers, cfg.sparsity)
     targets = {r.name: round(dens[r.name] * r.numel) for r in profile.layers if r.name in dens}
     samples = partial_size(spec.num_train, cfg.sieving.fraction)  # |partial set|, docs/method.md §4
-    k = freezable_unit_count(profile.unit_depths, profile.total_depth, cfg.freezing.freeze_fraction)
+    # a model held whole (models.whole) has no freezable unit
+    k = freezable_unit_count(profile.unit_depths, profile.total_depth, cfg.freezing.freeze_fraction) if profile.splittable else 0
     off = plan_freezing(cfg.freezing.model_copy(update={"target_flops_reduction": 0.0, "start_epoch": None}),
                         t, dtau, profile.num_units, k, [], 0.0)
 
@@ -335,6 +345,12 @@ def plan_all(cfg: Config, profile: ModelProfile, spec: DatasetSpec) -> Plans:
 
     if not cfg.freezing.enabled:
         return Plans(targets, off, run_for(off), samples)
+    if not profile.splittable:
+        raise ConfigError(
+            f"freezing: model {cfg.model.name} cannot be split into units, so nothing can be frozen; set "
+            "freezing.target_flops_reduction=0 (and no freezing.start_epoch), or return UnitModel(stem, blocks, head) "
+            "from the model callable (docs/own_model.md)"
+        )
     no_freeze = simulate(profile, run_for(off), samples, cfg.train.batch_size)
     # Bp_k: what freezing unit k saves per epoch at target densities (its backward, and the input gradients
     # of the next unit's layers that read its output), so sum_{k<p} Bp_k is the saving of a frozen prefix p

@@ -53,24 +53,26 @@ class LayerRef:
 
 
 def sparse_layers(model: UnitModel, cfg: SparsityConfig) -> list[LayerRef]:
-    """All conv/linear layers in forward order, each marked sparse or dense by the config's dense rules."""
-    refs: list[LayerRef] = []
+    """All conv/linear layers in module order, each marked sparse or dense by the config's dense rules: the
+    first layer (``dense_first``), the last linear, which gives the logits (``dense_classifier``; VGG's and
+    MobileNetV3's hidden classifier layers are sparse), and 1x1 projection shortcuts (``dense_shortcuts``);
+    every other conv and linear of any family is sparse."""
     units = model.units
-    first_conv_seen = False
+    found: list[tuple[str, int, nn.Conv2d | nn.Linear]] = []
     for u_idx, part in enumerate([*units, model.head]):
         prefix = "stem" if u_idx == 0 else ("head" if u_idx == len(units) else f"blocks.{u_idx - 1}")
-        for n, m in part.named_modules(prefix=prefix):
-            if not isinstance(m, (nn.Conv2d, nn.Linear)):
-                continue
-            sparse = cfg.algorithm != "dense"
-            if isinstance(m, nn.Conv2d) and not first_conv_seen:
-                first_conv_seen = True
-                sparse = sparse and not cfg.dense_first
-            elif is_shortcut(n):
-                sparse = sparse and not cfg.dense_shortcuts
-            elif isinstance(m, nn.Linear):
-                sparse = sparse and not cfg.dense_classifier
-            refs.append(LayerRef(n, u_idx, tuple(m.weight.shape), sparse))
+        found += [(n, u_idx, m) for n, m in part.named_modules(prefix=prefix) if isinstance(m, (nn.Conv2d, nn.Linear))]
+    linears = [i for i, (_, _, m) in enumerate(found) if isinstance(m, nn.Linear)]
+    refs: list[LayerRef] = []
+    for i, (n, u_idx, m) in enumerate(found):
+        sparse = cfg.algorithm != "dense"
+        if i == 0:
+            sparse = sparse and not cfg.dense_first
+        elif linears and i == linears[-1]:
+            sparse = sparse and not cfg.dense_classifier
+        elif is_shortcut(n):
+            sparse = sparse and not cfg.dense_shortcuts
+        refs.append(LayerRef(n, u_idx, tuple(m.weight.shape), sparse))
     return refs
 
 

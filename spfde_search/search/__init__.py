@@ -16,13 +16,13 @@ once and return without training; they reach Optuna as COMPLETE with a positive 
 
 Modules: ``settings`` (settings, storage), ``prepare`` (validation before Ray), ``results`` (the trials table and
 its front), ``optuna_search`` (samplers), ``callbacks`` and ``progress`` (live table and console), ``runtime``
-(Ray start-up and Tuner pieces), ``driver`` (``run_search``). This package talks to MLflow only through the
+(Ray start-up and Tuner pieces), ``driver`` (``drive_search``). This package talks to MLflow only through the
 ``spfde_search.tracking`` package's public names (tests/test_layering.py).
 """
 
 from __future__ import annotations
 
-from .driver import SearchOutcome, StorageFull, run_search
+from .driver import SearchOutcome, StorageFull, drive_search
 from .lock import driver_alive
 from .optuna_search import make_sampler
 from .prepare import Prepared, prepare
@@ -68,7 +68,7 @@ __all__ = [
     "SEARCH_JSON",
     "TRIALS_PARQUET",
     "prepare",
-    "run_search",
+    "drive_search",
     "make_sampler",
     "experiment_uri",
     "finished_meta",

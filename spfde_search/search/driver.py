@@ -1,4 +1,4 @@
-"""``run_search``: run or resume one search to the end (``search.json``, the Tuner, the final front)."""
+"""``drive_search``: run or resume one search to the end (``search.json``, the Tuner, the final front)."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ class SearchOutcome:
 
 def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: Callable[[pd.DataFrame], None] | None,
          console: Any, verbose: int) -> SearchOutcome:
-    """``run_search`` under the search's lock."""
+    """``drive_search`` under the search's lock."""
     t_start = time.perf_counter()
     s = prep.settings
     uri = experiment_uri(s.storage_path, s.name)
@@ -304,7 +304,7 @@ def _sigint_seen() -> Iterator[Callable[[], int]]:
         signal.signal(signal.SIGTERM, previous_term)
 
 
-def run_search(
+def drive_search(
     settings: SearchSettings,
     *,
     resume: bool = False,

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces import AUXILIARY
+from spfde_search.choices import is_import_path
+from spfde_search.user_code import local_modules
 from trainables import TrialSetup
 
 from .prepare import Prepared
@@ -24,6 +26,7 @@ def _init_ray(settings: SearchSettings, log_to_driver: bool = False) -> bool:
         return False
     os.environ.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": log_to_driver}
+    runtime_env: dict[str, Any] = {}
     if settings.ship_code:
         package = Path(__file__).resolve().parent.parent  # spfde_search/
         root = package.parent
@@ -31,7 +34,12 @@ def _init_ray(settings: SearchSettings, log_to_driver: bool = False) -> bool:
         import trainables
 
         mods = [str(package), str(Path(search_spaces.__file__).parent), str(Path(trainables.__file__).parent)]
-        kwargs["runtime_env"] = {"py_modules": mods, "env_vars": {"SPFDE_CODE_ROOT": str(root)}}
+        runtime_env = {"py_modules": mods, "env_vars": {"SPFDE_CODE_ROOT": str(root)}}
+    user = shipped_user_code(settings)
+    if user:  # the user's model / data modules (import paths), on the embedded Ray and on a cluster
+        runtime_env["py_modules"] = [*runtime_env.get("py_modules", []), *user]
+    if runtime_env:
+        kwargs["runtime_env"] = runtime_env
     if settings.address:
         ray.init(address=settings.address, **kwargs)
     else:  # embedded: always a new local instance, never a cluster named by RAY_ADDRESS or a stale
@@ -43,6 +51,17 @@ def _init_ray(settings: SearchSettings, log_to_driver: bool = False) -> bool:
             **kwargs,
         )
     return True
+
+
+def shipped_user_code(settings: SearchSettings) -> list[str]:
+    """The local folders / files behind the import paths of ``model.name`` and ``data.name`` that go to every
+    worker as ``runtime_env`` ``py_modules`` (``--ship-user-code``, on by default; installed packages are not
+    shipped: ``user_code.local_modules``)."""
+    if not settings.ship_user_code:
+        return []
+    base = settings.base_config
+    names = [str(base.get(sec, {}).get("name", "")) for sec in ("model", "data")]
+    return local_modules([n for n in names if is_import_path(n)])
 
 
 def check_address(address: str, timeout: float) -> str:

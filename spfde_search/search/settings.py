@@ -82,6 +82,8 @@ class SearchSettings(BaseModel):
     storage_path: str = DEFAULT_STORAGE
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the embedded local Ray (default: all)")
     ship_code: bool = Field(False, description="upload this checkout's packages to the cluster (runtime_env py_modules)")
+    ship_user_code: bool = Field(True, description="upload the modules behind model.name / data.name import paths "
+                                 "to every Ray worker, unless installed (runtime_env py_modules)")
     tracking: dict[str, Any] | None = None
 
     def resolved_storage(self) -> str:

@@ -97,3 +97,16 @@ def test_help_shows_the_choices_in_the_metavar():
     for flag, choices in (("--sampler", SAMPLERS), ("--early-stopping", EARLY_STOPPING)):
         line = next(ln for ln in out.splitlines() if flag in ln)
         assert "|".join(choices) in line and "<str>" not in line, line
+
+
+def test_the_model_and_data_names_the_config_accepts_are_the_registries():
+    """choices.py names the built-in models and data sets without importing torch; they must be what the
+    MODELS / DATASETS registries hold (imagefolder scans a folder and is not a registry entry)."""
+    from spfde_search.choices import BUILTIN_DATA, TORCHVISION_MODELS, name_problem
+    from spfde_search.data import DATASETS
+    from spfde_search.models import MODELS
+
+    assert set(MODELS.names()) == set(TORCHVISION_MODELS)
+    assert set(DATASETS.names()) | {"imagefolder"} == set(BUILTIN_DATA)
+    assert all(name_problem("model.name", n) is None for n in MODELS.names())
+    assert name_problem("model.name", "resnet9") and name_problem("data.name", "cifar11")

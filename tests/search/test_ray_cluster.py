@@ -1,4 +1,5 @@
-"""A real two-node Ray cluster on loopback; `spfde search --address` places trials on both nodes."""
+"""A real two-node Ray cluster on loopback; `spfde search --address` places trials on both nodes, with a model
+whose module exists only in the driver's folder (the test's tmp dir): Ray's runtime_env ships it (issue 32)."""
 
 from __future__ import annotations
 
@@ -60,9 +61,20 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
+DRIVER_ONLY_NET = """
+from torch import nn
+
+def tiny_net(num_classes, in_channels, width=8):
+    return nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(width, num_classes))
+"""
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_two_node_cluster_search(tmp_path):
+    (tmp_path / "driver_only_nets.py").write_text(DRIVER_ONLY_NET)  # on neither node's path: shipped by Ray
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
            "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
     port = _free_port()
@@ -87,7 +99,8 @@ def test_two_node_cluster_search(tmp_path):
         wait_until(lambda: _alive_nodes(address, env) == 2, 300, "both Ray nodes alive in the head's GCS")
         cmd = [sys.executable, "-m", "spfde_search.cli", "search", "--address", address, "--space", "smoke",
                "--set", "data.name=synthetic", "--set", "data.synthetic_train=1024", "--set", "train.epochs=2",
-               "--set", "train.update_interval=1", "--num-samples", "4", "--max-concurrent", "2",
+               "--set", "train.update_interval=1", "--set", "model.name=driver_only_nets:tiny_net",
+               "--set", "model.kwargs={width: 6}", "--num-samples", "4", "--max-concurrent", "2",
                "--cpus-per-trial", "1", "--sampler", "random", "--seed", "2",
                "--storage-path", str(tmp_path / "results"), "--name", "cluster",
                "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
@@ -109,3 +122,5 @@ def test_two_node_cluster_search(tmp_path):
     assert df["node_id"].nunique() == 2, df[["trial_id", "status", "node_id"]]  # trials ran on both nodes
     meta = json.loads((tmp_path / "results" / "cluster" / "search.json").read_text())
     assert meta["settings"]["address"] == address and meta["status"] == "finished"
+    assert meta["settings"]["ship_user_code"] is True
+    assert {json.loads(c)["model"]["name"] for c in df["config"]} == {"driver_only_nets:tiny_net"}

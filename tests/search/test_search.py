@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from spfde_search.search import TRIAL_COLUMNS, SearchSettings, pareto_front, run_search
+from spfde_search.search import TRIAL_COLUMNS, SearchSettings, drive_search, pareto_front
 
 SYNTH = ["--set", "data.name=synthetic", "--set", "train.epochs=2", "--set", "train.update_interval=1"]
 FMNIST = ["--set", "data.name=fashion_mnist", "--set", "data.train_subset=1000", "--set", "data.test_subset=500",
@@ -183,7 +183,7 @@ def test_seeded_searches_suggest_the_same_configs(tmp_path):
     for run in ("s1", "s2"):
         s = SearchSettings(name=run, space="joint", base_config=base, num_samples=3, sampler="tpe", seed=11,
                            max_concurrent=1, storage_path=str(tmp_path), num_cpus=2, cpus_per_trial=2)
-        out = run_search(s)
+        out = drive_search(s)
         t = out.table.sort_values("started_at")
         params.append(t["params"].tolist())
     assert params[0] == params[1]

@@ -43,7 +43,7 @@ def tiny_tmpfs():
 @pytest.mark.ray
 @pytest.mark.slow
 def test_disk_full_stops_the_search_resumably_with_one_message(tmp_path, tiny_tmpfs):
-    from spfde_search.search import SearchSettings, run_search
+    from spfde_search.search import SearchSettings, drive_search
 
     space = tmp_path / "lr.yaml"
     space.write_text("train.lr: {type: categorical, choices: [0.05, 0.1, 0.2]}\n")
@@ -68,7 +68,7 @@ def test_disk_full_stops_the_search_resumably_with_one_message(tmp_path, tiny_tm
     assert len(table) == 1 and table["status"].tolist() in (["INTERRUPTED"], ["PENDING"])  # no 2nd trial launched
 
     tiny_tmpfs.umount(state)  # space freed
-    out = run_search(settings, resume=True, console=None, verbose=0)
+    out = drive_search(settings, resume=True, console=None, verbose=0)
     assert len(out.table) == 3 and out.table["trial_id"].is_unique
     assert set(out.table["status"]) == {"COMPLETED"}
     assert table["trial_id"][0] in set(out.table["trial_id"])  # the interrupted trial was resumed, not replaced

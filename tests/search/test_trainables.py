@@ -79,7 +79,7 @@ def _diverge_hook() -> None:
 def test_diverging_trial_fails_with_reason_and_search_goes_on(tmp_path, base):
     import ray
 
-    from spfde_search.search import SearchSettings, prepare, run_search
+    from spfde_search.search import SearchSettings, drive_search, prepare
 
     space = tmp_path / "lr.yaml"
     space.write_text("train.lr: {type: categorical, choices: [0.0123, 0.1]}\n")
@@ -95,7 +95,7 @@ def test_diverging_trial_fails_with_reason_and_search_goes_on(tmp_path, base):
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2,
              runtime_env={"worker_process_setup_hook": _diverge_hook})
     try:
-        out = run_search(settings, prepared=prep)
+        out = drive_search(settings, prepared=prep)
     finally:
         ray.shutdown()
     t = out.table.set_index("param.train.lr")

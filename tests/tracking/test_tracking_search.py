@@ -30,7 +30,7 @@ NAME = "readme"
 
 @pytest.fixture(scope="module")
 def search(tmp_path_factory):
-    from spfde_search.search import SearchSettings, experiment_uri, run_search
+    from spfde_search.search import SearchSettings, drive_search, experiment_uri
     from spfde_search.tracking import callbacks_for, make_callback, tracking_settings
 
     tmp = tmp_path_factory.mktemp("search")
@@ -55,7 +55,7 @@ def search(tmp_path_factory):
         # ... plus a second, independent tracker writing the same search to a SQLite file
         cbs.append(make_callback(sqlite_uri, None, NAME, search_dir=experiment_uri(s.storage_path, NAME),
                                  base_config=base))
-        out = run_search(s, callbacks=cbs, on_results=stop_after_first)
+        out = drive_search(s, callbacks=cbs, on_results=stop_after_first)
         assert stopped
         yield {"tmp": tmp, "sqlite": sqlite_uri, "server": server, "out": out,
                "table": pd.read_parquet(out.path + "/trials.parquet")}
