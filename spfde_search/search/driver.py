@@ -158,6 +158,15 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
         tuner = None
         points = list(prep.points)
         missing = missing_ray_state(uri) if resume else ""
+        if missing and exists(f"{uri}/tuner.pkl"):  # a damaged tuner.pkl is an error, not a start-up kill
+            try:
+                import pickle
+
+                pickle.loads(read_bytes(f"{uri}/tuner.pkl"))  # noqa: S301 - Ray's own file, as Tuner.restore reads it
+            except Exception as e:  # noqa: BLE001
+                raise SearchError(f"cannot resume {s.name!r}: Ray's state in {uri} (tuner.pkl) cannot be restored "
+                                  f"({type(e).__name__}: {_first_line(e)}); nothing was changed; restore the folder "
+                                  "from a copy, or start a new search") from None
         if missing:
             points = [*_rebuild(uri, s, missing, console), *points]
         elif resume:
