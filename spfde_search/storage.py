@@ -59,6 +59,22 @@ def write_bytes(uri: str, data: bytes) -> None:
     fs.move(tmp, path)
 
 
+def list_names(uri: str) -> list[str]:
+    """The names of the files directly in the folder ``uri`` ([] if there is no such folder)."""
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+    return [i.base_name for i in infos if i.type == pafs.FileType.File]
+
+
+def remove(uri: str) -> None:
+    """Delete the file ``uri`` (nothing if it is gone)."""
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     with fs.open_input_stream(path) as f:

@@ -229,8 +229,11 @@ def search(
     except KeyboardInterrupt as e:  # SearchInterrupted (Ray saved the state; search.json says interrupted), a 2nd Ctrl-C
         signum = int(getattr(e, "signum", 2))
         what = "terminated (SIGTERM)" if signum == 15 else "interrupted"
-        typer.echo(f"{what}; continue with `spfde search --resume {s.name} --storage-path {s.resolved_storage()}`",
-                   err=True)
+        if getattr(e, "resumable", True):
+            typer.echo(f"{what}; continue with `spfde search --resume {s.name} --storage-path {s.resolved_storage()}`",
+                       err=True)
+        else:  # stopped before search.json was written: nothing under the name to resume
+            typer.echo(f"{what} while starting, before anything was recorded; run the same command again", err=True)
         raise typer.Exit(128 + signum) from None
     if out.already_finished:  # drive_search found it finished after all (another driver finished it meanwhile)
         console.print(f"search {s.name} already finished ({out.already_finished}); nothing to resume", highlight=False)

@@ -23,6 +23,7 @@ from .lock import search_lock
 from .optuna_search import SKIPPED_JSON, _search_cls, make_sampler
 from .prepare import Prepared, prepare
 from .progress import _Progress
+from .rebuild import counted, missing_ray_state, rebuild_from_record
 from .results import (
     HV_COMPUTE_CSV,
     front_hypervolume,
@@ -48,6 +49,7 @@ from .settings import (
     SearchSettings,
     experiment_uri,
     finished_meta,
+    half_started,
     objectives,
 )
 
@@ -142,8 +144,11 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     from ray.tune.search import ConcurrencyLimiter
 
     owns_ray = _init_ray(s, log_to_driver=verbose >= 3)
+    _catch_sigterm()  # ray.init replaced ours with sys.exit(15): a SIGTERM now would leave no line and no state
     progress: _Progress | None = None
     try:
+        if not resume:  # before tuner.pkl: a folder with Ray's files always has ours (issue 34, item 2)
+            write_bytes(meta_uri, json.dumps(meta, indent=2, default=str).encode())
         trainable = _trainable(prep)
         progress = (_Progress(console, s.num_samples, verbose,
                               full_epochs=prep.base.train.epochs if s.fidelity == "schedule" else None)
@@ -151,7 +156,20 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
         table_cb = _make_table_callback(prep.base.to_dict(), uri, record_cost, progress)
         cbs = [table_cb, *(callbacks or [])]
         tuner = None
-        if resume and tune.Tuner.can_restore(uri):
+        points = list(prep.points)
+        missing = missing_ray_state(uri) if resume else ""
+        if missing and exists(f"{uri}/tuner.pkl"):  # a damaged tuner.pkl is an error, not a start-up kill
+            try:
+                import pickle
+
+                pickle.loads(read_bytes(f"{uri}/tuner.pkl"))  # noqa: S301 - Ray's own file, as Tuner.restore reads it
+            except Exception as e:  # noqa: BLE001
+                raise SearchError(f"cannot resume {s.name!r}: Ray's state in {uri} (tuner.pkl) cannot be restored "
+                                  f"({type(e).__name__}: {_first_line(e)}); nothing was changed; restore the folder "
+                                  "from a copy, or start a new search") from None
+        if missing:
+            points = [*_rebuild(uri, s, missing, console), *points]
+        elif resume:
             # errored trials (a worker that died more than MAX_RETRIES times, or with the driver) are retried from
             # their last checkpoint; diverged and infeasible trials are TERMINATED results, never errors
             try:
@@ -167,7 +185,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
                 metric=list(objectives(prep.base.data.val_size)),
                 mode=list(MODES),
                 sampler=make_sampler(s.sampler, s.seed, prep.space, s.num_samples),
-                points_to_evaluate=prep.points or None,
+                points_to_evaluate=points or None,
             )
             searcher.configure(prep.base.to_dict(), prep.budget, prep.dense_flops, s.max_skipped,
                                f"{uri}/{SKIPPED_JSON}", s.num_samples, f"{uri}/{TRIALS_PARQUET}")
@@ -218,7 +236,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     cost = search_cost(table, time.perf_counter() - t_start, old_meta.get("cost"))
     skipped = json.loads(read_bytes(f"{uri}/{SKIPPED_JSON}")) if exists(f"{uri}/{SKIPPED_JSON}") else {}
     # Ctrl-C between two trials leaves no trial unfinished: the search is short of num_samples with no reason
-    interrupted = interrupted or (counted_trials(table, s) < s.num_samples and not skipped.get("stop_reason"))
+    interrupted = interrupted or (counted_trials(counted(table), s) < s.num_samples and not skipped.get("stop_reason"))
     cost["infeasible_skipped"] = int(skipped.get("count", 0))
     cost["duplicates_skipped"] = int(skipped.get("duplicates", 0))  # the same run as a trained trial: untrained
     try:
@@ -249,6 +267,24 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     return out
 
 
+def _rebuild(uri: str, s: SearchSettings, missing: str, console: Any) -> list[dict[str, Any]]:
+    """Ray's snapshot is incomplete (a kill while starting, or lost files): a new Tuner continues from our record
+    (search/rebuild.py); returns the unfinished trials' parameters, to be trained first."""
+    if s.fidelity == "schedule" and exists(f"{uri}/{TRIALS_PARQUET}"):
+        raise SearchError(f"cannot resume {s.name!r}: Ray's state in {uri} is missing ({missing}), and a --fidelity "
+                          "schedule search cannot be rebuilt from trials.parquet; start a new search with another "
+                          "--name")
+    plan = rebuild_from_record(uri)
+    if plan.ended or plan.rerun:
+        note = (f"warning: Ray's state of {s.name} is missing ({missing}); continuing from trials.parquet: "
+                f"{plan.ended} ended trials kept, {len(plan.rerun)} unfinished ones rerun from their parameters")
+        if console is not None:
+            console.print(note, highlight=False, soft_wrap=True)
+        else:
+            log.warning(note)
+    return plan.points
+
+
 def _first_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return lines[0][:200] if lines else ""
@@ -270,6 +306,35 @@ class SearchInterrupted(KeyboardInterrupt):
         super().__init__(f"search {outcome.name} interrupted")
         self.outcome = outcome
         self.signum = int(signum)
+
+
+class StartInterrupted(KeyboardInterrupt):
+    """SIGTERM or Ctrl-C before the search's trials ran (Ray starting, the Tuner being built): ``signum`` is the
+    signal; ``resumable`` says whether ``search.json`` was written (``--resume`` continues it) or nothing was."""
+
+    def __init__(self, name: str, signum: int, resumable: bool) -> None:
+        super().__init__(f"search {name} interrupted while starting")
+        self.signum, self.resumable = int(signum), resumable
+
+
+_TERM_SEEN: list[int] = []
+
+
+def _on_sigterm(sig: int, frame: Any) -> None:
+    """SIGTERM outside Ray Tune's loop: the interruption Ctrl-C would be, remembered as SIGTERM (exit 143)."""
+    _TERM_SEEN.append(sig)
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        signal.default_int_handler(signal.SIGINT, frame)
+
+
+def _catch_sigterm() -> Any:
+    """Install ``_on_sigterm`` (main thread only); returns the handler it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 @contextlib.contextmanager
@@ -326,10 +391,33 @@ def drive_search(
     uri = experiment_uri(s.storage_path, s.name)
     if s.address:  # before the lock: nothing is written under the search's name until the cluster answers
         check_address(s.address, s.connect_timeout)
+    _TERM_SEEN.clear()
+    previous = _catch_sigterm()
+    try:
+        return _locked(prep, resume, callbacks, on_results, console, verbose)
+    except SearchInterrupted:
+        raise
+    except KeyboardInterrupt:  # before Ray Tune's loop took over the signals (issue 34, item 2)
+        raise StartInterrupted(s.name, _TERM_SEEN[0] if _TERM_SEEN else signal.SIGINT,
+                               exists(f"{uri}/{SEARCH_JSON}")) from None
+    except SystemExit as e:  # ray.init's own SIGTERM handler while it starts Ray: sys.exit(15)
+        if e.code != signal.SIGTERM:
+            raise
+        raise StartInterrupted(s.name, signal.SIGTERM, exists(f"{uri}/{SEARCH_JSON}")) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _locked(prep: Prepared, resume: bool, callbacks: list[Any] | None,
+            on_results: Callable[[pd.DataFrame], None] | None, console: Any, verbose: int) -> SearchOutcome:
+    """``run_search`` past its checks: under the search's lock."""
+    s = prep.settings
+    uri = experiment_uri(s.storage_path, s.name)
     with search_lock(uri, s.name):
         if not resume and (exists(f"{uri}/tuner.pkl") or exists(f"{uri}/{SEARCH_JSON}")):
-            raise SearchError(f"a search named {s.name!r} already exists at {uri}; continue it with --resume "
-                              f"{s.name} or choose another --name")
+            raise SearchError(half_started(uri, s.name) or f"a search named {s.name!r} already exists at {uri}; "
+                              f"continue it with --resume {s.name} or choose another --name")
         done = finished_meta(uri) if resume else None
         if done is not None:  # nothing to resume: start nothing, change nothing
             table = load_trials(f"{uri}/{TRIALS_PARQUET}")

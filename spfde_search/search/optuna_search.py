@@ -106,7 +106,7 @@ def _optuna_search_class() -> type:
     from ..config import Config, apply_overrides
     from ..method.flops import predict
     from ..storage import exists, write_bytes
-    from .results import load_trials
+    from .results import RERUN, load_trials
 
     class SpfdeOptunaSearch(OptunaSearch):
         """OptunaSearch with three changes:
@@ -159,7 +159,8 @@ def _optuna_search_class() -> type:
             if self.table_uri and exists(self.table_uri):
                 try:
                     df = load_trials(self.table_uri)
-                    n = int((~df["trial_id"].isin(self.trial_ids) & (df["status"] != "PENDING")).sum())
+                    rerun = df["error"].fillna("").astype(str).str.startswith(RERUN)  # counted as their new trial
+                    n = int((~df["trial_id"].isin(self.trial_ids) & (df["status"] != "PENDING") & ~rerun).sum())
                 except Exception as e:  # a torn table: count nothing rather than fail the search
                     log.warning("could not read %s: %s", self.table_uri, e)
             self._lost = (_PROCESS, n)

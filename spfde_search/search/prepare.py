@@ -33,6 +33,7 @@ from .settings import (
     check_name,
     check_storage,
     experiment_uri,
+    half_started,
 )
 
 
@@ -192,6 +193,7 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> Prepared:
     uri = experiment_uri(settings.storage_path, settings.name)
     if not resume and (exists(f"{uri}/tuner.pkl") or exists(f"{uri}/{SEARCH_JSON}")):
         raise SearchError(
+            half_started(uri, settings.name) or
             f"a search named {settings.name!r} already exists at {uri}; continue it with --resume {settings.name} "
             "or choose another --name"
         )

@@ -38,6 +38,9 @@ TRIAL_COLUMNS = [
 __all__ = ["HV_COMPUTE_CSV", "HV_COMPUTE_PNG", "STATUSES", "TRIAL_COLUMNS", "compute_curve", "front_hypervolume", "front_table",
            "load_rows", "load_trials", "pareto_front", "rows_to_arrow", "search_cost", "trial_row", "write_compute_curve",
            "write_parquet"]
+# the error of an unfinished trial whose parameters a resumed search trains again as a new trial: the row stays (it
+# started, MLflow has its run) but counts toward nothing (search/rebuild.py)
+RERUN = "not resumable: rerun as a new trial with the same parameters"
 STATUSES = ("COMPLETED", "EARLY_STOPPED", "FAILED", "INFEASIBLE", "INTERRUPTED", "RUNNING", "PENDING")
 
 

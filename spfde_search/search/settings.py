@@ -127,12 +127,22 @@ def experiment_uri(storage_path: str, name: str) -> str:
     return join(storage_path, name)
 
 
+def half_started(uri: str, name: str) -> str:
+    """The error for a folder holding Ray's ``tuner.pkl`` but not ``search.json``: a driver from before issue 34
+    killed while starting. Nothing was trained and its settings were never written, so it cannot be resumed."""
+    if exists(f"{uri}/{SEARCH_JSON}") or not exists(f"{uri}/tuner.pkl"):
+        return ""
+    return (f"the search {name!r} was stopped while starting, before it wrote {SEARCH_JSON}: nothing was trained "
+            f"and it cannot be resumed; remove the folder {uri} and start it again")
+
+
 def load_settings(name: str, storage_path: str = DEFAULT_STORAGE) -> SearchSettings:
     check_name(name)
     check_storage(storage_path)
     uri = f"{experiment_uri(storage_path, name)}/{SEARCH_JSON}"
     if not exists(uri):
-        raise SearchError(f"no search named {name!r} under {resolve_storage(storage_path)} (missing {SEARCH_JSON})")
+        raise SearchError(half_started(experiment_uri(storage_path, name), name)
+                          or f"no search named {name!r} under {resolve_storage(storage_path)} (missing {SEARCH_JSON})")
     try:
         meta = json.loads(read_bytes(uri))
     except (ValueError, OSError) as e:
