@@ -1,8 +1,11 @@
 """Console progress of a running search: one line per finished trial, and a status block below them.
 
-On a terminal the status block is a ``rich.live.Live`` footer (redrawn every second: running / pending / done /
-stopped / failed, elapsed, ETA, front size, hypervolume) with each finished trial printed above it. Elsewhere (CI,
-a log file) the same status is a plain line after each finished trial, so a log reads top to bottom.
+On a terminal the status block is a ``rich.live.Live`` footer (redrawn every second): a per-trial table (trial,
+status, rung/epoch, short sampled parameters, val acc, FLOPs ratio, on the front; ``trial_table``, fitted to the
+terminal's width as Ray Tune's status table is) above the status line (running / pending / done / stopped / failed,
+elapsed, ETA, front size, hypervolume), with each finished trial printed above it. Until the first trial reports,
+the status line names the start-up phase instead of counting zeros. Elsewhere (CI, a log file) the status is a
+plain line after each finished trial, so a log reads top to bottom.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ import json
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from ..wording import display_params, json_object
 from .results import _fmt_params, _num, front_hypervolume, pareto_front
 
 _COLORS = {"COMPLETED": "green", "EARLY_STOPPED": "yellow", "FAILED": "red", "INFEASIBLE": "magenta",
@@ -27,6 +32,69 @@ def _duration(seconds: float) -> str:
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
     return f"{h}h{m:02d}m{sec:02d}s" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
+
+
+@dataclass
+class TrialLine:
+    """One trial's row of the live table, as far as the driver has heard (start, epoch results, its end)."""
+
+    trial: str
+    status: str = "RUNNING"
+    params: str = ""
+    rung: int | None = None
+    epoch: int = 0
+    epochs: int | None = None
+    val: float = float("nan")
+    ratio: float = float("nan")
+    front: bool = False
+
+
+_WORDS = {"RUNNING": "running", "COMPLETED": "done", "EARLY_STOPPED": "stopped", "FAILED": "failed",
+          "INFEASIBLE": "infeasible", "INTERRUPTED": "interrupted", "PENDING": "pending"}
+# A tie in width drops the column read least first; the trial id is never dropped.
+_DROP_TIES = ("params", "rung/ep", "front", "status", "flops", "val acc")
+_PARAMS_MAX = 24  # characters of the short parameter text: with the usual rows the table fits 80 columns
+
+
+def short_params(params: Mapping[str, Any]) -> str:
+    """``mest ratio=0.93 saving_fraction=0.2``: the sampled values worth reading (``display_params``), by the last
+    part of their name, without the rung keys (the rung/ep column shows them); a text value stands alone."""
+    parts = []
+    for k, v in display_params(dict(params)).items():
+        if k.startswith("fidelity."):
+            continue
+        name = k.rsplit(".", 1)[-1]
+        parts.append(str(v) if isinstance(v, str) else f"{name}={v:.3g}" if isinstance(v, float) else f"{name}={v}")
+    text = " ".join(parts)
+    return text if len(text) <= _PARAMS_MAX else text[:_PARAMS_MAX - 1] + "…"
+
+
+def _cells(r: TrialLine) -> dict[str, str]:
+    ep = f"{r.epoch}/{r.epochs}" if r.epochs else (str(r.epoch) if r.epoch else "-")
+    return {"trial": r.trial, "status": _WORDS.get(r.status, r.status.lower()),
+            "rung/ep": ep if r.rung is None else f"r{r.rung} {ep}", "params": r.params or "-",
+            "val acc": f"{r.val:.4f}" if math.isfinite(r.val) else "-",
+            "flops": f"{r.ratio:.3f}x" if math.isfinite(r.ratio) else "-", "front": "*" if r.front else ""}
+
+
+def trial_table(rows: list[TrialLine], width: int) -> list[str]:
+    """The live table as lines of at most ``width`` characters: a header, then one line per row. Columns that do
+    not fit drop widest first (ties: ``_DROP_TIES`` order), so a narrow terminal keeps trial, status and accuracy;
+    two spaces between columns, numbers right-aligned."""
+    if not rows:
+        return []
+    cells = [_cells(r) for r in rows]
+    cols = list(cells[0])
+    widths = {c: max(len(c), *(len(x[c]) for x in cells)) for c in cols}
+    while len(cols) > 1 and sum(widths[c] for c in cols) + 2 * (len(cols) - 1) > width:
+        cols.remove(max((c for c in cols if c != "trial"), key=lambda c: (widths[c], -_DROP_TIES.index(c))))
+    right = {"val acc", "flops"}
+
+    def line(vals: Mapping[str, str]) -> str:
+        text = "  ".join(vals[c].rjust(widths[c]) if c in right else vals[c].ljust(widths[c]) for c in cols)
+        return text.rstrip()[:width]
+
+    return [line({c: c for c in cols}), *(line(x) for x in cells)]
 
 
 class _Progress:
@@ -45,6 +113,8 @@ class _Progress:
         self.done_this_run = 0  # finished by this driver (the ETA's rate; a resumed search starts with some done)
         self.front_size = 0
         self.hv = 0.0
+        self.rows: dict[str, TrialLine] = {}  # the live table's rows, in start order
+        self.max_rows = 12  # running trials first, then the latest finished; the rest are counted
         self._live: Any = None
         on_terminal = bool(getattr(console, "is_terminal", False))
         if verbose > 0 and console is not None and (on_terminal if live is None else live):
@@ -75,10 +145,32 @@ class _Progress:
                 + f"; elapsed {_duration(elapsed)}, {eta}; "
                 f"front size {self.front_size}, hypervolume {self.hv:.4f}")
 
-    def __rich__(self) -> Any:  # redrawn by Live every second, so elapsed time moves between events
+    def phase(self) -> str:
+        """The start-up phase while no trial has reported an epoch: Ray starting its workers, then trials loading
+        their data and building their models (the first epoch's result ends it); '' after that."""
+        if self.counts or any(r.epoch or r.status != "RUNNING" for r in self.rows.values()):
+            return ""
+        return "preparing data…" if self.rows else "starting Ray…"
+
+    def shown_rows(self) -> list[TrialLine]:
+        """Running trials first (in start order), then the finished ones, latest first, at most ``max_rows``."""
+        rows = list(self.rows.values())
+        running = [r for r in rows if r.status == "RUNNING"]
+        return (running + [r for r in reversed(rows) if r.status != "RUNNING"])[:self.max_rows]
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:  # redrawn by Live every second
         from rich.text import Text
 
-        return Text.assemble(("search ", "bold"), self.status_text())
+        shown = self.shown_rows()
+        lines = trial_table(shown, options.max_width)
+        for i, text in enumerate(lines):
+            style = "bold" if i == 0 else _COLORS.get(shown[i - 1].status, "")
+            yield Text(text, style=style, no_wrap=True, overflow="ellipsis")
+        if len(self.rows) > len(shown):
+            yield Text(f"… {len(self.rows) - len(shown)} more trials", style="dim")
+        phase = self.phase()
+        elapsed = f"; elapsed {_duration(time.monotonic() - self.t0)}"
+        yield Text.assemble(("search ", "bold"), phase + elapsed[1:] if phase else self.status_text())
 
     def close(self) -> None:
         if self._live is not None:
@@ -93,11 +185,20 @@ class _Progress:
 
     def started(self, trial: Any) -> None:
         self.running.add(str(trial.trial_id))
+        config = dict(trial.config or {})
+        rung, epochs = config.get("fidelity.rung"), config.get("fidelity.epochs")
+        self.rows[str(trial.trial_id)] = TrialLine(
+            str(trial.trial_id), params=short_params(config), rung=None if rung is None else int(rung),
+            epochs=None if epochs is None else int(epochs))
         if self.verbose >= 2:
             self._print(f"[dim]start[/dim] {trial.trial_id}  {_fmt_params(trial.config or {})}")
 
     def epoch(self, trial: Any, r: Mapping[str, Any]) -> None:
         self.running.add(str(trial.trial_id))
+        row = self.rows.setdefault(str(trial.trial_id), TrialLine(str(trial.trial_id)))
+        row.status, row.epoch = "RUNNING", int(r.get("epoch") or 0)
+        row.epochs = int(r["epochs_total"]) if r.get("epochs_total") else row.epochs
+        row.val, row.ratio = _num(r, "val_accuracy"), _num(r, "flops_ratio")
         if self.verbose >= 2 and not r.get("infeasible"):
             self._print(
                 f"[dim]  {trial.trial_id} epoch {r.get('epoch')}/{r.get('epochs_total')} "
@@ -121,6 +222,7 @@ class _Progress:
         front = pareto_front(table)
         self.front_size, self.hv = len(front), front_hypervolume(front)
         row = table[table["trial_id"] == trial_id].iloc[0]
+        self._table_rows(table, row, set(front["trial_id"].astype(str)))
         st = str(row["status"])
         color = _COLORS.get(st, "white")
         if st in ("COMPLETED", "EARLY_STOPPED"):
@@ -133,6 +235,20 @@ class _Progress:
                     + (f"\n      {params}" if params else ""))
         if self._live is None:
             self._print(f"[dim]  search: {self.status_text()}[/dim]")
+
+
+    def _table_rows(self, table: pd.DataFrame, row: Any, front: set[str]) -> None:
+        """The finished trial's row from its ``trials.parquet`` row; every row's place on the front."""
+        tid = str(row["trial_id"])
+        line = self.rows.pop(tid, None) or TrialLine(tid, params=short_params(json_object(row["params"])))
+        ep = _num(row, "epochs_completed")
+        line.status, line.epoch = str(row["status"]), int(ep) if math.isfinite(ep) else line.epoch
+        line.val, line.ratio = _num(row, "val_accuracy"), _num(row, "flops_ratio")
+        if "param.fidelity.rung" in table and pd.notna(row["param.fidelity.rung"]):
+            line.rung, line.epochs = int(row["param.fidelity.rung"]), int(row["param.fidelity.epochs"])
+        self.rows[tid] = line  # last in order: the latest finished
+        for r in self.rows.values():
+            r.front = r.trial in front
 
 
 def _accuracies(r: Mapping[str, Any]) -> str:
