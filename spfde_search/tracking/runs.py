@@ -337,8 +337,8 @@ class RunWriter:
         last: dict[str, Any] = max(rec.epochs, key=lambda e: e["epoch"]) if rec.epochs else {}
         step = int(last.get("epoch", 0))
         completed = rec.final.get("epochs_completed")
-        if is_finite(completed) and int(completed) > step:
-            step = int(completed)
+        if completed is not None and is_finite(completed):
+            step = max(step, int(completed))
         return step, next((e for e in rec.epochs if int(e["epoch"]) == step), {})
 
     def _new_at_step(self, run_id: str, metrics: list[Any], step: int, here: Mapping[str, Any],
