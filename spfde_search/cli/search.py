@@ -188,6 +188,14 @@ def search(
     v = 0 if quiet else 1 + verbose
     if prep.budget is not None and (warn_budget := prep.budget.warning()):
         typer.echo(f"warning: {warn_budget}", err=True)
+    if s.address:  # a dead cluster is one error line, before the banner that says we are joining it
+        from ..search.runtime import check_address
+
+        try:
+            check_address(s.address, s.connect_timeout)
+        except SearchError as e:
+            _fail(str(e))
+        prep.address_checked = True
     if v:
         from ..search.optuna_search import resolve_sampler
 

@@ -389,8 +389,8 @@ def drive_search(
     prep = prepared or prepare(settings, resume=resume)
     s = prep.settings
     uri = experiment_uri(s.storage_path, s.name)
-    if s.address:  # before the lock: nothing is written under the search's name until the cluster answers
-        check_address(s.address, s.connect_timeout)
+    if s.address and not prep.address_checked:  # before the lock: nothing is written under the search's name
+        check_address(s.address, s.connect_timeout)  # until the cluster answers
     _TERM_SEEN.clear()
     previous = _catch_sigterm()
     try:

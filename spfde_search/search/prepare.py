@@ -48,6 +48,7 @@ class Prepared:
     points: list[dict[str, Any]]
     probed: int
     max_compute: float | None = None  # --max-compute in absolute training FLOPs
+    address_checked: bool = False  # the CLI checked --address before its banner; drive_search need not again
 
 
 def _halving_checks(settings: SearchSettings, base: Config, space: ResolvedSpace, dense: float) -> float | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,10 @@ def shipped_user_code(settings: SearchSettings) -> list[str]:
 def check_address(address: str, timeout: float) -> str:
     """``--address`` must answer before anything is written or Ray is asked to join it: ``ray.init`` on an
     address with no cluster retries forever. Returns the ``host:port`` it checked; SearchError (one line naming
-    the address and how to check it) when no cluster is found or it does not answer within ``timeout`` seconds.
-    ``ray://`` (client mode) is refused later, in ``_set_callbacks``."""
+    the address as given, how long it waited and how to check it) when no cluster is found or it does not answer
+    within ``timeout`` seconds. Ray rewrites a loopback address to this node's own IP (where its GCS listens), so
+    that is where we connect, but the message names what the user typed. ``ray://`` (client mode) is refused
+    later, in ``_set_callbacks``."""
     if address.startswith("ray://"):
         return address
     from ray._private import services
@@ -81,13 +84,18 @@ def check_address(address: str, timeout: float) -> str:
     if target is None:  # "auto" with no `ray start` on this machine and no RAY_ADDRESS
         raise SearchError(f"--address {address}: no running Ray cluster found on this machine; {hint}")
     host, _, port = target.rpartition(":")
+    t0 = time.monotonic()
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             pass
     except (OSError, ValueError) as e:
-        why = "no answer" if isinstance(e, TimeoutError) else (getattr(e, "strerror", None) or str(e))
-        raise SearchError(f"--address {address}: no Ray cluster answers at {target} ({why} within "
-                          f"{timeout:g} s, --connect-timeout); {hint}") from None
+        waited = time.monotonic() - t0
+        if isinstance(e, TimeoutError):
+            why = f"no answer within {timeout:g} s, --connect-timeout"
+        else:
+            why = f"{(getattr(e, 'strerror', None) or str(e)).lower()} after {waited:.1f} s"
+        where = "there" if address != "auto" else f"at {target}"  # auto: the address Ray found is news
+        raise SearchError(f"--address {address}: no Ray cluster answers {where} ({why}); {hint}") from None
     return target
 
 

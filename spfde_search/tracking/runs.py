@@ -305,19 +305,15 @@ class RunWriter:
             done = step
             self._epochs_logged[tid] = step
         if rec.terminal and tid not in self._final_logged:
-            last: dict[str, Any] = max(rec.epochs, key=lambda e: e["epoch"]) if rec.epochs else {}
-            step = int(last.get("epoch", rec.final.get("epochs_completed", 0) or 0))
-            ts = int(last.get("timestamp", time.time()) * 1000)
+            step, here = self._final_step(rec)
+            ts = int(here.get("timestamp", time.time()) * 1000)
             final = {k: float(v) for k, v in rec.final.items() if is_finite(v)}
-            metrics = []
-            for k in FINAL_METRICS:
-                if k not in final or (k in last and float(last[k]) == final[k]):  # already at this step
-                    continue
-                metrics.append(Metric(_METRIC_NAME.get(k, k), final[k], ts, step))
+            metrics = [Metric(_METRIC_NAME.get(k, k), final[k], ts, step) for k in FINAL_METRICS if k in final]
             dense = final.get("dense_train_flops", 0.0)
             for part in ("sparsity", "freezing", "sieving"):
                 if f"saved_{part}" in final and dense > 0:
                     metrics.append(Metric(f"flops_saved_{part}_fraction", final[f"saved_{part}"] / dense, ts, step))
+            metrics = self._new_at_step(run_id, metrics, step, here, done)
             tags = [RunTag("spfde.status", rec.status), RunTag("spfde.full_budget", str(rec.full_budget).lower()),
                     RunTag("spfde.final_logged", "true")]
             if rec.error:
@@ -332,6 +328,30 @@ class RunWriter:
         elif not rec.terminal:
             c.set_tag(run_id, "spfde.status", rec.status)
         return True
+
+    @staticmethod
+    def _final_step(rec: TrialRecord) -> tuple[int, dict[str, Any]]:
+        """The step of the final metrics, the trial's last epoch, and that epoch's own metrics if the record holds
+        it. A record rebuilt from Ray's ``result.json`` on ``--resume`` can lag the epochs a killed driver had
+        logged; ``epochs_completed`` (from the table) is then the later and truer step."""
+        last: dict[str, Any] = max(rec.epochs, key=lambda e: e["epoch"]) if rec.epochs else {}
+        step = int(last.get("epoch", 0))
+        completed = rec.final.get("epochs_completed")
+        if completed is not None and is_finite(completed):
+            step = max(step, int(completed))
+        return step, next((e for e in rec.epochs if int(e["epoch"]) == step), {})
+
+    def _new_at_step(self, run_id: str, metrics: list[Any], step: int, here: Mapping[str, Any],
+                     done: int) -> list[Any]:
+        """At most one value per metric and step: a metric the epoch at ``step`` carries is already logged there
+        (by the epoch loop; a differing final value would be a second point at the same step, issue 34 item 4).
+        When an earlier writer logged that epoch and this record lacks it, the store says what is there."""
+        metrics = [m for m in metrics if m.key not in here]
+        if step > done or here or not metrics:
+            return metrics
+        present = self.store.client.get_run(run_id).data.metrics
+        return [m for m in metrics if m.key not in present or all(
+            p.step != step for p in self.store.client.get_metric_history(run_id, m.key))]
 
     def _log_config(self, run_id: str, rec: TrialRecord) -> None:
         with tempfile.TemporaryDirectory() as td:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -70,6 +71,34 @@ def test_an_address_with_no_cluster_fails_at_once_and_writes_nothing(tmp_path):
     line = _one_error(r)
     assert f"--address 127.0.0.1:{port}" in line and f"ray status --address 127.0.0.1:{port}" in line
     assert not (tmp_path / "dead").exists()  # no search.json 'running' that would block the name
+
+
+def _dead_address_run(tmp_path: Path, port: int, timeout: str) -> tuple[str, list[str]]:
+    r = _invoke("search", "--space", "smoke", *SYNTH, "--address", f"127.0.0.1:{port}", "--connect-timeout", timeout,
+                "--storage-path", str(tmp_path), "--name", "dead", "--tracking-uri", "none")
+    line = _one_error(r)
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert lines[0] == line, r.output  # before the banner that says we are joining the cluster
+    assert re.findall(r"\d+\.\d+\.\d+\.\d+:\d+", line) == [f"127.0.0.1:{port}"] * 2, line  # not Ray's node IP
+    assert not (tmp_path / "dead").exists()
+    return line, lines
+
+
+def test_a_refused_address_is_named_as_given_with_the_real_wait(tmp_path):
+    """Issue 34 item 4. Before: the banner first, then Ray's rewrite of 127.0.0.1 (the node's IP) and 'within 30 s'
+    for a refusal that came at once."""
+    line, _ = _dead_address_run(tmp_path, _closed_port(), "30")
+    assert "connection refused after" in line and "within" not in line, line
+
+
+def test_an_address_that_never_answers_names_the_timeout_given(tmp_path):
+    with socket.socket() as full:  # listen(0) with one connection queued: Linux drops further SYNs, connect hangs
+        full.bind(("0.0.0.0", 0))  # Ray checks 127.0.0.1 at the node's own IP
+        full.listen(0)
+        port = full.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):
+            line, _ = _dead_address_run(tmp_path, port, "1")
+    assert "no answer within 1 s, --connect-timeout" in line, line
 
 
 # ---------------------------------------------------------------- item 6: spfde ui on a busy port

@@ -290,3 +290,31 @@ def test_a_failed_tracking_call_warns_in_whole_words_with_its_cause(tmp_path, ca
     words = REFUSED.splitlines()[0].split()
     assert all(w in words for w in shown.replace(" … ", " ").split())  # whole words only, none cut
     assert store.last_error == f"ConnectionError: {shown}" and "Traceback" not in msg
+
+
+def test_a_resumed_trial_has_one_value_per_step_of_each_metric(tmp_path):
+    """Issue 34 item 4: val_accuracy twice at one step after a resume. The killed driver had logged epochs 1-3;
+    the resumed driver closes the trial INTERRUPTED from Ray's result.json, which had only reached epoch 2, with
+    the table's final value (epoch 3's): that final value went to step 2, beside epoch 2's own."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = support.make_config()
+    eps = [{"epoch": e, "timestamp": 1_700_000_000 + 10 * e, "loss": 2.0 / e, "val_accuracy": 0.5 + 0.1 * e,
+            "train_flops": 1e9 * e} for e in range(1, 5)]
+    final = {"val_accuracy": eps[2]["val_accuracy"], "train_flops": 3e9, "epochs_completed": 3.0}
+    Tracker(uri, "exp", "s1").sync([TrialRecord("t0", "RUNNING", cfg, {}, eps[:3])], META, close=False)
+    Tracker(uri, "exp", "s1").sync([TrialRecord("t0", "INTERRUPTED", cfg, {}, eps[:2], final)], META, close=False)
+    t = Tracker(uri, "exp", "s1")  # --resume: the trial restarts from epoch 3's state, re-reports it, trains 4
+    rerun = TrialRecord("t0", "RUNNING", cfg, {}, [{**eps[2], "timestamp": 1_800_000_000}])
+    t.sync([rerun], META, close=False)
+    assert t.runs.reopen_trial(rerun)
+    done = {**final, "val_accuracy": eps[3]["val_accuracy"], "train_flops": 4e9, "epochs_completed": 4.0}
+    t.sync([TrialRecord("t0", "COMPLETED", cfg, {}, [rerun.epochs[0], eps[3]], done, True)], META, close=True)
+    c = _client(uri)
+    run = c.search_runs([t.experiment_id], "tags.`spfde.trial_id` = 't0'")[0]
+    for key in run.data.metrics:
+        steps = [m.step for m in c.get_metric_history(run.info.run_id, key)]
+        assert len(steps) == len(set(steps)), (key, [(m.step, m.value) for m in
+                                                     c.get_metric_history(run.info.run_id, key)])
+    history = c.get_metric_history(run.info.run_id, "val_accuracy")
+    assert sorted((m.step, m.value) for m in history) == [(e["epoch"], e["val_accuracy"]) for e in eps]
+    assert run.data.metrics["val_accuracy"] == eps[3]["val_accuracy"] and run.info.status == "FINISHED"
