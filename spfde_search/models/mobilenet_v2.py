@@ -4,11 +4,11 @@ last 1x1 conv a unit; global average pooling + classifier the head (torchvision/
 
 from __future__ import annotations
 
-import sys
+from typing import Any
 
 from torch import nn
 
-from .names import ADAPTERS
+from .names import ADAPTERS, torchvision_family
 from .units import UnitModel
 
 __all__ = ["split_mobilenet_v2"]
@@ -16,10 +16,9 @@ __all__ = ["split_mobilenet_v2"]
 
 @ADAPTERS.register("torchvision_mobilenet_v2")
 def split_mobilenet_v2(model: nn.Module) -> UnitModel | None:
-    tv = sys.modules.get("torchvision.models.mobilenetv2")
-    cls = getattr(tv, "MobileNetV2", None)
-    if cls is None or not isinstance(model, cls) or type(model)._forward_impl is not cls._forward_impl:
+    if not torchvision_family(model, "torchvision.models.mobilenetv2", "MobileNetV2"):
         return None
-    feats = list(model.features)
-    head = nn.Sequential(nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(1), model.classifier)
+    tv: Any = model  # torchvision's own class (checked above): features / avgpool / classifier are modules
+    feats = list(tv.features)
+    head = nn.Sequential(nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(1), tv.classifier)
     return UnitModel(feats[0], feats[1:], head)

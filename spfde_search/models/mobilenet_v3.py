@@ -4,11 +4,11 @@ mobilenetv3.py ``_forward_impl``)."""
 
 from __future__ import annotations
 
-import sys
+from typing import Any
 
 from torch import nn
 
-from .names import ADAPTERS
+from .names import ADAPTERS, torchvision_family
 from .units import UnitModel
 
 __all__ = ["split_mobilenet_v3"]
@@ -16,9 +16,8 @@ __all__ = ["split_mobilenet_v3"]
 
 @ADAPTERS.register("torchvision_mobilenet_v3")
 def split_mobilenet_v3(model: nn.Module) -> UnitModel | None:
-    tv = sys.modules.get("torchvision.models.mobilenetv3")
-    cls = getattr(tv, "MobileNetV3", None)
-    if cls is None or not isinstance(model, cls) or type(model)._forward_impl is not cls._forward_impl:
+    if not torchvision_family(model, "torchvision.models.mobilenetv3", "MobileNetV3"):
         return None
-    feats = list(model.features)
-    return UnitModel(feats[0], feats[1:], nn.Sequential(model.avgpool, nn.Flatten(1), model.classifier))
+    tv: Any = model  # torchvision's own class (checked above): features / avgpool / classifier are modules
+    feats = list(tv.features)
+    return UnitModel(feats[0], feats[1:], nn.Sequential(tv.avgpool, nn.Flatten(1), tv.classifier))

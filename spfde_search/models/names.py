@@ -8,6 +8,7 @@ registers one adapter, and one test.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,14 @@ from torch import nn
 from ..registry import Registry
 from .units import UnitModel
 
-__all__ = ["ADAPTERS", "MODELS"]
+__all__ = ["ADAPTERS", "MODELS", "torchvision_family"]
 
 MODELS: Registry[Callable[..., Any]] = Registry("model")
 ADAPTERS: Registry[Callable[[nn.Module], UnitModel | None]] = Registry("model adapter")
+
+
+def torchvision_family(model: nn.Module, module: str, name: str) -> bool:
+    """Is ``model`` torchvision's ``module.name`` with its own forward (a subclass that overrides the forward is
+    not split: its units may not run in that order)? torchvision is looked up only if already imported."""
+    cls = getattr(sys.modules.get(module), name, None)
+    return cls is not None and isinstance(model, cls) and type(model)._forward_impl is cls._forward_impl

@@ -320,14 +320,19 @@ class StartInterrupted(KeyboardInterrupt):
 _TERM_SEEN: list[int] = []
 
 
-def _on_sigterm(sig: int, frame: Any) -> None:
-    """SIGTERM outside Ray Tune's loop: the interruption Ctrl-C would be, remembered as SIGTERM (exit 143)."""
-    _TERM_SEEN.append(sig)
+def _as_sigint(frame: Any) -> None:
+    """Run whatever SIGINT handler is current (Ray Tune's, ours, or Python's default): SIGTERM interrupts as Ctrl-C."""
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
         handler(signal.SIGINT, frame)
     else:
         signal.default_int_handler(signal.SIGINT, frame)
+
+
+def _on_sigterm(sig: int, frame: Any) -> None:
+    """SIGTERM outside Ray Tune's loop: the interruption Ctrl-C would be, remembered as SIGTERM (exit 143)."""
+    _TERM_SEEN.append(sig)
+    _as_sigint(frame)
 
 
 def _catch_sigterm() -> Any:
@@ -354,11 +359,7 @@ def _sigint_seen() -> Iterator[Callable[[], int]]:
 
     def term(sig: int, frame: Any) -> None:
         got.append(sig)
-        handler = signal.getsignal(signal.SIGINT)
-        if callable(handler):
-            handler(signal.SIGINT, frame)
-        else:
-            signal.default_int_handler(signal.SIGINT, frame)
+        _as_sigint(frame)
 
     signal.signal(signal.SIGINT, ours)
     signal.signal(signal.SIGTERM, term)
