@@ -190,21 +190,24 @@ def within_stats(d: Any, a: Any, resample: dict[float, np.ndarray] | None = None
     levels = sorted({float(x) for x in d["level"]})
     seeds = sorted({int(x) for x in d["seed"]})
 
-    def vec(level: float, seed: int, sched: int) -> Any:
+    def pair(level: float, sa: tuple[int, int], sb: tuple[int, int]) -> tuple[Any, Any] | None:
+        """Aligned final accuracies of (seed, schedule) ``sa`` and ``sb`` over the level's configs (the bootstrap
+        draw's ids, with repeats, where given); NaN where a run is not stored."""
         try:
-            s = v.loc[(level, seed, sched)]
+            a_, b_ = v.loc[(level, *sa)], v.loc[(level, *sb)]
         except KeyError:
             return None
-        ids = resample[level] if resample is not None else np.array(sorted(s.index))
-        return s.reindex(ids).to_numpy(dtype=float)
+        ids = resample[level] if resample is not None else np.array(sorted(set(a_.index) | set(b_.index)))
+        return a_.reindex(ids).to_numpy(dtype=float), b_.reindex(ids).to_numpy(dtype=float)
 
     for sched in [*a.within_schedules, a.epochs]:
         rhos, overl = [], []
         for lv in levels:
             for sd in seeds:
-                x, y = vec(lv, sd, sched), vec(lv, sd, a.epochs)
-                if x is None or y is None:
+                got = pair(lv, (sd, sched), (sd, a.epochs))
+                if got is None:
                     continue
+                x, y = got
                 ok = ~(np.isnan(x) | np.isnan(y))
                 if ok.sum() >= 3:
                     rhos.append(F.spearman(x[ok], y[ok]))
@@ -215,8 +218,9 @@ def within_stats(d: Any, a: Any, resample: dict[float, np.ndarray] | None = None
     ceil = []
     if len(seeds) >= 2:
         for lv in levels:
-            x, y = vec(lv, seeds[0], a.epochs), vec(lv, seeds[1], a.epochs)
-            if x is not None and y is not None:
+            got = pair(lv, (seeds[0], a.epochs), (seeds[1], a.epochs))
+            if got is not None:
+                x, y = got
                 ok = ~(np.isnan(x) | np.isnan(y))
                 if ok.sum() >= 3:
                     ceil.append(F.spearman(x[ok], y[ok]))
@@ -300,10 +304,13 @@ def report_lines(a: Any, out: Path) -> list[str]:
         C.md_table(["comparison", "(level, seed) cells", "mean within-level ρ", "95 % bootstrap",
                     "top-third overlap", "pooled ρ (all levels)"], rows),
         "",
-        (f"- First rung by the rule: **{rung} epochs** (E/{a.epochs // rung}" if rung else
+        (f"- **No verdict yet**: {n_done} of {n_all} runs stored; the rule reads the complete measurement only."
+         if n_done < n_all else
+         f"- First rung by the rule: **{rung} epochs** (E/{a.epochs // rung}" if rung else
          "- **Within-level fidelity is too low** (ρ̄ < 0.4 at every schedule below E): `--fidelity schedule` "
          "stays off by default whatever the held-out verdicts say")
-        + (f"), so `--grace-period` defaults to {rung / a.epochs:g} of the schedule." if rung else "."),
+        + ("" if n_done < n_all else
+           f"), so `--grace-period` defaults to {rung / a.epochs:g} of the schedule." if rung else "."),
         f"- Freezing targets capped by the shrink rule: {len(capped)} of {len(runs)} runs "
         f"({', '.join(sorted({f'{int(s)} epochs' for s in capped['schedule']})) or 'none'}).",
         f"- Compute: {cost.sum() / 3600:.2f} CPU-hours over {len(cost)} runs; trainer "
