@@ -118,7 +118,7 @@ def test_search_trains_each_run_once_and_counts_only_trained_trials(tmp_path):
     from spfde_search.config import Config
     from spfde_search.method.flops import predict
     from spfde_search.method.plan import PLAN_ONLY_FIELDS
-    from spfde_search.search import SearchSettings, run_search
+    from spfde_search.search import SearchSettings, drive_search
 
     (tmp_path / "space.yaml").write_text(SPACE)
     base = {"data": {"name": "fashion_mnist", "root": FMNIST, "train_subset": 500, "test_subset": 200, "val_size": 0},
@@ -128,7 +128,7 @@ def test_search_trains_each_run_once_and_counts_only_trained_trials(tmp_path):
     s = SearchSettings(name="dedupe", space=str(tmp_path / "space.yaml"), sampler="random", seed=0, num_samples=3,
                        base_config=base, storage_path=str(tmp_path / "runs"), max_concurrent=2, max_skipped=20,
                        num_cpus=2, cpus_per_trial=1)
-    out = run_search(s)
+    out = drive_search(s)
     table = out.table
     assert len(table) == 2 and set(table["status"]) == {"COMPLETED"}
     cfgs = [Config.parse(json.loads(c)) for c in table["config"]]
