@@ -23,6 +23,14 @@ log = logging.getLogger(__name__)
 _PROCESS = uuid.uuid4().hex
 
 
+def this_process() -> str:
+    """This driver process's token. The searcher class is built at run time and cloudpickled into Ray's
+    ``tuner.pkl`` by value, globals included: a method reading ``_PROCESS`` itself would see the FIRST driver's
+    token after every ``--resume`` and never recount. A module-level function is pickled by reference, so this
+    reads the current process's."""
+    return _PROCESS
+
+
 def startup_trials(num_samples: int) -> int:
     """Trials the model-based samplers (TPE, GP) draw independently before modelling."""
     return min(10, max(2, num_samples // 3))
@@ -153,7 +161,7 @@ def _optuna_search_class() -> type:
         def _lost_trials(self) -> int:
             """Trials of ``trials.parquet`` this (restored) searcher never suggested: Ray's experiment snapshot predates
             them and the driver died. Their rows are kept (search/callbacks.py), so they count against num_samples."""
-            if self._lost is not None and self._lost[0] == _PROCESS:
+            if self._lost is not None and self._lost[0] == this_process():
                 return self._lost[1]
             n = 0
             if self.table_uri and exists(self.table_uri):
@@ -163,7 +171,7 @@ def _optuna_search_class() -> type:
                     n = int((~df["trial_id"].isin(self.trial_ids) & (df["status"] != "PENDING") & ~rerun).sum())
                 except Exception as e:  # a torn table: count nothing rather than fail the search
                     log.warning("could not read %s: %s", self.table_uri, e)
-            self._lost = (_PROCESS, n)
+            self._lost = (this_process(), n)
             if n:  # the sampler's random state is the snapshot's: it would propose the lost trials' points again
                 try:
                     self._ot_study.sampler.reseed_rng()  # type: ignore[attr-defined]
@@ -272,9 +280,9 @@ def _optuna_search_class() -> type:
             and every trial of a search begun before run keys existed. A row of a trial that will never finish
             (lost while running) is left out: its config may train again."""
             runs: dict[str, str] = self.__dict__.setdefault("run_keys", {})
-            if self.__dict__.get("_runs_read") == _PROCESS or not self.table_uri or not exists(self.table_uri):
+            if self.__dict__.get("_runs_read") == this_process() or not self.table_uri or not exists(self.table_uri):
                 return runs
-            self._runs_read = _PROCESS
+            self._runs_read = this_process()
             outcomes = self.__dict__.setdefault("table_outcomes", {})
             own, known = set(getattr(self, "trial_ids", None) or ()), set(runs.values())
             try:
