@@ -246,6 +246,12 @@ def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
         stop_group(proc)
 
 
+# the link texts of the page, and whether one names trial ``i``: a trial run is named for what it is and ends with
+# its trial id (``mest s0.93 f0.20 y0.25 · c435e8cc``, wording.run_name)
+_RUN_LINKS = ("const t = [...document.querySelectorAll('a')].map(a => a.textContent.trim());"
+              " const named = (t, i) => t.some(x => x === i || x.endsWith(' · ' + i));")
+
+
 @pytest.fixture
 def browser() -> Iterator[Browser]:
     b = Browser()
@@ -262,8 +268,7 @@ def test_experiment_url_opens_the_search_trials_with_accuracy_flops_and_pareto_c
     assert url.startswith(f"http://127.0.0.1:{served['port']}/#/experiments/") and "viewStateShareKey=" in url
     browser.goto(url)
     ids = [r.trial_id for r in served["records"]]
-    browser.wait(f"(() => {{ const t = new Set([...document.querySelectorAll('a')].map(a => a.textContent.trim()));"
-                 f" return {json.dumps(ids)}.every(i => t.has(i)); }})()", "every trial run as a row")
+    browser.wait(f"(() => {{ {_RUN_LINKS} return {json.dumps(ids)}.every(i => named(t, i)); }})()", "every trial run as a row")
     headers = browser.wait(f"(() => {{ const h = {_HEADERS}; return {json.dumps(list(COLUMNS))}.every(c => "
                            "h.includes(c)) ? h : null; })()", "the accuracy, FLOPs and pareto columns")
     text = browser.text()
@@ -302,8 +307,7 @@ def _expand_parent(browser: Browser, name: str, ids: list[str]) -> None:
         return Boolean(b);
     }})()""")
     assert clicked, "no expander on the parent run's row"
-    browser.wait("(() => { const t = new Set([...document.querySelectorAll('a')].map(a => a.textContent.trim()));"
-                 f" return {json.dumps(ids)}.every(i => t.has(i)); }})()", "every trial run in the table")
+    browser.wait(f"(() => {{ {_RUN_LINKS} return {json.dumps(ids)}.every(i => named(t, i)); }})()", "every trial run in the table")
 
 
 def test_chart_view_has_accuracy_and_flops_of_every_trial(served):
@@ -320,8 +324,7 @@ def test_chart_view_has_accuracy_and_flops_of_every_trial(served):
 
 def _chart_view(served: dict[str, Any], browser: Browser, ids: list[str]) -> None:
     browser.goto(served["experiment"])
-    browser.wait(f"(() => {{ const t = new Set([...document.querySelectorAll('a')].map(a => a.textContent.trim()));"
-                 f" return {json.dumps(ids)}.every(i => t.has(i)); }})()", "the trial runs")
+    browser.wait(f"(() => {{ {_RUN_LINKS} return {json.dumps(ids)}.every(i => named(t, i)); }})()", "the trial runs")
     browser.goto(served["experiment"] + "&compareRunsMode=CHART")
     for metric in ("test_accuracy", "flops_ratio"):
         browser.wait(f"{json.dumps(ids)}.every(i => document.body.innerText.includes(i + ' ({metric})'))",
