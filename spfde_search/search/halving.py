@@ -60,28 +60,18 @@ def counted_trials(table: Any, settings: Any) -> int:
     return int(((e.isna()) | (e.astype(float) >= full)).sum())
 
 
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def rung_params(book: HalvingBook, base: Mapping[str, Any], config: int, rung: int) -> tuple[dict[str, Any], float]:
     """A Ray trial's parameters for (config, rung) (the config's sampled parameters, the fields the shrink rule
     changed: ``train.epochs``, Δτ, a capped freezing target, ...; and the rung keys) and its predicted training
     FLOPs."""
     from search_spaces import config_params
 
-    from ..config import apply_overrides
+    from ..config import apply_overrides, flatten
 
     params = dict(book.configs[config]["params"])
     full = apply_overrides(dict(base), config_params(params))
     short = shrink(full, book.lengths[rung])
-    flat_full, flat_short = _flat(full), _flat(short.config)
+    flat_full, flat_short = flatten(full), flatten(short.config)
     diff = {k: v for k, v in flat_short.items() if flat_full.get(k) != v}
     keys = {"fidelity.rung": rung, "fidelity.epochs": book.lengths[rung], "fidelity.config": config}
     return {**params, **diff, **keys}, short.train_flops
