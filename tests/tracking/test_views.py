@@ -7,19 +7,49 @@ import json
 import pytest
 
 from spfde_search.tracking import run_url
-from spfde_search.tracking.views import VIEW_TAG_PREFIX, ensure_runs_view, runs_view_key, runs_view_state
+from spfde_search.tracking.views import (
+    CHART_SECTION,
+    LOG_FLOPS_METRIC,
+    VIEW_TAG_PREFIX,
+    ensure_runs_view,
+    runs_view_key,
+    runs_view_state,
+    sampled_keys,
+)
 
 
-def test_view_state_filters_the_trials_and_shows_accuracy_flops_and_pareto():
-    st = runs_view_state("it's", ["loss", "train_accuracy", "test_accuracy", "val_accuracy", "flops_ratio"])
+def test_view_state_filters_the_trials_and_shows_sampled_params_accuracy_flops_and_pareto():
+    st = runs_view_state("it's", ["loss", "train_accuracy", "test_accuracy", "val_accuracy", "flops_ratio"],
+                         ["sparsity.ratio", "freezing.target_flops_reduction"])
     assert st["searchFilter"] == "tags.`spfde.search` = 'it\\'s' and tags.`spfde.role` = 'trial'"
-    # validation first (what selects), then test (the report)
-    assert st["selectedColumns"] == ["metrics.`val_accuracy`", "metrics.`test_accuracy`", "metrics.`train_accuracy`",
+    # the sampled parameters, then validation (what selects), test (the report), the FLOPs, the front
+    assert st["selectedColumns"] == ["params.`freezing.target_flops_reduction`", "params.`sparsity.ratio`",
+                                     "metrics.`val_accuracy`", "metrics.`test_accuracy`", "metrics.`train_flops`",
                                      "metrics.`flops_ratio`", "tags.`pareto`"]
     assert (st["orderByKey"], st["orderByAsc"]) == ("metrics.`flops_ratio`", True)
     assert runs_view_state("s")["selectedColumns"][0] == "metrics.`test_accuracy`"  # before any metric is logged
     assert runs_view_key("a") == runs_view_key("a") != runs_view_key("b")
     assert runs_view_key("a/b c").replace("-", "").isalnum()  # URL-safe
+
+
+def test_view_state_opens_the_chart_view_on_accuracy_vs_log_flops_scatters():
+    st = runs_view_state("s", ["val_accuracy", "test_accuracy"])
+    assert st["runsHiddenMode"] == "SHOW_ALL"  # MLflow charts the first 10 runs otherwise
+    ours, *generated = st["compareRunSections"]
+    assert (ours["name"], ours["display"]) == (CHART_SECTION, True)
+    assert {s["name"]: s["display"] for s in generated} == {"Model metrics": False, "System metrics": False}
+    charts = st["compareRunCharts"]
+    assert [(c["type"], c["xaxis"]["key"], c["yaxis"]["key"]) for c in charts] == [
+        ("SCATTER", LOG_FLOPS_METRIC, "val_accuracy"), ("SCATTER", LOG_FLOPS_METRIC, "test_accuracy")]
+    assert {c["metricSectionId"] for c in charts} == {ours["uuid"]}
+    assert len({c["uuid"] for c in charts}) == 2 and runs_view_state("s", ["val_accuracy"]) == \
+        runs_view_state("s", ["val_accuracy"])  # stable ids: refreshing the view changes nothing
+    assert [c["yaxis"]["key"] for c in runs_view_state("s")["compareRunCharts"]] == ["test_accuracy"]
+
+
+def test_sampled_keys_are_config_paths_of_the_sampled_tags():
+    assert sampled_keys(['{"sparsity.ratio": 0.9, "fidelity.epochs": 2}', '{"sieving.fraction": 0.1}', None,
+                         "not json"]) == ["sieving.fraction", "sparsity.ratio"]
 
 
 def test_urls():
@@ -41,3 +71,4 @@ def test_ensure_runs_view_writes_the_experiment_tag(tmp_path):
     tags = c.get_experiment(exp).tags
     assert key == key2 and [k for k in tags if k.startswith(VIEW_TAG_PREFIX)] == [VIEW_TAG_PREFIX + key]
     assert json.loads(tags[VIEW_TAG_PREFIX + key]) == runs_view_state("s1", ["val_accuracy"])
+    assert len(tags[VIEW_TAG_PREFIX + key]) < 5000  # within MLflow's tag value limit
