@@ -115,7 +115,7 @@ def _check_token(address: str, target: str) -> None:
     settings finds that out before anything is written; its C++ warning line is kept off the terminal. Any
     other failure is left to ``ray.init`` to report."""
     from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
-    from ray._raylet import GcsClient
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]  # a Cython class, no stub
     from ray.exceptions import AuthenticationError
 
     try:
