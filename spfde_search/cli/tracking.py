@@ -286,7 +286,8 @@ def ui(
         help="Host headers the server answers (MLflow's --allowed-hosts, comma-separated, * wildcards) (default: "
              "localhost and, for a non-loopback --host, the addresses it listens on)"),
 ) -> None:
-    """Start the MLflow UI on the project's store and print the URL of the search's parent run."""
+    """Start the MLflow UI on the project's store; print the URLs of the search's trial runs, their accuracy vs
+    training FLOPs charts, its parent run and its frontier plot."""
     if name is not None:
         _precheck(tracking_uri, name)
     from ..tracking import ARTIFACT_ROOT_DIRNAME, TrackingUnavailable, resolve_tracking_uri, sqlite_path
