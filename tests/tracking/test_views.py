@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -12,6 +13,7 @@ from spfde_search.tracking.views import (
     LOG_FLOPS_METRIC,
     VIEW_TAG_PREFIX,
     ensure_runs_view,
+    ensure_search_view,
     runs_view_key,
     runs_view_state,
     sampled_keys,
@@ -72,3 +74,27 @@ def test_ensure_runs_view_writes_the_experiment_tag(tmp_path):
     assert key == key2 and [k for k in tags if k.startswith(VIEW_TAG_PREFIX)] == [VIEW_TAG_PREFIX + key]
     assert json.loads(tags[VIEW_TAG_PREFIX + key]) == runs_view_state("s1", ["val_accuracy"])
     assert len(tags[VIEW_TAG_PREFIX + key]) < 5000  # within MLflow's tag value limit
+
+
+@pytest.mark.mlflow
+def test_search_view_columns_the_sampled_config_paths_and_gives_older_runs_log_flops(tmp_path):
+    """``spfde ui``'s view of a search: its columns are the sampled parameters that are run params (an auxiliary
+    one, never a config field, is none); a trial run logged before ``log10_train_flops`` existed gets it."""
+    from mlflow import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = c.create_experiment("e")
+    parent = c.create_run(exp, tags={"spfde.search": "s", "spfde.role": "parent"})
+    old = c.create_run(exp, tags={"mlflow.parentRunId": parent.info.run_id, "spfde.search": "s",
+                                  "spfde.role": "trial", "spfde.final_logged": "true", "spfde.epochs_logged": "3",
+                                  "spfde.sampled": '{"sparsity.ratio": 0.9, "freezing.saving_fraction": 0.5}'})
+    c.log_param(old.info.run_id, "sparsity.ratio", "0.9")
+    c.log_metric(old.info.run_id, "train_flops", 2.5e11, step=3)
+    key = ensure_search_view(c, c.get_run(parent.info.run_id))
+    history = c.get_metric_history(old.info.run_id, LOG_FLOPS_METRIC)
+    assert [(m.value, m.step) for m in history] == [(pytest.approx(math.log10(2.5e11)), 3)]
+    state = json.loads(c.get_experiment(exp).tags[VIEW_TAG_PREFIX + key])
+    assert state["selectedColumns"][0] == "params.`sparsity.ratio`"
+    assert not any("saving_fraction" in col for col in state["selectedColumns"])
+    ensure_search_view(c, c.get_run(parent.info.run_id))  # again: nothing added twice
+    assert len(c.get_metric_history(old.info.run_id, LOG_FLOPS_METRIC)) == 1
