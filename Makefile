@@ -1,5 +1,5 @@
 # The README's two commands. Both set everything up first (scripts/setup.sh is idempotent).
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint ui-screenshots
 
 setup:
 	bash scripts/setup.sh $(if $(V),-v)
@@ -7,6 +7,11 @@ setup:
 # The main job: a small joint search on the embedded defaults (local Ray, SQLite MLflow), then the Pareto front.
 demo: setup
 	.venv/bin/spfde search --config configs/demo_search.yaml --space smoke --num-samples 8 --max-concurrent 2 --name demo-$$(date +%Y%m%d-%H%M%S)
+
+# docs/ui-runs.png and docs/ui-chart.png: a small real search in a temporary folder, served by `spfde ui`, taken in
+# headless Chromium (Debian's `chromium`); never run by the tests (it writes into docs/).
+ui-screenshots: setup
+	.venv/bin/python -m spfde_search.tracking.screenshots
 
 lint: setup
 	.venv/bin/ruff check spfde_search search_spaces trainables tests benchmarks

@@ -286,7 +286,8 @@ def ui(
         help="Host headers the server answers (MLflow's --allowed-hosts, comma-separated, * wildcards) (default: "
              "localhost and, for a non-loopback --host, the addresses it listens on)"),
 ) -> None:
-    """Start the MLflow UI on the project's store and print the URL of the search's parent run."""
+    """Start the MLflow UI on the project's store; print the URLs of the search's trial runs, their accuracy vs
+    training FLOPs charts, its parent run and its frontier plot."""
     if name is not None:
         _precheck(tracking_uri, name)
     from ..tracking import ARTIFACT_ROOT_DIRNAME, TrackingUnavailable, resolve_tracking_uri, sqlite_path
@@ -373,16 +374,16 @@ def ui(
 
 
 def _ui_links(base: str, client: Any, parent: Any) -> list[str]:
-    """The lines ``spfde ui`` prints: the search's trial runs (a saved view with the accuracy columns,
-    ``flops_ratio`` and ``pareto``; ``tracking/views.py``), its parent run, and the parent's frontier plot."""
-    from ..tracking import ensure_runs_view, run_url
+    """The lines ``spfde ui`` prints: the search's trial runs (a saved view: the sampled parameters, accuracies,
+    training FLOPs and ``pareto`` as columns; ``tracking/views.py``), the same view's charts (accuracy vs log10
+    training FLOPs), its parent run, and the parent's frontier plot."""
+    from ..tracking import ensure_search_view, run_url
 
     search = str(parent.data.tags.get("spfde.search"))
     exp, run = parent.info.experiment_id, parent.info.run_id
-    trials = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{run}'", max_results=50)
-    metrics = {k for t in trials for k in t.data.metrics}
-    view = ensure_runs_view(client, exp, search, metrics)
-    return [f"trial runs of search {search}: {run_url(base, exp, view=view)}",
+    runs = run_url(base, exp, view=ensure_search_view(client, parent))
+    return [f"trial runs of search {search}: {runs}",
+            f"accuracy vs training FLOPs of search {search}: {runs}&compareRunsMode=CHART",
             f"search {search}: {run_url(base, exp, run)}",
             f"frontier plot of search {search}: {run_url(base, exp, run, artifact='pareto_front.html')}"]
 

@@ -3,10 +3,13 @@ names and attaching callbacks to a Tuner. Ray is imported on use."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +99,50 @@ def check_address(address: str, timeout: float) -> str:
             why = f"{(getattr(e, 'strerror', None) or str(e)).lower()} after {waited:.1f} s"
         where = "there" if address != "auto" else f"at {target}"  # auto: the address Ray found is news
         raise SearchError(f"--address {address}: no Ray cluster answers {where} ({why}); {hint}") from None
+    _check_token(address, target)
     return target
+
+
+# how a driver joins a cluster started with RAY_AUTH_MODE=token (https://docs.ray.io/en/latest/ray-security/token-auth.html)
+TOKEN_HINT = ("set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN=<token> (or a file named by "
+              "RAY_AUTH_TOKEN_PATH, default ~/.ray/auth_token; `ray get-auth-token` on the head node prints it)")
+
+
+def _check_token(address: str, target: str) -> None:
+    """A cluster with token authentication refuses a driver without its token: ``ray.init`` then retries for
+    ~20 s, logging ``InvalidAuthToken`` once a second, and ends in a 60-line traceback. One request to the GCS
+    (what ``ray.init`` makes first: ``ray/_private/node.py`` ``_init_gcs_client``) with this process's auth
+    settings finds that out before anything is written; its C++ warning line is kept off the terminal. Any
+    other failure is left to ``ray.init`` to report."""
+    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]  # a Cython class, no stub
+    from ray.exceptions import AuthenticationError
+
+    try:
+        with _stderr_silenced():
+            ensure_token_if_auth_enabled(None, create_token_if_missing=False)  # as ray.init does for an address
+            GcsClient(address=target)
+    except AuthenticationError:
+        mode = os.environ.get("RAY_AUTH_MODE", "")
+        why = ("the cluster requires a Ray auth token and RAY_AUTH_MODE=token is not set here"
+               if mode.lower() != "token" else "the cluster refused this driver's Ray auth token, or none was found")
+        raise SearchError(f"--address {address}: {why}; {TOKEN_HINT}") from None
+    except Exception:  # noqa: BLE001 - not ours to judge: ray.init reports it
+        return
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the block: Ray's C++ client logs there directly, not via Python."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _trainable(prep: Prepared) -> Any:

@@ -49,7 +49,7 @@ from .store import (
 )
 from .sync import sync_search
 from .tracker import Tracker
-from .views import ensure_runs_view
+from .views import ensure_runs_view, ensure_search_view
 
 __all__ = [
     "ARTIFACT_ROOT_DIRNAME",
@@ -70,6 +70,7 @@ __all__ = [
     "default_tracking_uri",
     "describe_tracking",
     "ensure_runs_view",
+    "ensure_search_view",
     "download_config",
     "find_parent_run",
     "frontier_flags",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import json
+import math
 import platform
 import subprocess
 import tempfile
@@ -21,6 +22,7 @@ from spfde_search.wording import run_name
 
 from .records import _METRIC_NAME, FINAL_METRICS, MLFLOW_STATUS, TrialRecord
 from .store import Store
+from .views import LOG_FLOPS_METRIC
 
 
 def _versions() -> dict[str, str]:
@@ -309,6 +311,8 @@ class RunWriter:
             ts = int(here.get("timestamp", time.time()) * 1000)
             final = {k: float(v) for k, v in rec.final.items() if is_finite(v)}
             metrics = [Metric(_METRIC_NAME.get(k, k), final[k], ts, step) for k in FINAL_METRICS if k in final]
+            if final.get("train_flops", 0.0) > 0:  # the x axis of the UI's scatters (views.py: no log axis there)
+                metrics.append(Metric(LOG_FLOPS_METRIC, math.log10(final["train_flops"]), ts, step))
             dense = final.get("dense_train_flops", 0.0)
             for part in ("sparsity", "freezing", "sieving"):
                 if f"saved_{part}" in final and dense > 0:

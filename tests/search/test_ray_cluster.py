@@ -124,3 +124,55 @@ def test_two_node_cluster_search(tmp_path):
     assert meta["settings"]["address"] == address and meta["status"] == "finished"
     assert meta["settings"]["ship_user_code"] is True
     assert {json.loads(c)["model"]["name"] for c in df["config"]} == {"driver_only_nets:tiny_net"}
+
+
+TOKEN = "0123456789abcdef0123456789abcdef"  # a head's token (Ray's own are 32 hex digits too)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_address_of_a_token_auth_cluster_without_the_token_is_one_error_line(tmp_path):
+    """Issue 33 item 11: a head started with ``RAY_AUTH_MODE=token``; `spfde search --address` from a driver that
+    has no token is one ``error:`` line saying how to pass it (no traceback, no ``InvalidAuthToken`` lines), and
+    nothing is left under the storage path. The same check passes with the token, so it is the token it judges."""
+    # each process its own HOME: neither finds a ~/.ray/auth_token of this machine's user
+    head_home, driver_home = tmp_path / "head-home", tmp_path / "driver-home"
+    head_home.mkdir()
+    driver_home.mkdir()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    base.update({"RAY_DISABLE_DOCKER_CPU_WARNING": "1", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)})
+    head_env = {**base, "HOME": str(head_home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
+    driver_env = {**base, "HOME": str(driver_home)}
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    head_log = tmp_path / "head.log"
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    with open(head_log, "w") as log:
+        head = subprocess.Popen(
+            [RAY, "start", "--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", ray_tmp,
+             "--num-cpus", "1", "--object-store-memory", str(100 * 1024**2), "--node-ip-address", "127.0.0.1",
+             "--block", "--disable-usage-stats"],
+            stdout=log, stderr=subprocess.STDOUT, env=head_env, start_new_session=True)
+        try:
+            _wait_for(head_log, "Ray runtime started", head)
+            results = tmp_path / "results"
+            cmd = [sys.executable, "-m", "spfde_search.cli", "search", "--address", address, "--space", "smoke",
+                   "--set", "data.name=synthetic", "--num-samples", "2", "--storage-path", str(results),
+                   "--name", "tokenless", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+            res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=driver_env)
+            out = res.stdout + res.stderr
+            assert res.returncode != 0, out
+            errors = [ln for ln in out.splitlines() if ln.startswith("error:")]
+            assert len(errors) == 1 and "RAY_AUTH_MODE=token" in errors[0] and "RAY_AUTH_TOKEN" in errors[0], out
+            assert f"--address {address}" in errors[0], out
+            assert "Traceback" not in out and "InvalidAuthToken" not in out, out
+            assert not results.exists() or not any(results.rglob("*")), sorted(results.rglob("*"))  # no lock, no folder
+            # with the token the same check lets the driver through (it returns the address Ray connects to)
+            probe = ("from spfde_search.search.runtime import check_address; "
+                     f"print('JOINABLE', check_address({address!r}, 60))")
+            ok = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                                env={**driver_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN})
+            assert ok.returncode == 0 and "JOINABLE" in ok.stdout, ok.stdout + ok.stderr
+        finally:
+            _stop(head)
+            shutil.rmtree(ray_tmp, ignore_errors=True)
