@@ -9,6 +9,8 @@ arguments come from ``model.kwargs``.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torchvision
 from torch import nn
@@ -16,9 +18,16 @@ from torch import nn
 from spfde_search.models import UnitModel, init_like_torchvision
 
 
-def mobilenet_v2(num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> nn.Module:
-    """torchvision's MobileNetV2 (random init; pass ``weights=`` in your copy to fine-tune) with a new head."""
-    net = torchvision.models.mobilenet_v2(weights=None, width_mult=width_mult)
+def mobilenet_v2(num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0,
+                 bn_momentum: float = 0.1) -> nn.Module:
+    """torchvision's MobileNetV2 (random init; pass ``weights=`` in your copy to fine-tune) with a new head.
+
+    ``bn_momentum``: BatchNorm's running-statistics momentum (torchvision's 0.1 by default). A run of a few dozen
+    steps from scratch moves the weights faster than running statistics at 0.1 follow, so the network evaluates
+    at chance while it fits its training batches; a larger momentum (0.5) lets them keep up.
+    """
+    norm = functools.partial(nn.BatchNorm2d, momentum=bn_momentum)
+    net = torchvision.models.mobilenet_v2(weights=None, width_mult=width_mult, norm_layer=norm)
     net.classifier[1] = nn.Linear(net.last_channel, num_classes)  # the new head: the data's classes
     if in_channels != 3:  # grey images: a new first conv, initialised as torchvision initialises its convs
         old = net.features[0][0]

@@ -28,12 +28,9 @@ __all__ = [
     "load_config",
     "apply_overrides",
     "parse_overrides",
-    "parse_value",
-    "parse_config_yaml",
-    "read_yaml",
-    "typed_value",
-    "flatten",
-    "unflatten",
+    "parse_value", "parse_config_yaml",
+    "read_yaml", "typed_value",
+    "flatten", "unflatten",
 ]
 
 DEFAULT_FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -79,7 +76,10 @@ class DataConfig(_Section):
         "on test); None = automatic: 0 for `spfde train`, min(5000, test set) for `spfde search` (docs/search.md)")
     augment: bool = Field(True, description="random crop (pad 4, or 2 for 28x28) + horizontal flip on the device")
     image_size: int = Field(224, ge=16, le=1024, description="crop size for imagefolder data")
-    num_workers: int = Field(4, ge=0, le=64, description="DataLoader workers for imagefolder data")
+    num_workers: int = Field(4, ge=0, le=64, description="DataLoader workers for imagefolder and streamed user data")
+    stream: bool | None = Field(None, description="a user Dataset (data.name: module:callable) is read item by item "
+                                "through a DataLoader each epoch instead of held on the device; None = when its "
+                                "training images would take over 1 GiB (docs/own_model.md)")
     # synthetic (tests only): sizes of a random, learnable-by-construction set
     synthetic_classes: int = Field(10, ge=2, le=1000)
     synthetic_size: int = Field(16, ge=8, le=256)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import yaml
 
+from .choices import is_import_path
 from .config import Config, DataConfig
 
 __all__ = ["config_to_yaml", "inert_paths"]
@@ -12,12 +13,16 @@ __all__ = ["config_to_yaml", "inert_paths"]
 
 def inert_paths(cfg: Config) -> list[str]:
     """Config paths that change nothing for this config's data set: the synthetic set's sizes for any other set,
-    the imagefolder crop size and DataLoader workers for a tensor set (held on the device, no loader)."""
+    the imagefolder crop size for any other set, and the DataLoader workers and ``data.stream`` for a registered
+    tensor set (held on the device, no loader; a user's set behind an import path may stream)."""
     out = []
     if cfg.data.name != "synthetic":
         out += [f"data.{k}" for k in DataConfig.model_fields if k.startswith("synthetic_")]
+    user = is_import_path(cfg.data.name)
     if cfg.data.name != "imagefolder":
-        out += ["data.image_size", "data.num_workers"]
+        out += ["data.image_size"] if user else ["data.image_size", "data.num_workers"]
+    if not user:
+        out.append("data.stream")
     return out
 
 

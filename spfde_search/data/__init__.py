@@ -4,7 +4,8 @@ Why this shape: the trainer needs the *sample id* of every training sample it se
 forgetting events per sample, docs/method.md §4) and a partial set that changes every Δτ epochs, so batches are
 drawn from an explicit list of ids rather than from a fixed Dataset. Small sets (MNIST, Fashion-MNIST,
 CIFAR, synthetic) live whole on the device and are cropped/flipped there in one vectorised op per batch;
-``imagefolder`` (ImageNet-style) streams from disk through a multi-worker DataLoader with the same API.
+``imagefolder`` (ImageNet-style) and a large user Dataset stream through a multi-worker DataLoader with the same
+API.
 
 ``dataset_spec`` answers shapes and sizes from the config alone (the FLOPs predictor runs before any data
 is read); only ``imagefolder`` has to look at its folder to count classes and files.
@@ -13,7 +14,8 @@ Modules: ``spec`` (what a data set is, the ``DATASETS`` registry), ``checks`` (t
 checks of a loaded set), ``subsets`` (balanced subsets), ``bundle`` (the ``DataBundle`` interface),
 ``tensor`` (device-resident sets, ``crop_flip``), ``idx`` (IDX / .gz files), ``sources`` (the registered
 sets and their loaders), ``folder`` (``imagefolder``), ``custom`` (the user's data behind an import path),
-``loading`` (``dataset_spec``, ``load_data``).
+``stream`` (a user's Dataset through a DataLoader, ``data.stream``), ``loading`` (``dataset_spec``,
+``load_data``).
 """
 
 from __future__ import annotations

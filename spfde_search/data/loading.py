@@ -13,6 +13,7 @@ from .checks import check_raw
 from .custom import entry_for
 from .folder import _folder_root, _FolderBundle, _scan_folder
 from .spec import DatasetSpec, _RawData
+from .stream import _StreamBundle
 from .subsets import _subset_rng, _subset_size, auto_val_size, balanced_subset, train_val_ids, val_split
 from .tensor import _TensorBundle
 
@@ -76,6 +77,13 @@ def load_data(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
     if cfg.name == "imagefolder":
         return _FolderBundle(cfg, spec, seed, device)
     entry = entry_for(cfg)
+    if entry.streamed is not None:  # a user's Dataset read item by item each epoch (data.stream)
+        sets = entry.streamed
+        train, val = train_val_ids(sets.train_y, cfg.train_subset, cfg.val_size, seed, spec.name)
+        test = torch.arange(len(sets.test_y))
+        if cfg.test_subset is not None:
+            test = balanced_subset(sets.test_y, spec.num_test, _subset_rng(seed, 1))
+        return _StreamBundle(spec, entry, sets, (train, val, test), cfg.num_workers, device)
     raw = entry.load(cfg)
     check_raw(entry, raw)
     train, val = train_val_ids(raw.train_y, cfg.train_subset, cfg.val_size, seed, spec.name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
@@ -42,6 +43,16 @@ class _RawData:
 
 
 @dataclass(frozen=True)
+class _UserSets:
+    """A user's (train, test) Datasets read item by item (``data.stream``), with every item's label read once."""
+
+    train: Any  # torch.utils.data.Dataset of (image, label)
+    test: Any
+    train_y: Tensor  # long, CPU, one label per item of `train`
+    test_y: Tensor
+
+
+@dataclass(frozen=True)
 class DatasetEntry:
     """A registered tensor data set: fixed geometry, normalisation and a loader of the full set."""
 
@@ -55,6 +66,7 @@ class DatasetEntry:
     std: tuple[float, ...]
     scale: float  # raw value -> [0, 1] units (1/255 for uint8 sets, 1 for synthetic floats)
     load: Callable[[DataConfig], _RawData]
+    streamed: _UserSets | None = None  # set: a user's Datasets streamed through a DataLoader (`load` unused)
 
 
 DATASETS: Registry[Callable[[DataConfig], DatasetEntry]] = Registry("data set")

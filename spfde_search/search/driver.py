@@ -143,7 +143,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    owns_ray = _init_ray(s, log_to_driver=verbose >= 3)
+    owns_ray = _init_ray(s, log_to_driver=verbose >= 3, space=prep.space.distributions)
     _catch_sigterm()  # ray.init replaced ours with sys.exit(15): a SIGTERM now would leave no line and no state
     progress: _Progress | None = None
     try:

@@ -84,8 +84,8 @@ def _dense_reference(base: Config) -> float:
                                  "freezing.units": None, "sieving.fraction": 0.0})
     try:
         return float(predict(plain).dense_train_flops)
-    except ConfigError as e:
-        raise SearchError(f"the base config cannot be costed: {e}") from None
+    except ConfigError as e:  # it names its field (model.name: cannot import ...), the line train and flops give
+        raise SearchError(str(e)) from None
 
 
 

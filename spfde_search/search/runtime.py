@@ -9,7 +9,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,9 @@ from .prepare import Prepared
 from .settings import SearchError, SearchSettings, experiment_uri
 
 
-def _init_ray(settings: SearchSettings, log_to_driver: bool = False) -> bool:
-    """Join ``settings.address`` or start a new embedded local Ray. Returns True if we started it."""
+def _init_ray(settings: SearchSettings, log_to_driver: bool = False, space: Mapping[str, Any] | None = None) -> bool:
+    """Join ``settings.address`` or start a new embedded local Ray. Returns True if we started it. ``space``: the
+    search space's distributions, whose ``model.name`` / ``data.name`` choices are shipped as the base's are."""
     import ray
 
     if ray.is_initialized():
@@ -39,7 +40,7 @@ def _init_ray(settings: SearchSettings, log_to_driver: bool = False) -> bool:
 
         mods = [str(package), str(Path(search_spaces.__file__).parent), str(Path(trainables.__file__).parent)]
         runtime_env = {"py_modules": mods, "env_vars": {"SPFDE_CODE_ROOT": str(root)}}
-    user = shipped_user_code(settings)
+    user = shipped_user_code(settings, space)
     if user:  # the user's model / data modules (import paths), on the embedded Ray and on a cluster
         runtime_env["py_modules"] = [*runtime_env.get("py_modules", []), *user]
     if runtime_env:
@@ -57,15 +58,24 @@ def _init_ray(settings: SearchSettings, log_to_driver: bool = False) -> bool:
     return True
 
 
-def shipped_user_code(settings: SearchSettings) -> list[str]:
+def shipped_user_code(settings: SearchSettings, space: Mapping[str, Any] | None = None) -> list[str]:
     """The local folders / files behind the import paths of ``model.name`` and ``data.name`` that go to every
     worker as ``runtime_env`` ``py_modules`` (``--ship-user-code``, on by default; installed packages are not
-    shipped: ``user_code.local_modules``)."""
+    shipped: ``user_code.local_modules``): the base config's, and every choice of a space (its distributions by
+    config path) that samples these fields, since a trial may get any of them."""
     if not settings.ship_user_code:
         return []
-    base = settings.base_config
+    return local_modules(user_import_paths(settings.base_config, space or {}))
+
+
+def user_import_paths(base: Mapping[str, Any], space: Mapping[str, Any]) -> list[str]:
+    """The import paths (``module:callable``) a trial of this search may resolve: ``model.name`` / ``data.name``
+    of the base config and the categorical choices of a space that samples them (a YAML space's
+    ``model.name: {type: categorical, choices: [mypkg.nets:a, resnet8]}``), in order, without repeats."""
     names = [str(base.get(sec, {}).get("name", "")) for sec in ("model", "data")]
-    return local_modules([n for n in names if is_import_path(n)])
+    for path in ("model.name", "data.name"):
+        names += [str(c) for c in getattr(space.get(path), "choices", ())]
+    return list(dict.fromkeys(n for n in names if is_import_path(n)))
 
 
 def check_address(address: str, timeout: float) -> str:

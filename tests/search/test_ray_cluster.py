@@ -1,5 +1,6 @@
-"""A real two-node Ray cluster on loopback; `spfde search --address` places trials on both nodes, with a model
-whose module exists only in the driver's folder (the test's tmp dir): Ray's runtime_env ships it (issue 32)."""
+"""A real two-node Ray cluster on loopback; `spfde search --address` places trials on both nodes, with models
+whose modules exist only in the driver's folder (the test's tmp dir), one named by the base config and one only
+by the search space's ``model.name`` choices: Ray's runtime_env ships both (issue 32)."""
 
 from __future__ import annotations
 
@@ -74,7 +75,16 @@ def tiny_net(num_classes, in_channels, width=8):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_two_node_cluster_search(tmp_path):
-    (tmp_path / "driver_only_nets.py").write_text(DRIVER_ONLY_NET)  # on neither node's path: shipped by Ray
+    # The modules live in a project folder on the driver's PYTHONPATH only. Not in its working directory: Ray puts
+    # the driver's working directory on every worker's sys.path, and the two loopback nodes share a disk, so a
+    # module there would import on the workers without being shipped.
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "driver_only_nets.py").write_text(DRIVER_ONLY_NET)  # on neither node's path: shipped by Ray
+    (project / "space_only_nets.py").write_text(DRIVER_ONLY_NET)  # named by the space alone: shipped too
+    space = tmp_path / "nets.yaml"
+    space.write_text('model.name: {type: categorical, choices: ["driver_only_nets:tiny_net", '
+                     '"space_only_nets:tiny_net"]}\nsparsity.ratio: {type: float, low: 0.5, high: 0.9}\n')
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
            "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
     port = _free_port()
@@ -97,14 +107,15 @@ def test_two_node_cluster_search(tmp_path):
         _wait_for(worker_log, "Ray runtime started", worker)
         # the worker's log line can precede the head's view of it: wait until the GCS counts both nodes alive
         wait_until(lambda: _alive_nodes(address, env) == 2, 300, "both Ray nodes alive in the head's GCS")
-        cmd = [sys.executable, "-m", "spfde_search.cli", "search", "--address", address, "--space", "smoke",
+        cmd = [sys.executable, "-m", "spfde_search.cli", "search", "--address", address, "--space", str(space),
                "--set", "data.name=synthetic", "--set", "data.synthetic_train=1024", "--set", "train.epochs=2",
                "--set", "train.update_interval=1", "--set", "model.name=driver_only_nets:tiny_net",
                "--set", "model.kwargs={width: 6}", "--num-samples", "4", "--max-concurrent", "2",
                "--cpus-per-trial", "1", "--sampler", "random", "--seed", "2",
                "--storage-path", str(tmp_path / "results"), "--name", "cluster",
                "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
-        res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+        res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                             env={**env, "PYTHONPATH": f"{ROOT}{os.pathsep}{project}"})
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         assert "Pareto front of cluster" in res.stdout
     finally:
@@ -116,14 +127,16 @@ def test_two_node_cluster_search(tmp_path):
             f.close()
     df = pd.read_parquet(tmp_path / "results" / "cluster" / "trials.parquet")
     assert len(df) == 4 and df["trial_id"].is_unique
-    assert set(df["status"]) <= {"COMPLETED", "INFEASIBLE"}
+    # every trial trains: a worker without the module fails the trial's config ("cannot import"), as INFEASIBLE
+    assert (df["status"] == "COMPLETED").all(), df[["status", "error"]]
     assert df["node_ip"].str.len().gt(0).all() and df["node_ip"].nunique() == 1  # one machine: one IP
     assert df["node_id"].str.len().gt(0).all()
     assert df["node_id"].nunique() == 2, df[["trial_id", "status", "node_id"]]  # trials ran on both nodes
     meta = json.loads((tmp_path / "results" / "cluster" / "search.json").read_text())
     assert meta["settings"]["address"] == address and meta["status"] == "finished"
     assert meta["settings"]["ship_user_code"] is True
-    assert {json.loads(c)["model"]["name"] for c in df["config"]} == {"driver_only_nets:tiny_net"}
+    assert {json.loads(c)["model"]["name"] for c in df["config"]} == {"driver_only_nets:tiny_net",
+                                                                       "space_only_nets:tiny_net"}
 
 
 TOKEN = "0123456789abcdef0123456789abcdef"  # a head's token (Ray's own are 32 hex digits too)
