@@ -1,0 +1,118 @@
+"""Issue 33 item 3: the search's Optuna study on disk (a record of what the sampler was told, opened by
+``optuna.load_study``), rebuilt from trials.parquet when lost, and ``spfde search --resume NAME -n N`` extending a
+finished search with a sampler warm-started from every earlier trial."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SPACE = ("sparsity.ratio: {type: float, low: 0.5, high: 0.95}\n"
+         "sieving.fraction: {type: float, low: 0.0, high: 0.3, step: 0.1}\n")
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "spfde_search.cli", "search", "--storage-path", str(tmp_path / "runs"), *args]
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, start_new_session=True)
+
+
+def _record(tmp_path: Path, name: str) -> list:
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'runs' / name / 'optuna.db'}")
+    return study.get_trials()
+
+
+def _runs(tmp_path: Path, name: str) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ids = [e.experiment_id for e in c.search_experiments()]
+    runs = c.search_runs(ids, f"tags.`spfde.search` = '{name}' and tags.`spfde.role` = 'trial'", max_results=200)
+    return [r.data.tags["spfde.trial_id"] for r in runs]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_finished_search_extends_with_a_warm_sampler_and_its_study_survives_loss(tmp_path):
+    """4 trials, then --resume -n 8: 8 rows, each earlier trial once in the study and in MLflow, the new trials
+    asked of a sampler that already held the 4 (their numbers in its study start at 4); -n below what is done is
+    one error line; with optuna.db removed, --resume -n 10 rebuilds it from trials.parquet."""
+    (tmp_path / "space.yaml").write_text(SPACE)
+    args = ["--space", str(tmp_path / "space.yaml"), "--set", "data.name=synthetic", "--set",
+            "data.synthetic_train=512", "--set", "train.epochs=1", "--set", "train.update_interval=1",
+            "--max-concurrent", "2", "--cpus-per-trial", "1", "--num-cpus", "2", "--sampler", "tpe", "--seed", "3",
+            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "-q"]
+    res = _cli(tmp_path, *args, "-n", "4", "--name", "s1")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    folder = tmp_path / "runs" / "s1"
+    first = pd.read_parquet(folder / "trials.parquet")
+    assert len(first) == 4
+    told = _record(tmp_path, "s1")
+    assert sorted(t.user_attrs["trial_id"] for t in told) == sorted(first["trial_id"])
+    for t in told:  # what the sampler was told: both objectives of each completed trial, its sampled params
+        row = first[first["trial_id"] == t.user_attrs["trial_id"]].iloc[0]
+        assert row["status"] == "COMPLETED" and t.state.name == "COMPLETE"
+        assert t.values == pytest.approx([row["val_accuracy"], row["run_train_flops"]])
+        assert t.params["sparsity.ratio"] == pytest.approx(json.loads(row["params"])["sparsity.ratio"])
+
+    small = _cli(tmp_path, "--resume", "s1", "-n", "3")
+    assert small.returncode == 2 and small.stderr.strip().splitlines() == [
+        "error: -n 3: search 's1' has already run 4 trials; give -n 5 or more to extend it"]
+
+    res = _cli(tmp_path, "--resume", "s1", "-n", "8")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    table = pd.read_parquet(folder / "trials.parquet")
+    assert len(table) == 8 and table["trial_id"].is_unique and set(table["status"]) == {"COMPLETED"}
+    for _, r in first.iterrows():  # the earlier trials kept as they were, not rerun
+        assert table[table["trial_id"] == r["trial_id"]].iloc[0]["params"] == r["params"]
+    told = _record(tmp_path, "s1")
+    ids = [t.user_attrs.get("trial_id") for t in told]
+    assert sorted(ids) == sorted(table["trial_id"])  # each of the 8 exactly once (the earlier 4 not copied again)
+    new = [t for t in told if t.user_attrs["trial_id"] not in set(first["trial_id"])]
+    # the extension's sampler held the 4 earlier trials when it was asked: its trials are numbered from 4
+    assert sorted(int(t.system_attrs["spfde:told"].rsplit("#", 1)[1]) for t in new) == [4, 5, 6, 7]
+    assert sorted(_runs(tmp_path, "s1")) == sorted(table["trial_id"])  # MLflow: one run per trial of that search
+    meta = json.loads((folder / "search.json").read_text())
+    assert meta["status"] == "finished" and meta["settings"]["num_samples"] == 8
+    assert [(e["from"], e["to"]) for e in meta["extended"]] == [(4, 8)]
+
+    (folder / "optuna.db").unlink()  # lost: the next continuation rebuilds it from trials.parquet
+    res = _cli(tmp_path, "--resume", "s1", "-n", "10")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    table10 = pd.read_parquet(folder / "trials.parquet")
+    told = _record(tmp_path, "s1")
+    assert len(table10) == 10 and sorted(t.user_attrs["trial_id"] for t in told) == sorted(table10["trial_id"])
+    rebuilt = [t for t in told if t.system_attrs["spfde:told"].startswith("table#")]
+    assert sorted(t.user_attrs["trial_id"] for t in rebuilt) == sorted(table["trial_id"])
+    for t in rebuilt:
+        row = table[table["trial_id"] == t.user_attrs["trial_id"]].iloc[0]
+        assert t.values == pytest.approx([row["val_accuracy"], row["run_train_flops"]])
+
+
+def test_n_on_an_unfinished_search_says_to_resume_first(tmp_path):
+    """-n differing from an unfinished search's: one error line (Ray restores that search with its own -n)."""
+    from spfde_search.search import SearchSettings
+
+    folder = tmp_path / "runs" / "half"
+    folder.mkdir(parents=True)
+    s = SearchSettings(name="half", num_samples=4, storage_path=str(tmp_path / "runs"))
+    (folder / "search.json").write_text(json.dumps({"status": "running", "settings": s.model_dump(mode="json")}))
+    res = _cli(tmp_path, "--resume", "half", "-n", "8")
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "error: -n 8: search 'half' has not finished (-n 4); resume it first with --resume half and no -n, then "
+        "extend it with --resume half -n 8"]
+
+
+def test_study_storage_must_be_a_database_url(tmp_path):
+    from spfde_search.search import SearchError
+    from spfde_search.search.study import check_study_storage
+
+    check_study_storage(f"sqlite:///{tmp_path / 'o.db'}")
+    with pytest.raises(SearchError, match=r"--study-storage 'not a url': not a database URL"):
+        check_study_storage("not a url")
