@@ -3,8 +3,9 @@
 The same defaults as ``spfde search`` (the built-in quickstart config when none is given, the search's default
 validation split, MLflow tracking into ``./mlflow.db`` unless ``tracking_uri="none"``), progress shown as the
 live status block, and a :class:`SearchResult` to read: ``.front`` (a DataFrame), ``.knee``,
-``.at_budget(r)`` and ``.export(path)``. Like the CLI, this is a place where the search driver and the MLflow
-adapter meet; the driver itself is ``spfde_search.search.drive_search``.
+``.at_budget(r)`` and ``.export(path)``; ``extend_search(name, n)`` takes a finished search to ``n`` trials.
+Like the CLI, this is a place where the search driver and the MLflow adapter meet; the driver itself is
+``spfde_search.search.drive_search``.
 """
 
 from __future__ import annotations

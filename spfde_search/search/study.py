@@ -85,6 +85,7 @@ def _token(url: str) -> tuple[bool, int]:
 
 
 _OPEN: dict[tuple[str, str], tuple[tuple[bool, int], Any, set[str]]] = {}
+_WARNED: set[tuple[str, str]] = set()
 
 
 def _open(url: str, name: str, directions: list[str] | None = None, create: bool = True) -> tuple[Any, set[str]] | None:
@@ -155,7 +156,10 @@ def record_told(url: str, name: str, study: Any, ray_ids: Mapping[int, str]) -> 
             keys.update(str(t.system_attrs[KEY]) for t in new)
         return len(new)
     except Exception as e:  # noqa: BLE001 - the record is a copy: trials.parquet still holds every trial
-        log.warning("could not write the Optuna study %s to %s: %s", name, url, e)
+        if (url, name) not in _WARNED:  # once per process: a database that is down would warn at every tell
+            _WARNED.add((url, name))
+            log.warning("could not write the Optuna study %s to %s: %s (the search goes on; trials.parquet has "
+                        "every trial, and the study is rebuilt from it when lost)", name, url, e)
         _OPEN.pop((url, name), None)
         return 0
 

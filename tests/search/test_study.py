@@ -116,3 +116,65 @@ def test_study_storage_must_be_a_database_url(tmp_path):
     check_study_storage(f"sqlite:///{tmp_path / 'o.db'}")
     with pytest.raises(SearchError, match=r"--study-storage 'not a url': not a database URL"):
         check_study_storage("not a url")
+
+
+def test_halving_records_each_config_once_with_its_full_length_cost(tmp_path):
+    """--fidelity schedule: the record holds what the Optuna searcher was told: each config's first rung, with the
+    config's full-length predicted cost, never a higher rung (those inform the rung book only)."""
+    from search_spaces import resolve_space
+    from spfde_search.config import load_config
+    from spfde_search.search.halving import HALVING_JSON, make_halving
+    from spfde_search.search.optuna_search import _search_cls, make_sampler
+
+    base = load_config(None, {"data.name": "synthetic", "model.name": "resnet8", "train.epochs": 4,
+                              "train.update_interval": 1})
+    space = resolve_space("smoke", base)
+    inner = _search_cls()(space=space.fn, metric=["val_accuracy", "run_train_flops"], mode=["max", "min"],
+                          sampler=make_sampler("random", 0, space, 2))
+    inner.configure(base.to_dict(), None, 1.0, 50, str(tmp_path / "skipped.json"), 2, None)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    inner.study_url, inner.study_name = url, "sh"
+    s = make_halving(inner, base.to_dict(), 4, 1, 2, 2, str(tmp_path / HALVING_JSON), None,
+                     ["val_accuracy", "run_train_flops"], ["max", "min"])
+
+    def end(epochs: int, acc: float) -> dict:
+        return {"val_accuracy": acc, "run_train_flops": 1e9, "epoch": epochs, "epochs_total": epochs}
+
+    for t in ("a", "b"):
+        assert s.suggest(t)["fidelity.rung"] == 0
+    s.on_trial_complete("a", end(1, 0.6))
+    s.on_trial_complete("b", end(1, 0.4))
+    up = s.suggest("c")
+    assert up["fidelity.rung"] == 1
+    s.on_trial_complete("c", end(2, 0.7))  # a higher rung: not told to the sampler, so not in the study
+    import optuna
+
+    told = optuna.load_study(study_name="sh", storage=url).get_trials()
+    assert sorted(t.user_attrs["trial_id"] for t in told) == ["a", "b"]
+    full = {s.book.configs[i]["source"]: s.book.configs[i]["full_flops"] for i in range(len(s.book.configs))}
+    for t in told:
+        assert t.state.name == "COMPLETE"
+        assert t.values == pytest.approx([{"a": 0.6, "b": 0.4}[t.user_attrs["trial_id"]], full[t.user_attrs["trial_id"]]])
+        assert set(t.params) == set(t.distributions) and t.params
+
+
+def test_extend_search_refuses_an_unfinished_search_or_fewer_trials(tmp_path):
+    """The notebook API's extension: an unfinished search, or fewer trials than it has run, is one SearchError."""
+    import spfde_search
+    from spfde_search.search import SearchError, SearchSettings, write_parquet
+    from spfde_search.search.results import rows_to_arrow
+
+    folder = tmp_path / "runs" / "nb"
+    folder.mkdir(parents=True)
+    s = SearchSettings(name="nb", space="smoke", num_samples=2, storage_path=str(tmp_path / "runs"),
+                       base_config={"data": {"name": "synthetic"}, "model": {"name": "resnet8"}})
+    meta = {"status": "running", "settings": s.model_dump(mode="json")}
+    (folder / "search.json").write_text(json.dumps(meta))
+    with pytest.raises(SearchError, match="search 'nb' has not finished; resume it first"):
+        spfde_search.extend_search("nb", 4, storage_path=str(tmp_path / "runs"), progress=False)
+    (folder / "search.json").write_text(json.dumps({**meta, "status": "finished"}))
+    rows = [{"trial_id": t, "status": "COMPLETED", "params": "{}", "error": ""} for t in ("t1", "t2")]
+    write_parquet(rows_to_arrow(rows), str(folder / "trials.parquet"))
+    with pytest.raises(SearchError, match=r"-n 1: search 'nb' has already run 2 trials; give -n 3 or more"):
+        spfde_search.extend_search("nb", 1, storage_path=str(tmp_path / "runs"), progress=False)
+    assert json.loads((folder / "search.json").read_text())["status"] == "finished"  # nothing changed
