@@ -35,7 +35,7 @@ from .settings import (
     objectives,
 )
 
-__all__ = ["KEY", "RAY_TRIAL_ID", "STUDY_DB", "check_study_storage", "continue_record", "extension",
+__all__ = ["KEY", "RAY_TRIAL_ID", "STUDY_DB", "check_new_study", "check_study_storage", "continue_record", "extension",
            "record_told", "study_url"]
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,16 @@ def check_study_storage(url: str) -> None:
     except Exception as e:  # noqa: BLE001 - ArgumentError, NoSuchModuleError, a missing DB driver
         raise SearchError(f"--study-storage {url!r}: not a database URL Optuna can open ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''}); {hint}") from None
+
+
+def check_new_study(settings: SearchSettings) -> None:
+    """A new search with ``--study-storage``: that database must not already hold a study of the search's name,
+    whose trials would mix with this search's (one ``SearchError`` line)."""
+    url = settings.study_storage
+    if url and _study_exists(url, settings.name):
+        raise SearchError(f"--study-storage {url}: it already holds an Optuna study named {settings.name!r}; "
+                          f"choose another --name, or delete that study (optuna delete-study --study-name "
+                          f"{settings.name} --storage {url})")
 
 
 def _sqlite_file(url: str) -> str | None:

@@ -109,13 +109,23 @@ def test_n_on_an_unfinished_search_says_to_resume_first(tmp_path):
         "extend it with --resume half -n 8"]
 
 
-def test_study_storage_must_be_a_database_url(tmp_path):
-    from spfde_search.search import SearchError
-    from spfde_search.search.study import check_study_storage
+def test_study_storage_must_be_a_database_url_without_a_study_of_that_name(tmp_path):
+    """--study-storage: a URL Optuna can open, and for a new search no study of its name already (a shared
+    database would mix two searches' trials)."""
+    import optuna
 
-    check_study_storage(f"sqlite:///{tmp_path / 'o.db'}")
+    from spfde_search.search import SearchError, SearchSettings
+    from spfde_search.search.study import check_new_study, check_study_storage
+
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    check_study_storage(url)
     with pytest.raises(SearchError, match=r"--study-storage 'not a url': not a database URL"):
         check_study_storage("not a url")
+    s = SearchSettings(name="taken", study_storage=url, storage_path=str(tmp_path / "runs"))
+    check_new_study(s)  # no such study yet
+    optuna.create_study(study_name="taken", storage=url)
+    with pytest.raises(SearchError, match=r"already holds an Optuna study named 'taken'; choose another --name"):
+        check_new_study(s)
 
 
 def test_halving_records_each_config_once_with_its_full_length_cost(tmp_path):
