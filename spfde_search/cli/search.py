@@ -130,6 +130,7 @@ def search(
         "num_cpus": num_cpus, "ship_code": ship_code, "ship_user_code": ship_user_code,
         "connect_timeout": connect_timeout, "study_storage": study_storage,
     })
+    extending = 0  # --resume NAME -n N of a finished search: the trials it has (search/study.py)
     try:
         overrides = parse_overrides(set_ or [])
         given_base = None
@@ -172,7 +173,7 @@ def search(
                 settings.num_samples = options["num_samples"]
                 table = load_trials(f"{experiment_uri(settings.storage_path, settings.name)}/trials.parquet")
                 if extension(done, settings, counted_trials(counted(table), settings)):
-                    done = None  # more trials asked for: a new Tuner continues it (search/study.py)
+                    done, extending = None, counted_trials(counted(table), settings)  # a new Tuner continues it
             if done is not None:
                 counts = ", ".join(f"{k} {n}" for k, n in sorted((done.get("counts") or {}).items()))
                 typer.echo(f"search {settings.name} already finished ({done.get('finished', '?')}; "
@@ -223,8 +224,9 @@ def search(
         sampler_text = f"auto -> {chosen} ({why})" if s.sampler == "auto" else chosen
         budget = f", budget {prep.budget.describe()}" if prep.budget else ""
         console.print(
-            f"[bold]{'resuming' if resume else 'search'}[/bold] {s.name}: space {s.space} "
-            f"({len(prep.space.distributions)} parameters), sampler {sampler_text}, {s.num_samples} trials, "
+            f"[bold]{'extending' if extending else 'resuming' if resume else 'search'}[/bold] {s.name}: space {s.space} "
+            f"({len(prep.space.distributions)} parameters), sampler {sampler_text}, {s.num_samples} trials"
+            f"{f' ({extending} done, the sampler warm-started with them)' if extending else ''}, "
             f"{s.max_concurrent} at once{budget}; "
             f"{'cluster ' + s.address if s.address else 'embedded Ray'}; results in {s.resolved_storage()}/{s.name}",
             highlight=False,

@@ -108,9 +108,7 @@ def _open(url: str, name: str, directions: list[str] | None = None, create: bool
         return cached[1], cached[2]
     if not create and not _study_exists(url, name):
         return None
-    path = _sqlite_file(url)
-    if path is not None:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    path = _sqlite_file(url)  # its folder is not created: the search folder exists; a moved one is not remade
     kwargs = {"connect_args": {"timeout": 30}} if path is not None else {}  # optuna-dashboard may be reading
     storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     dirs: Any = directions or ["maximize" if m == "max" else "minimize" for m in MODES]

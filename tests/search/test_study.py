@@ -67,6 +67,8 @@ def test_a_finished_search_extends_with_a_warm_sampler_and_its_study_survives_lo
 
     res = _cli(tmp_path, "--resume", "s1", "-n", "8")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    said = " ".join(res.stdout.split())  # the banner, however the console wrapped it
+    assert "extending s1:" in said and "8 trials (4 done, the sampler warm-started with them)" in said
     table = pd.read_parquet(folder / "trials.parquet")
     assert len(table) == 8 and table["trial_id"].is_unique and set(table["status"]) == {"COMPLETED"}
     for _, r in first.iterrows():  # the earlier trials kept as they were, not rerun
