@@ -11,13 +11,13 @@ from typing import Any
 
 from .config import Config, ConfigError, load_config
 
-__all__ = ["Config", "ConfigError", "SearchResult", "load_config", "run_search", "__version__"]
+__all__ = ["Config", "ConfigError", "SearchResult", "extend_search", "load_config", "run_search", "__version__"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
     """PEP 562: ``run_search`` / ``SearchResult`` import the search driver and the MLflow adapter on first use
     (by name, through importlib: the package's own ``__init__`` must not import the layers above it)."""
-    if name in ("run_search", "SearchResult"):
+    if name in ("run_search", "extend_search", "SearchResult"):
         return getattr(importlib.import_module("spfde_search.api"), name)
     raise AttributeError(f"module 'spfde_search' has no attribute {name!r}")

@@ -3,8 +3,9 @@
 The same defaults as ``spfde search`` (the built-in quickstart config when none is given, the search's default
 validation split, MLflow tracking into ``./mlflow.db`` unless ``tracking_uri="none"``), progress shown as the
 live status block, and a :class:`SearchResult` to read: ``.front`` (a DataFrame), ``.knee``,
-``.at_budget(r)`` and ``.export(path)``. Like the CLI, this is a place where the search driver and the MLflow
-adapter meet; the driver itself is ``spfde_search.search.drive_search``.
+``.at_budget(r)`` and ``.export(path)``; ``extend_search(name, n)`` takes a finished search to ``n`` trials.
+Like the CLI, this is a place where the search driver and the MLflow adapter meet; the driver itself is
+``spfde_search.search.drive_search``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,20 @@ from .config import Config, apply_overrides, load_config, parse_config_yaml
 from .config_export import config_to_yaml
 from .export import choose
 from .pareto import best_within, selected_on
-from .search import DEFAULT_STORAGE, SearchOutcome, SearchSettings, drive_search, prepare
+from .search import (
+    DEFAULT_STORAGE,
+    SearchError,
+    SearchOutcome,
+    SearchSettings,
+    drive_search,
+    experiment_uri,
+    finished_meta,
+    load_settings,
+    prepare,
+)
 from .tracking import callbacks_for, tracking_settings
 
-__all__ = ["SearchResult", "run_search"]
+__all__ = ["SearchResult", "extend_search", "run_search"]
 
 QUICKSTART = Path(__file__).resolve().parent / "presets" / "quickstart.yaml"
 
@@ -125,5 +136,24 @@ def run_search(
     )
     prep = prepare(settings)
     out = drive_search(prep.settings, prepared=prep, callbacks=callbacks_for(prep.settings),
+                       console=Console() if progress else None, verbose=1 if progress else 0)
+    return SearchResult(out.name, out.path, out.table, out.front, out.hypervolume, out)
+
+
+def extend_search(name: str, num_samples: int, *, storage_path: str | None = None, progress: bool = True) -> SearchResult:
+    """Extend the finished search ``name`` to ``num_samples`` trials in total (``spfde search --resume NAME -n N``):
+    the new trials come from a sampler warm-started with every earlier one (docs/search.md). ``num_samples`` below
+    the trials already run raises ``SearchError``; the search's own ``num_samples`` runs nothing."""
+    from rich.console import Console
+
+    settings = load_settings(name, storage_path or DEFAULT_STORAGE)
+    if storage_path is not None:
+        settings.storage_path = storage_path
+    if finished_meta(experiment_uri(settings.storage_path, name)) is None:
+        raise SearchError(f"search {name!r} has not finished; resume it first (spfde search --resume {name}), "
+                          "then extend it")
+    settings.num_samples = num_samples
+    prep = prepare(settings, resume=True)
+    out = drive_search(prep.settings, resume=True, prepared=prep, callbacks=callbacks_for(prep.settings),
                        console=Console() if progress else None, verbose=1 if progress else 0)
     return SearchResult(out.name, out.path, out.table, out.front, out.hypervolume, out)

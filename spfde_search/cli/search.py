@@ -67,7 +67,12 @@ def search(
     storage_path: str = typer.Option(None, "--storage-path", help="results root: local path or pyarrow URI (s3://...) (default: runs/search)"),
     name: str = typer.Option(None, "--name", metavar="NAME",
                               help="search name (folder under the storage path) (default: search-<space>-<time>)"),
-    resume: str = typer.Option(None, "--resume", metavar="NAME", help="resume the search NAME after a crash"),
+    resume: str = typer.Option(None, "--resume", metavar="NAME",
+                               help="resume the search NAME after a crash; with -n N, extend a finished search to N "
+                               "trials in total"),
+    study_storage: str = typer.Option(None, "--study-storage", metavar="URL",
+                                      help="database URL for the search's Optuna study (default: sqlite "
+                                      "<search folder>/optuna.db; none for a URI --storage-path)"),
     num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs of the embedded Ray (default: all)"),
     ship_code: bool = typer.Option(None, "--ship-code/--no-ship-code",
                                    help="upload this checkout's code to the cluster (default: no)"),
@@ -104,10 +109,13 @@ def search(
         finished_meta,
         front_table,
         load_settings,
+        load_trials,
         prepare,
         selected_on,
     )
+    from ..search.halving import counted_trials
     from ..search.progress import quiet_library_noise
+    from ..search.rebuild import counted
     from ..tracking import callbacks_for, describe_tracking, tracking_settings
     from .train import quickstart_config
 
@@ -120,8 +128,9 @@ def search(
         "grace_period": grace_period, "reduction_factor": reduction_factor, "address": address,
         "fidelity": fidelity, "max_compute": max_compute,
         "num_cpus": num_cpus, "ship_code": ship_code, "ship_user_code": ship_user_code,
-        "connect_timeout": connect_timeout,
+        "connect_timeout": connect_timeout, "study_storage": study_storage,
     })
+    extending = 0  # --resume NAME -n N of a finished search: the trials it has (search/study.py)
     try:
         overrides = parse_overrides(set_ or [])
         given_base = None
@@ -134,9 +143,15 @@ def search(
                 _fail(f"--name {name!r} and --resume {resume!r} differ; --resume takes the search's name")
             settings = load_settings(resume, storage_path or DEFAULT_STORAGE)
             stored = settings.model_dump()
+            done = finished_meta(experiment_uri(storage_path or settings.storage_path, settings.name))
             for k, v in options.items():
                 if k in ("address", "connect_timeout"):
                     continue  # the cluster may have moved after a crash
+                if k == "num_samples" and done is not None:
+                    continue  # -n on a finished search extends it (checked below)
+                if stored.get(k) != v and k == "num_samples":
+                    _fail(f"-n {v}: search {resume!r} has not finished (-n {stored.get(k)}); resume it first with "
+                          f"--resume {resume} and no -n, then extend it with --resume {resume} -n {v}")
                 if stored.get(k) != v:
                     _fail(f"--{k.replace('_', '-')} {v!r} differs from the original search ({stored.get(k)!r}); "
                           f"resume with the original arguments or none")
@@ -152,7 +167,13 @@ def search(
                 settings.connect_timeout = options["connect_timeout"]
             if storage_path is not None:
                 settings.storage_path = storage_path
-            done = finished_meta(experiment_uri(settings.storage_path, settings.name))
+            if done is not None and "num_samples" in options:
+                from ..search.study import extension
+
+                settings.num_samples = options["num_samples"]
+                table = load_trials(f"{experiment_uri(settings.storage_path, settings.name)}/trials.parquet")
+                if extension(done, settings, counted_trials(counted(table), settings)):
+                    done, extending = None, counted_trials(counted(table), settings)  # a new Tuner continues it
             if done is not None:
                 counts = ", ".join(f"{k} {n}" for k, n in sorted((done.get("counts") or {}).items()))
                 typer.echo(f"search {settings.name} already finished ({done.get('finished', '?')}; "
@@ -203,8 +224,9 @@ def search(
         sampler_text = f"auto -> {chosen} ({why})" if s.sampler == "auto" else chosen
         budget = f", budget {prep.budget.describe()}" if prep.budget else ""
         console.print(
-            f"[bold]{'resuming' if resume else 'search'}[/bold] {s.name}: space {s.space} "
-            f"({len(prep.space.distributions)} parameters), sampler {sampler_text}, {s.num_samples} trials, "
+            f"[bold]{'extending' if extending else 'resuming' if resume else 'search'}[/bold] {s.name}: space {s.space} "
+            f"({len(prep.space.distributions)} parameters), sampler {sampler_text}, {s.num_samples} trials"
+            f"{f' ({extending} done, the sampler warm-started with them)' if extending else ''}, "
             f"{s.max_concurrent} at once{budget}; "
             f"{'cluster ' + s.address if s.address else 'embedded Ray'}; results in {s.resolved_storage()}/{s.name}",
             highlight=False,

@@ -52,6 +52,7 @@ from .settings import (
     half_started,
     objectives,
 )
+from .study import continue_record, extension
 
 if TYPE_CHECKING:  # pragma: no cover
     from ray import tune
@@ -108,8 +109,8 @@ class SearchOutcome:
 
 
 def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: Callable[[pd.DataFrame], None] | None,
-         console: Any, verbose: int) -> SearchOutcome:
-    """``drive_search`` under the search's lock."""
+         console: Any, verbose: int, extend: bool = False) -> SearchOutcome:
+    """``drive_search`` under the search's lock (``extend``: a new Tuner adds trials to a finished search)."""
     t_start = time.perf_counter()
     s = prep.settings
     uri = experiment_uri(s.storage_path, s.name)
@@ -119,6 +120,9 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
     if old_meta:
         meta["created"] = old_meta.get("created", meta["created"])
         meta["resumed"] = [*old_meta.get("resumed", []), _now()]
+        if extend:  # --resume NAME -n N on a finished search: when, and from how many trials to how many
+            was = int((old_meta.get("settings") or {}).get("num_samples") or 0)
+            meta["extended"] = [*old_meta.get("extended", []), {"at": _now(), "from": was, "to": s.num_samples}]
 
     def record_cost(table: pd.DataFrame) -> None:
         """search.json's cost as trials end, so a killed driver loses at most its running trials' time."""
@@ -156,7 +160,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
         table_cb = _make_table_callback(prep.base.to_dict(), uri, record_cost, progress)
         cbs = [table_cb, *(callbacks or [])]
         tuner = None
-        points = list(prep.points)
+        points = [] if extend else list(prep.points)  # the initial points were the search's first trials
         missing = missing_ray_state(uri) if resume else ""
         if missing and exists(f"{uri}/tuner.pkl"):  # a damaged tuner.pkl is an error, not a start-up kill
             try:
@@ -169,6 +173,8 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
                                   "from a copy, or start a new search") from None
         if missing:
             points = [*_rebuild(uri, s, missing, console), *points]
+        elif extend:  # a new Tuner in the same folder, as after a rebuild; the finished trials count toward -n
+            points = rebuild_from_record(uri).points
         elif resume:
             # errored trials (a worker that died more than MAX_RETRIES times, or with the driver) are retried from
             # their last checkpoint; diverged and infeasible trials are TERMINATED results, never errors
@@ -189,6 +195,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
             )
             searcher.configure(prep.base.to_dict(), prep.budget, prep.dense_flops, s.max_skipped,
                                f"{uri}/{SKIPPED_JSON}", s.num_samples, f"{uri}/{TRIALS_PARQUET}")
+            continue_record(searcher, prep, uri, continuing=resume)  # the Optuna study on disk, warm start
             search_alg, scheduler, ray_samples = searcher, _scheduler(
                 s, prep.base.train.epochs, uri, objectives(prep.base.data.val_size)[0]), s.num_samples
             if s.fidelity == "schedule":  # the rung book decides what runs; Ray only runs it (search/halving.py)
@@ -420,8 +427,10 @@ def _locked(prep: Prepared, resume: bool, callbacks: list[Any] | None,
             raise SearchError(half_started(uri, s.name) or f"a search named {s.name!r} already exists at {uri}; "
                               f"continue it with --resume {s.name} or choose another --name")
         done = finished_meta(uri) if resume else None
-        if done is not None:  # nothing to resume: start nothing, change nothing
-            table = load_trials(f"{uri}/{TRIALS_PARQUET}")
+        table = load_trials(f"{uri}/{TRIALS_PARQUET}") if done is not None else None
+        if done is not None and table is not None and extension(done, s, counted_trials(counted(table), s)):
+            return _run(prep, resume, callbacks, on_results, console, verbose, extend=True)
+        if done is not None and table is not None:  # nothing to resume: start nothing, change nothing
             front = pareto_front(table)
             return SearchOutcome(s.name, uri, table, front, front_hypervolume(front), 0.0, dict(done.get("cost") or {}),
                                  str(done.get("stop_reason") or ""), "finished", str(done.get("finished") or "?"))

@@ -115,6 +115,7 @@ def _optuna_search_class() -> type:
     from ..method.flops import predict
     from ..storage import exists, write_bytes
     from .results import RERUN, load_trials
+    from .study import record_told
 
     class SpfdeOptunaSearch(OptunaSearch):
         """OptunaSearch with three changes:
@@ -187,6 +188,14 @@ def _optuna_search_class() -> type:
             point = {"params": params, "reason": reason, "predicted_train_flops": flops}
             self.skipped.append({**point, "duplicate_of": duplicate_of} if duplicate_of else point)
             self._save_skips()
+            self._record_told()
+
+        def _record_told(self) -> None:
+            """Copy what the sampler was told into the search's Optuna study on disk (search/study.py)."""
+            url = self.__dict__.get("study_url")  # None: no record (a URI storage path, a searcher from before it)
+            if url:
+                record_told(url, str(self.__dict__.get("study_name")), self._ot_study,
+                            {t.number: tid for tid, t in self._ot_trials.items()})
 
         def _save_skips(self) -> None:
             if self.state_uri:
@@ -361,6 +370,7 @@ def _optuna_search_class() -> type:
             for follower in self.__dict__.get("followers", {}).pop(trial_id, []):  # its duplicates: the same result
                 if trial_id in self._completed_trials:
                     self._copy_outcome(follower, trial_id)
+            self._record_told()
 
         def _complete(self, trial_id: str, result: dict | None, error: bool) -> None:
             ot_trial = self._ot_trials.get(trial_id)

@@ -191,6 +191,12 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> Prepared:
         )
     if settings.sampler == "gp" and space.grid is not None:
         pass  # any sampler can run a grid space; auto picks the grid sampler
+    if settings.study_storage is not None:
+        from .study import check_new_study, check_study_storage
+
+        check_study_storage(settings.study_storage)
+        if not resume:
+            check_new_study(settings)
     uri = experiment_uri(settings.storage_path, settings.name)
     if not resume and (exists(f"{uri}/tuner.pkl") or exists(f"{uri}/{SEARCH_JSON}")):
         raise SearchError(

@@ -80,6 +80,8 @@ class SearchSettings(BaseModel):
     connect_timeout: float = Field(30.0, gt=0, description="seconds --address may take to answer before the search "
                                    "gives up (nothing is written before it answers)")
     storage_path: str = DEFAULT_STORAGE
+    study_storage: str | None = Field(None, description="database URL of the search's Optuna study (default: "
+                                      "sqlite <search folder>/optuna.db for a local storage path, none for a URI)")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the embedded local Ray (default: all)")
     ship_code: bool = Field(False, description="upload this checkout's packages to the cluster (runtime_env py_modules)")
     ship_user_code: bool = Field(True, description="upload the modules behind model.name / data.name import paths "

@@ -62,7 +62,10 @@ def test_existing_name_and_resume_mismatch(tmp_path):
     from spfde_search.cli import app
 
     res = CliRunner().invoke(app, ["search", "--resume", "bad", "--storage-path", str(tmp_path), "--num-samples", "99"])
-    assert "--num-samples 99 differs from the original search" in _one_error(res)
+    # -n extends only a finished search (issue 33: 3); an unfinished one is resumed first, with its own -n
+    assert "-n 99: search 'bad' has not finished (-n 16); resume it first" in _one_error(res)
+    res = CliRunner().invoke(app, ["search", "--resume", "bad", "--storage-path", str(tmp_path), "--seed", "7"])
+    assert "--seed 7 differs from the original search" in _one_error(res)
     res = CliRunner().invoke(app, ["search", "--resume", "missing", "--storage-path", str(tmp_path)])
     assert "no search named 'missing'" in _one_error(res)
 
