@@ -272,12 +272,16 @@ def main() -> None:
     ap.add_argument("--snapshot-s", type=int, default=20, help="TUNE_GLOBAL_CHECKPOINT_S of every search")
     ap.add_argument("--variants", nargs="+", choices=["budget", "moasha"], default=["budget", "moasha"])
     ap.add_argument("--seed", type=int, default=0, help="the searches' --seed and the kill schedule's")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="where the searches, their MLflow stores and logs live (default: the result folder); keep "
+                         "it to resume the soak")
     args = ap.parse_args()
     if args.smoke_test:
         args.trials, args.epochs, args.train, args.test, args.kills, args.variants = 4, 2, 256, 128, 2, ["budget"]
     nice_self(10)
-    out = output_dir("soak", args)
-    (out / "mlflow").mkdir(exist_ok=True)
+    rows_at = output_dir("soak", args)
+    out = Path(args.work) if args.work else rows_at
+    (out / "mlflow").mkdir(parents=True, exist_ok=True)
     info = machine_info("cpu")
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": str(args.snapshot_s), "OMP_NUM_THREADS": "1"}
     kills: list[dict[str, Any]] = []
@@ -292,8 +296,8 @@ def main() -> None:
         summary.append(check(out, variant, "soak", "ref1"))
         if variant == "moasha":  # two uninterrupted runs: what differs without any kill
             summary.append(check(out, variant, "ref2", "ref1"))
-    save_rows(kills, out, "kills")
-    save_rows(summary, out, "summary")
+    save_rows(kills, rows_at, "kills")
+    save_rows(summary, rows_at, "summary")
     cols = ["variant", "soak", "against", "trials", "finished", "distinct_params", "rows_continued_by_another",
             "lost_vs_ref", "extra_vs_ref", "status_differs_vs_ref", "running_rows", "mlflow_running",
             "mlflow_equals_table", "front_identical", "hypervolume", "hypervolume_ref", "train_flops", "train_flops_ref"]
