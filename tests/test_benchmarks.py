@@ -470,3 +470,24 @@ def test_search_heldout_evaluate_counts_trials_ended_by_the_grids_compute_and_se
     worse = pd.concat([grid, tpe.assign(test_accuracy=[0.5, 0.5, 0.5])], ignore_index=True)
     again = {r["arm"]: r for r in sh.evaluate(searches, worse)}
     assert again["budget+tpe"]["front"] == rows["budget+tpe"]["front"] == 2 and again["budget+tpe"]["hv"] == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@needs_fmnist
+def test_soak_smoke_kills_resumes_and_matches_the_uninterrupted_search(tmp_path: Path) -> None:
+    import pandas as pd
+
+    out, log = smoke("soak", tmp_path, timeout=1800)
+    has(out, "kills.csv", "summary.csv", "kills.jsonl")
+    kills = pd.read_csv(out / "kills.csv")
+    assert sorted(kills["signal"]) == ["SIGKILL", "SIGTERM"], kills
+    s = pd.read_csv(out / "summary.csv").iloc[0]
+    # the budget space, a fixed seed, --sampler random, no early stopping: the soak must equal the reference
+    assert s["trials"] == s["finished"] == s["distinct_params"] == 4, s.to_dict()
+    assert s["lost_vs_ref"] == s["extra_vs_ref"] == s["status_differs_vs_ref"] == 0, s.to_dict()
+    assert s["running_rows"] == s["mlflow_running"] == 0 and bool(s["mlflow_equals_table"]), s.to_dict()
+    assert s["status"] == "finished" and bool(s["front_identical"]), s.to_dict()
+    # a second run with the same --out finds everything done: no new kill, the same rows
+    _, log = smoke("soak", tmp_path, timeout=900)
+    assert len(pd.read_csv(out / "kills.csv")) == len(kills), log[-2000:]

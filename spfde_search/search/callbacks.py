@@ -14,6 +14,7 @@ import pandas as pd
 
 from trainables import TrialState
 
+from .rebuild import ENDED, moasha_stopped, replaced, replaced_row, replacement, stopped_at_rung
 from .results import load_rows, rows_to_arrow, storage_fault, trial_row, write_parquet
 from .settings import OWN_FILES, TRIALS_PARQUET
 
@@ -26,8 +27,8 @@ def _callback_base() -> type:
     return tune.Callback
 
 
-LOST = ("its driver died after Ray's last experiment snapshot, which never saw this trial; recorded with the "
-        "compute it spent, not resumed")
+LOST = ("its driver died after Ray's last experiment snapshot, which never saw this trial; a --resume continues it "
+        "from its saved state as a new trial")
 _RAY_KEYS = {"trial_id", "done", "experiment_tag", "should_checkpoint"}
 
 
@@ -38,39 +39,24 @@ def _own_result(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS and k not in _RAY_KEYS}
 
 
-def _kept_rows(previous: list[dict[str, Any]], ray_ids: set[str], stopped: dict[str, int]) -> list[dict[str, Any]]:
+def _kept_rows(previous: list[dict[str, Any]], ray_ids: set[str], stopped: dict[str, int],
+               uri: str = "") -> list[dict[str, Any]]:
     """Rows of the table before a crash whose trials Ray's (older) snapshot does not hold: a trial that ended keeps
-    its row as it was; one that was running is INTERRUPTED with the compute it spent, or EARLY_STOPPED if MOASHA had
-    stopped it at a rung it reached (``stopped``: trial id -> rung); one never started is dropped."""
+    its row as it was; one that was running is EARLY_STOPPED if MOASHA had stopped it at a rung it reached
+    (``stopped``: trial id -> rung), else INTERRUPTED: continued by the trial that took its state over
+    (search/rebuild.py), or LOST until one does; one never started is dropped."""
     out = []
     for r in previous:
         if r.get("trial_id") in ray_ids or r.get("status") == "PENDING":
             continue
-        if r.get("status") == "RUNNING":
-            rung = stopped.get(str(r.get("trial_id")))
-            if rung is not None and int(r.get("epochs_completed") or 0) >= rung:
+        if r.get("status") not in ENDED and not replaced(r.get("error")):
+            if stopped_at_rung(r, stopped):
                 r = {**r, "status": "EARLY_STOPPED", "ray_status": "TERMINATED"}
             else:
-                r = {**r, "status": "INTERRUPTED", "error": LOST}
+                by = replacement(uri, str(r.get("trial_id"))) if uri else None
+                r = replaced_row(r, by) if by else {**r, "status": "INTERRUPTED", "error": LOST}
         out.append(r)
     return out
-
-
-def _stopped(uri: str) -> dict[str, int]:
-    """MOASHA's stopped trials (trial id -> rung) from the search's rung book; {} without one."""
-    import json
-
-    from ..storage import exists, read_bytes
-    from .settings import RUNGS_JSON
-
-    path = f"{uri}/{RUNGS_JSON}"
-    if not exists(path):
-        return {}
-    try:
-        return {str(k): int(v) for k, v in json.loads(read_bytes(path)).get("stopped", {}).items()}
-    except (OSError, ValueError, AttributeError) as e:
-        log.warning("could not read %s: %s", path, e)
-        return {}
 
 
 def _forget_staged_copies(trials: list[Any]) -> None:
@@ -117,7 +103,7 @@ def _make_table_callback(
         def setup(self, **info: Any) -> None:
             try:  # before the first write replaces it
                 self.previous = load_rows(f"{uri}/{TRIALS_PARQUET}")
-                self.stopped = _stopped(uri) if self.previous else {}
+                self.stopped = moasha_stopped(uri) if self.previous else {}
             except Exception as e:  # a torn table: Ray's snapshot is all there is
                 log.warning("could not read %s (%s); the table is rebuilt from Ray's snapshot", TRIALS_PARQUET, e)
 
@@ -131,7 +117,7 @@ def _make_table_callback(
             self.trials = list(trials)
             fresh = fresh or {}
             rows = [trial_row(t, base, self.ended.get(t.trial_id), self.times, fresh.get(t.trial_id)) for t in trials]
-            rows += _kept_rows(self.previous, {t.trial_id for t in trials}, self.stopped)
+            rows += _kept_rows(self.previous, {t.trial_id for t in trials}, self.stopped, uri)
             table = rows_to_arrow(rows)
             try:
                 write_parquet(table, f"{uri}/{TRIALS_PARQUET}")

@@ -276,20 +276,20 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
 
 def _rebuild(uri: str, s: SearchSettings, missing: str, console: Any) -> list[dict[str, Any]]:
     """Ray's snapshot is incomplete (a kill while starting, or lost files): a new Tuner continues from our record
-    (search/rebuild.py); returns the unfinished trials' parameters, to be trained first."""
+    (search/rebuild.py), its searcher taking each unfinished trial over from its saved state; returns no points."""
     if s.fidelity == "schedule" and exists(f"{uri}/{TRIALS_PARQUET}"):
         raise SearchError(f"cannot resume {s.name!r}: Ray's state in {uri} is missing ({missing}), and a --fidelity "
                           "schedule search cannot be rebuilt from trials.parquet; start a new search with another "
                           "--name")
     plan = rebuild_from_record(uri)
-    if plan.ended or plan.rerun:
+    if plan.ended or plan.unfinished:
         note = (f"warning: Ray's state of {s.name} is missing ({missing}); continuing from trials.parquet: "
-                f"{plan.ended} ended trials kept, {len(plan.rerun)} unfinished ones rerun from their parameters")
+                f"{plan.ended} ended trials kept, {plan.unfinished} unfinished ones continued from their saved state")
         if console is not None:
             console.print(note, highlight=False, soft_wrap=True)
         else:
             log.warning(note)
-    return plan.points
+    return []
 
 
 def _first_line(e: BaseException) -> str:

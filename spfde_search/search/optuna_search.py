@@ -114,7 +114,8 @@ def _optuna_search_class() -> type:
     from ..config import Config, apply_overrides
     from ..method.flops import predict
     from ..storage import exists, write_bytes
-    from .results import RERUN, load_trials
+    from .rebuild import lost_ended, moasha_stopped, orphans, take_over
+    from .results import load_rows, load_trials
     from .study import record_told
 
     class SpfdeOptunaSearch(OptunaSearch):
@@ -160,25 +161,76 @@ def _optuna_search_class() -> type:
             self._runs_read: str | None = None  # the process that added trials.parquet's runs (once per process)
 
         def _lost_trials(self) -> int:
-            """Trials of ``trials.parquet`` this (restored) searcher never suggested: Ray's experiment snapshot predates
-            them and the driver died. Their rows are kept (search/callbacks.py), so they count against num_samples."""
+            """Trials of ``trials.parquet`` this (restored) searcher never suggested that ENDED: Ray's experiment
+            snapshot predates them and the driver died. Their rows are kept (search/callbacks.py), so they count
+            against num_samples; the unfinished ones are continued by new trials (``_adopt``), which count."""
             if self._lost is not None and self._lost[0] == this_process():
                 return self._lost[1]
             n = 0
             if self.table_uri and exists(self.table_uri):
                 try:
-                    df = load_trials(self.table_uri)
-                    rerun = df["error"].fillna("").astype(str).str.startswith(RERUN)  # counted as their new trial
-                    n = int((~df["trial_id"].isin(self.trial_ids) & (df["status"] != "PENDING") & ~rerun).sum())
+                    n = lost_ended(load_rows(self.table_uri), self.trial_ids or (), moasha_stopped(self._uri()))
                 except Exception as e:  # a torn table: count nothing rather than fail the search
                     log.warning("could not read %s: %s", self.table_uri, e)
             self._lost = (this_process(), n)
-            if n:  # the sampler's random state is the snapshot's: it would propose the lost trials' points again
-                try:
-                    self._ot_study.sampler.reseed_rng()  # type: ignore[attr-defined]
-                except Exception as e:
-                    log.debug("sampler not reseeded: %s", e)
             return n
+
+        def _uri(self) -> str:
+            return str(self.table_uri or "").rsplit("/", 1)[0]
+
+        def _adopt(self) -> dict[str, tuple[str, dict[str, Any]]]:
+            """Run key -> (trial id, params) of each trial that started and never ended outside this searcher (Ray's
+            snapshot predates it: search/rebuild.py), read once per driver process, to be continued from its saved
+            state by the trial that proposes the same run. A seeded sampler restored from the snapshot proposes the
+            same points again in the same order (the ended ones are told as duplicates with their results), so the
+            resumed search trains the configs an uninterrupted one would. Only with ``num_samples`` (the halving
+            searcher keeps its own book of lost runs)."""
+            found: dict[str, tuple[str, dict[str, Any]]] = self.__dict__.setdefault("orphan_runs", {})
+            if (self.__dict__.get("_adopt_read") == this_process() or not self.num_samples or not self.table_uri
+                    or getattr(self, "trial_ids", None) is None):  # a searcher pickled before trial ids: none known
+                return found
+            self._adopt_read = this_process()
+            try:
+                rows = load_rows(self.table_uri) if exists(self.table_uri) else []
+                lost = orphans(rows, self.trial_ids or (), moasha_stopped(self._uri()))
+            except Exception as e:  # a torn table: nothing to continue
+                log.warning("could not read %s: %s", self.table_uri, e)
+                return found
+            for o in lost:
+                try:
+                    cfg = Config.parse(apply_overrides(self.skip_base or {}, config_params(o["params"])))
+                    found[str(predict(cfg).run_key)] = (o["trial_id"], o["params"])
+                except Exception as e:  # noqa: BLE001 - a config that no longer parses: left INTERRUPTED
+                    log.warning("trial %s cannot be continued: %s", o["trial_id"], e)
+            return found
+
+        def _forced_orphan(self, trial_id: str) -> dict | str | None:
+            """When the slots left are only enough for the orphans the sampler did not propose again (an unseeded
+            or history-driven sampler): the next one's own parameters, on an Optuna trial asked with them; else
+            None."""
+            found = self._adopt()
+            left = self.num_samples - len(self.trial_ids or ()) - self._lost_trials()
+            if not found or left > len(found):
+                return None
+            key, (orphan, params) = next(iter(found.items()))
+            self._ot_study.enqueue_trial(params, skip_if_exists=False)  # type: ignore[attr-defined]
+            cfg = super().suggest(trial_id)
+            if not isinstance(cfg, dict):
+                return cfg
+            del found[key]
+            self._known_runs()[key] = trial_id
+            self.trial_ids.append(trial_id)
+            self._take_over(orphan, trial_id)
+            return trial_params(params)
+
+        def _take_over(self, orphan: str, trial_id: str) -> None:
+            """Hand the orphan's saved state to the trial that continues it (search/rebuild.py ``take_over``)."""
+            try:
+                epoch = take_over(self._uri(), orphan, trial_id)
+            except Exception as e:  # noqa: BLE001 - the trial then trains the same point anew
+                log.warning("could not hand trial %s's state to trial %s: %s", orphan, trial_id, e)
+                return
+            log.info("trial %s continues trial %s (Ray's snapshot predates it) from epoch %d", trial_id, orphan, epoch)
 
         def _full(self) -> bool:
             ids = getattr(self, "trial_ids", None)  # None: a searcher pickled before trial_ids existed
@@ -213,6 +265,9 @@ def _optuna_search_class() -> type:
                 return trial_params(cfg) if isinstance(cfg, dict) else cfg
             if self._full():
                 return Searcher.FINISHED
+            forced = self._forced_orphan(trial_id)
+            if forced is not None:
+                return forced
             while True:
                 cfg = super().suggest(trial_id)
                 if not isinstance(cfg, dict):
@@ -223,7 +278,8 @@ def _optuna_search_class() -> type:
                 if a.feasible and not miss:
                     key = str(getattr(a.prediction, "run_key", "") or "")
                     runs = self._known_runs()
-                    if key and key in runs and runs[key] != trial_id:
+                    orphan = self._adopt().pop(key, None) if key else None  # a run Ray's snapshot lost: continued
+                    if orphan is None and key and key in runs and runs[key] != trial_id:
                         original = runs[key]
                         self._tell_duplicate(self._ot_trials.pop(trial_id), original, a)
                         self._record_skip(params, f"the same run as trial {original}", float(a.run_train_flops),
@@ -237,6 +293,8 @@ def _optuna_search_class() -> type:
                         runs[key] = trial_id
                     if getattr(self, "trial_ids", None) is not None:
                         self.trial_ids.append(trial_id)
+                    if orphan is not None:
+                        self._take_over(orphan[0], trial_id)
                     return trial_params(cfg)
                 ot_trial = self._ot_trials.pop(trial_id)
                 if miss:

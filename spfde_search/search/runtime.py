@@ -19,6 +19,7 @@ from spfde_search.user_code import local_modules
 from trainables import TrialSetup
 
 from .prepare import Prepared
+from .sessions import end_dead_session, record_session, session_dir
 from .settings import SearchError, SearchSettings, experiment_uri
 
 
@@ -49,12 +50,15 @@ def _init_ray(settings: SearchSettings, log_to_driver: bool = False, space: Mapp
         ray.init(address=settings.address, **kwargs)
     else:  # embedded: always a new local instance, never a cluster named by RAY_ADDRESS or a stale
         # ray_current_cluster file of an earlier `ray start` (joining is only ever --address)
+        uri = experiment_uri(settings.storage_path, settings.name)
+        end_dead_session(uri)  # a killed driver's agents outlive it by a minute (search/sessions.py)
         ray.init(
             address="local",
             num_cpus=settings.num_cpus or os.cpu_count() or 1,
             object_store_memory=200 * 1024**2,
             **kwargs,
         )
+        record_session(uri, session_dir(ray.nodes()))
     return True
 
 

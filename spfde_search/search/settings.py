@@ -28,7 +28,8 @@ RUNGS_JSON = "moasha_rungs.json"  # MOASHA's rung book (search/scheduler.py)
 # overwrite what we write after the resume (search/callbacks.py removes them from the staging folder).
 HV_COMPUTE_CSV = "hypervolume_vs_compute.csv"
 HV_COMPUTE_PNG = "hypervolume_vs_compute.png"  # the same curve as a picture, written beside it
-OWN_FILES = (SEARCH_JSON, TRIALS_PARQUET, SKIPPED_JSON, RUNGS_JSON, HV_COMPUTE_CSV, HV_COMPUTE_PNG)
+RAY_SESSION_JSON = "ray_session.json"  # the embedded Ray session of the last driver (search/sessions.py)
+OWN_FILES = (SEARCH_JSON, TRIALS_PARQUET, SKIPPED_JSON, RUNGS_JSON, HV_COMPUTE_CSV, HV_COMPUTE_PNG, RAY_SESSION_JSON)
 
 
 def objectives(val_size: int | None) -> tuple[str, str]:

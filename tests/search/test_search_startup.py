@@ -14,7 +14,9 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -22,7 +24,7 @@ from holds import Hold
 from test_search_faults import SPFDE, TERMINAL, kill_group, search_cmd, start, table
 from waiting import group_alive, wait_until
 
-from spfde_search.search.results import RERUN
+from spfde_search.search.rebuild import RESUMED
 
 
 @pytest.mark.ray
@@ -67,7 +69,7 @@ def test_resume_without_rays_state_continues_from_our_record(tmp_path, lost):
     kept = after[after["trial_id"] == ended["trial_id"]].iloc[0]
     assert kept["status"] == ended["status"] and kept["params"] == ended["params"]  # not retrained
     old = after[after["trial_id"] == running["trial_id"]].iloc[0]
-    assert old["status"] == "INTERRUPTED" and old["error"].startswith(RERUN)
+    assert old["status"] == "INTERRUPTED" and old["error"].startswith(RESUMED)  # continued from its saved epoch
     again = after[(after["params"] == running["params"]) & (after["trial_id"] != running["trial_id"])]
     assert again["status"].tolist() == ["COMPLETED"], after[["trial_id", "status", "params"]]  # same params, rerun
     done = after[after["status"] == "COMPLETED"]
@@ -121,3 +123,90 @@ def test_a_sigterm_while_ray_starts_exits_143_with_our_line_and_leaves_the_name_
     assert last.startswith("terminated (SIGTERM)") and "run the same command again" in last, out[-3000:]
     folder = tmp_path / "runs" / "st"
     assert not (folder / "search.json").exists() and not (folder / "tuner.pkl").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def _cmd(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_resume_ends_the_dead_drivers_ray_agents(tmp_path):
+    """Issue 34 item 4: ``ray::DashboardAgent`` / ``ray::RuntimeEnvAgent`` outlive a SIGKILLed driver by about a
+    minute. Here they are frozen (SIGSTOP) right after the kill, so only the ``--resume`` can end them: before the
+    fix they stayed for good. Only processes of that driver's own session are touched (search/sessions.py)."""
+    from spfde_search.search.sessions import session_pids
+
+    name = "ag"
+    folder = tmp_path / "runs" / name
+    log = tmp_path / "driver.log"
+    hold = Hold(tmp_path / "hold")
+    hold.at(1)  # the trial waits after its first epoch: the driver is killed mid-search
+    driver = start(search_cmd(tmp_path, name, samples=1, epochs=2), log, env=hold.env())
+    frozen: list[int] = []
+    try:
+        wait_until(lambda: len(hold.reports()) >= 1 and (folder / "ray_session.json").exists(), 600,
+                   "the trial's first epoch", detail=lambda: log.read_text()[-3000:])
+        session = json.loads((folder / "ray_session.json").read_text())["session_dir"]
+        os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as the OOM killer would
+        driver.wait(timeout=60)
+        frozen = session_pids(session)
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)  # they cannot notice the dead raylet and leave on their own
+        names = {_cmd(p).split("\0")[0].strip() for p in frozen if _alive(p)}
+        assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} & names, names
+        hold.release()
+        res = subprocess.run([*SPFDE, "search", "--resume", name, "--storage-path", str(tmp_path / "runs")],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=900, start_new_session=True)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+        left = [p for p in frozen if _alive(p)]
+        assert not left, [(p, _cmd(p)[:80]) for p in left]
+        assert json.loads((folder / "ray_session.json").read_text())["session_dir"] != session
+    finally:
+        for pid in frozen:  # what the test froze, whatever happened
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        kill_group(driver)
+
+
+def test_a_dead_session_ends_only_rays_processes_of_that_session(tmp_path):
+    """search/sessions.py with real processes and no Ray: a program of Ray's (``.../ray/...``) holding a file in the
+    recorded session folder is ended; a shell with a log of that session open, and Ray's program of another
+    session, are not."""
+    from spfde_search.search.sessions import end_dead_session, record_session
+
+    prog = tmp_path / "ray" / "agent.py"
+    prog.parent.mkdir()
+    prog.write_text("import sys, time\nf = open(sys.argv[1], 'a')\nprint('up', flush=True)\ntime.sleep(600)\n")
+    mine, other = tmp_path / "session_mine", tmp_path / "session_other"
+    procs = []
+    try:
+        for s in (mine, other):
+            (s / "logs").mkdir(parents=True)
+            p = subprocess.Popen([sys.executable, str(prog), str(s / "logs" / "agent.log")], stdout=subprocess.PIPE,
+                                 text=True)
+            assert p.stdout is not None and p.stdout.readline() == "up\n"
+            procs.append(p)
+        with open(mine / "logs" / "agent.log") as held:  # noqa: F841 - this process holds a log of the session
+            shell = subprocess.Popen(["sleep", "600"], stdin=held)
+            procs.append(shell)
+            record_session(str(tmp_path), str(mine))
+            ended = end_dead_session(str(tmp_path))
+        assert ended == [procs[0].pid], ended
+        assert procs[0].wait(timeout=60) == -signal.SIGKILL
+        assert procs[1].poll() is None and shell.poll() is None
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
