@@ -16,6 +16,8 @@ no data files.
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..choices import is_import_path
 from ..config import Config, ConfigError
 from ..data import DatasetSpec, dataset_spec
 from ..models import UnitModel, build_model, check_logits, depth_layers
@@ -148,8 +151,43 @@ def _skip_init() -> Iterator[None]:
             setattr(nn.init, n, f)
 
 
+# build_profile's results by what they depend on: a search's start-up probes ~100 points of one model (issue 34
+# item 9: 25 of a 90 s test search went to these forward passes on a loaded 2-core machine)
+_PROFILES: dict[str, ModelProfile] = {}
+_PROFILES_MAX = 64
+
+
+def _profile_key(cfg: Config, spec: DatasetSpec) -> str | None:
+    """What the profile depends on: the model, the input and class count, the dense-layer rules (not the sparsity
+    ratio, the schedule or the data's sizes); None (never cached) for the user's own model, whose module may be
+    edited and reloaded in a notebook, and where the model's kwargs have no stable text."""
+    sp = cfg.sparsity
+    if is_import_path(cfg.model.name):
+        return None
+    try:
+        return json.dumps([cfg.model.name, cfg.model.width, cfg.model.kwargs, spec.name, spec.channels,
+                           spec.image_size, spec.num_classes, sp.algorithm == "dense", sp.dense_first,
+                           sp.dense_classifier, sp.dense_shortcuts], sort_keys=True)
+    except (TypeError, ValueError):
+        return None
+
+
 def build_profile(cfg: Config, spec: DatasetSpec | None = None) -> tuple[ModelProfile, DatasetSpec]:
+    """The model's profile on the data's input shape (:func:`profile_model`), cached per process by
+    :func:`_profile_key` (a copy is returned: callers may keep it)."""
     spec = spec or dataset_spec(cfg.data)
+    key = _profile_key(cfg, spec)
+    if key is not None and key in _PROFILES:
+        return copy.deepcopy(_PROFILES[key]), spec
+    profile = _build_profile(cfg, spec)
+    if key is not None:
+        if len(_PROFILES) >= _PROFILES_MAX:
+            _PROFILES.pop(next(iter(_PROFILES)))
+        _PROFILES[key] = copy.deepcopy(profile)
+    return profile, spec
+
+
+def _build_profile(cfg: Config, spec: DatasetSpec) -> ModelProfile:
     # a real batch-1 CPU pass, not the meta device: meta's shape checks and batch-norm decomposition import
     # sympy and torch._dynamo (~1.5 s of `spfde flops`); uninitialised CPU weights give the same shapes
     with torch.device("cpu"), _skip_init():
@@ -162,7 +200,7 @@ def build_profile(cfg: Config, spec: DatasetSpec | None = None) -> tuple[ModelPr
         raise ConfigError(f"model.name: {cfg.model.name} fails on one {shape} image of {spec.name} "
                           f"({type(e).__name__}: {str(e).splitlines()[0]}); make it accept the data's images") from None
     check_logits(cfg.model.name, profile.out_shape, spec.num_classes)
-    return profile, spec
+    return profile
 
 
 def held_forward(profile: ModelProfile, r: LayerRef, counts: Mapping[str, int]) -> int:

@@ -205,6 +205,32 @@ def test_profile_finds_the_layers_reading_their_unit_input() -> None:
     assert profile.reads_unit_input == READS_UNIT_INPUT
 
 
+def test_profile_cache_keys_on_what_the_profile_depends_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_profile is cached per process (a search probes ~100 points of one model): a cached profile equals a
+    fresh one, a caller changing its copy changes nothing cached, and a change of what the profile depends on (the
+    dense-layer rules, the image size) is a new profile, while the ratio, epochs and data sizes are not."""
+    from spfde_search.method import flops as F
+
+    cfg = synthetic(**{"sparsity.dense_first": False, "sparsity.ratio": 0.8})
+    first, spec = build_profile(cfg)
+    fresh = F._build_profile(cfg, spec)
+    first.fwd.clear()
+    first.layers.clear()
+    again, _ = build_profile(synthetic(**{"sparsity.dense_first": False, "sparsity.ratio": 0.5, "train.epochs": 2,
+                                          "data.synthetic_train": 128}))
+    assert again == fresh and again.layers and again.layers[0].sparse  # the stem conv: sparse by this config
+    stem_dense, _ = build_profile(synthetic())
+    assert not stem_dense.layers[0].sparse
+    bigger, _ = build_profile(synthetic(**{"data.synthetic_size": 32}))
+    assert bigger.fwd != fresh.fwd
+
+    def built_again(*a: object) -> None:
+        raise AssertionError("a profile already built was built again")
+
+    monkeypatch.setattr(F, "_build_profile", built_again)
+    assert predict(synthetic(**{"sparsity.ratio": 0.95})).train_flops > 0  # served from the cache
+
+
 def test_memory_estimate() -> None:
     p = predict(synthetic(**{"sparsity.algorithm": "dense", "sparsity.ratio": 0.0}))
     params = sum(q.numel() for q in create_model("resnet8").parameters())

@@ -155,7 +155,7 @@ def test_tpe_and_gp_run_on_the_budget_space(space, sampler):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_budget_search_on_the_demo_config_lands_on_its_targets(tmp_path):
+def test_budget_search_on_the_demo_config_lands_on_its_targets(tmp_path, fresh_mlflow_store):
     """`spfde search --space budget -n 4` on configs/demo_search.yaml (2 epochs, 256 images): every completed trial's
     measured ratio is within 1% of its target, and the four stratified targets spread over the log range."""
     import os
@@ -173,7 +173,7 @@ def test_budget_search_on_the_demo_config_lands_on_its_targets(tmp_path):
     cmd = [sys.executable, "-m", "spfde_search.cli", "search", "--space", "budget", "-c", "configs/demo_search.yaml",
            "-s", "train.epochs=2", "-s", "data.train_subset=256", "-s", "data.test_subset=128", "-n", "4",
            "--num-cpus", "2", "--storage-path", str(tmp_path), "--name", "b4",
-           "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+           "--tracking-uri", fresh_mlflow_store]
     res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "200"})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "target training FLOPs 0.025-0.45 of dense" in res.stdout  # the range, printed at the start

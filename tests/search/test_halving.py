@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-FMNIST = ["--set", "data.name=fashion_mnist", "--set", "data.train_subset=2000", "--set", "data.test_subset=500",
-          "--set", "data.val_size=500", "--set", "model.name=resnet8", "--set", "train.epochs=2",
+FMNIST = ["--set", "data.name=fashion_mnist", "--set", "data.train_subset=1000", "--set", "data.test_subset=300",
+          "--set", "data.val_size=300", "--set", "model.name=resnet8", "--set", "train.epochs=2",
           "--set", "train.batch_size=64", "--set", "train.update_interval=1", "--set", "train.threads=1"]
 
 
@@ -36,8 +36,8 @@ def test_bad_halving_options_fail_before_anything(tmp_path, extra, match):
     assert not (tmp_path / "bad").exists()
 
 
-def test_halving_search_runs_rungs_as_trials_and_fronts_full_length_only(tmp_path):
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_halving_search_runs_rungs_as_trials_and_fronts_full_length_only(tmp_path, fresh_mlflow_store):
+    store = fresh_mlflow_store
     res = _search(tmp_path, "--space", "budget", "--fidelity", "schedule", "--grace-period", "1",
                   "--reduction-factor", "2", "-n", "2", "--max-concurrent", "2", "--name", "sh", "--seed", "0",
                   tracking=store)

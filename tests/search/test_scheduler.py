@@ -194,7 +194,7 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
 @pytest.mark.mlflow
 @pytest.mark.skipif(not any(__import__("pathlib").Path(FMNIST).glob("train-images-idx3-ubyte*")),
                     reason="Fashion-MNIST not installed")
-def test_moasha_joint_search_on_fashion_mnist(tmp_path):
+def test_moasha_joint_search_on_fashion_mnist(tmp_path, fresh_mlflow_store):
     """`spfde search --space joint --early-stopping moasha` at train.epochs=3: some trials EARLY_STOPPED, exactly
     those the rule stops in the order they reached the rung, none of them pareto=true in MLflow, no INFEASIBLE
     freezing target, and search.json's total compute equals the sum of every trial's measured training FLOPs as
@@ -213,7 +213,7 @@ def test_moasha_joint_search_on_fashion_mnist(tmp_path):
     from spfde_search.cli import app
     from spfde_search.pareto import moasha_continues
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_mlflow_store
     args = ["search", "--space", "joint", "--early-stopping", "moasha", "--reduction-factor", "3",
             "--num-samples", "6", "--max-concurrent", "1", "--seed", "1", "--storage-path", str(tmp_path),
             "--name", "ms", "--tracking-uri", uri, "--num-cpus", "2",

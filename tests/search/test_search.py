@@ -135,12 +135,12 @@ def test_front_selects_on_validation_never_on_test():
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_end_to_end_fashion_mnist(tmp_path):
+def test_end_to_end_fashion_mnist(tmp_path, fresh_mlflow_store):
     """The real CLI in a subprocess, embedded Ray, real Fashion-MNIST, ASHA, a budget and the paper's points."""
     cmd = [sys.executable, "-m", "spfde_search.cli", "search", "--space", "smoke", *FMNIST, "--num-samples", "4",
            "--max-concurrent", "2", "--sampler", "tpe", "--seed", "3", "--initial", "paper", "--flops-budget", "0.5",
            "--early-stopping", "asha", "--storage-path", str(tmp_path), "--name", "e2e",
-           "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+           "--tracking-uri", fresh_mlflow_store]
     res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "COLUMNS": "200"})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -179,16 +179,28 @@ def test_end_to_end_fashion_mnist(tmp_path):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_seeded_searches_suggest_the_same_configs(tmp_path):
+    """Two searches with one seed suggest the same configs in the same order. Both run on one embedded Ray,
+    started here (a search joins a running Ray and leaves it up): the seed, not a fresh Ray, must repeat them."""
+    import logging
+
+    import ray
+
     from spfde_search.config import load_config
 
     base = load_config(None, {"data.name": "synthetic", "train.epochs": 1, "train.update_interval": 1}).to_dict()
     params = []
-    for run in ("s1", "s2"):
-        s = SearchSettings(name=run, space="joint", base_config=base, num_samples=3, sampler="tpe", seed=11,
-                           max_concurrent=1, storage_path=str(tmp_path), num_cpus=2, cpus_per_trial=2)
-        out = drive_search(s)
-        t = out.table.sort_values("started_at")
-        params.append(t["params"].tolist())
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2,
+             logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        for run in ("s1", "s2"):
+            s = SearchSettings(name=run, space="joint", base_config=base, num_samples=3, sampler="tpe", seed=11,
+                               max_concurrent=1, storage_path=str(tmp_path), num_cpus=2, cpus_per_trial=2)
+            out = drive_search(s)
+            assert ray.is_initialized()  # the search joined this Ray: the second one runs on it too
+            t = out.table.sort_values("started_at")
+            params.append(t["params"].tolist())
+    finally:
+        ray.shutdown()
     assert params[0] == params[1]
     assert len(set(params[0])) == 3
 
