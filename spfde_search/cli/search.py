@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -23,6 +23,18 @@ _SAMPLERS = "tpe, nsga2, gp, random, auto"
 def _fail(msg: str, code: int = 2) -> None:
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(code)
+
+
+def _interrupted(e: BaseException, s: Any) -> NoReturn:
+    """SIGTERM or Ctrl-C: our one line (how to go on) and exit 128 + the signal."""
+    signum = int(getattr(e, "signum", 2))
+    what = "terminated (SIGTERM)" if signum == 15 else "interrupted"
+    if getattr(e, "resumable", True):
+        typer.echo(f"{what}; continue with `spfde search --resume {s.name} --storage-path {s.resolved_storage()}`",
+                   err=True)
+    else:  # stopped before search.json was written: nothing under the name to resume
+        typer.echo(f"{what} while starting, before anything was recorded; run the same command again", err=True)
+    raise typer.Exit(128 + signum) from None
 
 
 def _given(options: dict[str, Any]) -> dict[str, Any]:
@@ -210,12 +222,16 @@ def search(
     if prep.budget is not None and (warn_budget := prep.budget.warning()):
         typer.echo(f"warning: {warn_budget}", err=True)
     if s.address:  # a dead cluster is one error line, before the banner that says we are joining it
+        from ..search.driver import checking_address
         from ..search.runtime import check_address
 
         try:
-            check_address(s.address, s.connect_timeout)
+            with checking_address(s.name):
+                check_address(s.address, s.connect_timeout)
         except SearchError as e:
             _fail(str(e))
+        except KeyboardInterrupt as e:  # StartInterrupted: SIGTERM or Ctrl-C while the cluster was asked
+            _interrupted(e, s)
         prep.address_checked = True
     if v:
         from ..search.optuna_search import resolve_sampler
@@ -257,14 +273,7 @@ def search(
         _fail(str(e))
         return
     except KeyboardInterrupt as e:  # SearchInterrupted (Ray saved the state; search.json says interrupted), a 2nd Ctrl-C
-        signum = int(getattr(e, "signum", 2))
-        what = "terminated (SIGTERM)" if signum == 15 else "interrupted"
-        if getattr(e, "resumable", True):
-            typer.echo(f"{what}; continue with `spfde search --resume {s.name} --storage-path {s.resolved_storage()}`",
-                       err=True)
-        else:  # stopped before search.json was written: nothing under the name to resume
-            typer.echo(f"{what} while starting, before anything was recorded; run the same command again", err=True)
-        raise typer.Exit(128 + signum) from None
+        _interrupted(e, s)
     if out.already_finished:  # drive_search found it finished after all (another driver finished it meanwhile)
         console.print(f"search {s.name} already finished ({out.already_finished}); nothing to resume", highlight=False)
         return

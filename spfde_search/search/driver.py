@@ -174,7 +174,7 @@ def _run(prep: Prepared, resume: bool, callbacks: list[Any] | None, on_results: 
         if missing:
             points = [*_rebuild(uri, s, missing, console), *points]
         elif extend:  # a new Tuner in the same folder, as after a rebuild; the finished trials count toward -n
-            points = rebuild_from_record(uri).points
+            rebuild_from_record(uri)  # Ray's finished snapshot removed: the new Tuner's is the one --resume finds
         elif resume:
             # errored trials (a worker that died more than MAX_RETRIES times, or with the driver) are retried from
             # their last checkpoint; diverged and infeasible trials are TERMINATED results, never errors
@@ -350,6 +350,21 @@ def _catch_sigterm() -> Any:
 
 
 @contextlib.contextmanager
+def checking_address(name: str) -> Iterator[None]:
+    """The ``--address`` check runs before anything is written: a SIGTERM or Ctrl-C there is ``StartInterrupted``
+    with nothing to resume (exit 143/130 with our line), not Python's default death by signal with no word."""
+    _TERM_SEEN.clear()
+    previous = _catch_sigterm()
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise StartInterrupted(name, _TERM_SEEN[0] if _TERM_SEEN else signal.SIGINT, False) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def _sigint_seen() -> Iterator[Callable[[], int]]:
     """Which signal interrupted the block (0: none). Ray Tune replaces the SIGINT handler it finds (ours) and puts
     it back on the first Ctrl-C only, so ours being current again afterwards means Ctrl-C was pressed. SIGTERM
@@ -398,7 +413,8 @@ def drive_search(
     s = prep.settings
     uri = experiment_uri(s.storage_path, s.name)
     if s.address and not prep.address_checked:  # before the lock: nothing is written under the search's name
-        check_address(s.address, s.connect_timeout)  # until the cluster answers
+        with checking_address(s.name):
+            check_address(s.address, s.connect_timeout)  # until the cluster answers
     _TERM_SEEN.clear()
     previous = _catch_sigterm()
     try:
