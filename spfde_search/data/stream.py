@@ -19,7 +19,7 @@ from .bundle import DataBundle
 from .checks import DataError
 from .folder import _one_line_errors
 from .spec import DatasetEntry, DatasetSpec, _UserSets
-from .tensor import crop_flip
+from .tensor import _Normalised, crop_flip
 
 STATS_SAMPLE = 2048  # images (evenly spaced) whose per-channel mean and std normalise a streamed set
 
@@ -94,7 +94,7 @@ def stats_sample(data: Any) -> Tensor:
     return torch.stack([image_of(data[i]) for i in picks])
 
 
-class _StreamBundle(DataBundle):
+class _StreamBundle(_Normalised, DataBundle):
     """The user's Datasets streamed through a DataLoader; normalisation and augmentation on the device."""
 
     def __init__(self, spec: DatasetSpec, entry: DatasetEntry, sets: _UserSets, ids: tuple[Tensor, Tensor, Tensor],
@@ -105,17 +105,7 @@ class _StreamBundle(DataBundle):
         self.train_targets = sets.train_y[self._train_pos]
         self.val_targets = sets.train_y[self._val_pos]
         self.test_targets = sets.test_y[self._test_pos]
-        shape = (1, entry.channels, 1, 1)
-        self._mean = torch.tensor(entry.mean, dtype=torch.float32, device=device).reshape(shape)
-        self._std = torch.tensor(entry.std, dtype=torch.float32, device=device).reshape(shape)
-        self._scale = entry.scale
-        self.pad = 2 if entry.image_size == 28 else 4
-
-    def _normalise(self, x: Tensor) -> Tensor:
-        x = x.to(torch.float32)
-        if self._scale != 1.0:
-            x = x * self._scale
-        return (x - self._mean) / self._std
+        self._normalisation(entry, device)
 
     def _batches(self, items: _Items, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         cuda = self.device.type == "cuda"

@@ -13,7 +13,25 @@ from .bundle import DataBundle
 from .spec import DatasetEntry, DatasetSpec, _RawData
 
 
-class _TensorBundle(DataBundle):
+class _Normalised:
+    """Per-batch normalisation by the entry's channel statistics, and the crop padding: one rule for the bundles
+    that hold a set whole (``_TensorBundle``) and that stream it (``stream._StreamBundle``)."""
+
+    def _normalisation(self, entry: DatasetEntry, device: torch.device) -> None:
+        shape = (1, entry.channels, 1, 1)
+        self._mean = torch.tensor(entry.mean, dtype=torch.float32, device=device).reshape(shape)
+        self._std = torch.tensor(entry.std, dtype=torch.float32, device=device).reshape(shape)
+        self._scale = entry.scale
+        self.pad = 2 if entry.image_size == 28 else 4
+
+    def _normalise(self, x: Tensor) -> Tensor:
+        x = x.to(torch.float32)
+        if self._scale != 1.0:
+            x = x * self._scale
+        return (x - self._mean) / self._std
+
+
+class _TensorBundle(_Normalised, DataBundle):
     """Whole set on the device; raw pixels stay in their stored dtype and are normalised per batch."""
 
     def __init__(self, spec: DatasetSpec, entry: DatasetEntry, raw: _RawData, device: torch.device) -> None:
@@ -29,17 +47,7 @@ class _TensorBundle(DataBundle):
         vy = raw.val_y if raw.val_y is not None else raw.test_y[:0]
         self.val_targets = vy.to(torch.long).cpu()
         self._val_x, self._val_y = vx.to(device), vy.to(device=device, dtype=torch.long)
-        shape = (1, entry.channels, 1, 1)
-        self._mean = torch.tensor(entry.mean, dtype=torch.float32, device=device).reshape(shape)
-        self._std = torch.tensor(entry.std, dtype=torch.float32, device=device).reshape(shape)
-        self._scale = entry.scale
-        self.pad = 2 if entry.image_size == 28 else 4
-
-    def _normalise(self, x: Tensor) -> Tensor:
-        x = x.to(torch.float32)
-        if self._scale != 1.0:
-            x = x * self._scale
-        return (x - self._mean) / self._std
+        self._normalisation(entry, device)
 
     def train_batches(
         self, indices: Tensor, batch_size: int, generator: torch.Generator, augment: bool
