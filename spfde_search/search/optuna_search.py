@@ -82,7 +82,6 @@ def make_sampler(name: str, seed: int | None, space: ResolvedSpace, num_samples:
 
 
 
-ENDED = ("COMPLETED", "EARLY_STOPPED", "FAILED", "INFEASIBLE")  # trials.parquet statuses of a trial that ended
 RANDOM_SPLIT_AFTER = 2  # misses of one stratified target before its split is drawn at random instead
 SPLIT_DRAWS = 200  # random splits tried for a target before it is given up
 
@@ -114,7 +113,7 @@ def _optuna_search_class() -> type:
     from ..config import Config, apply_overrides
     from ..method.flops import predict
     from ..storage import exists, write_bytes
-    from .rebuild import lost_ended, moasha_stopped, orphans, take_over
+    from .rebuild import ENDED, lost_ended, moasha_stopped, orphans, take_over
     from .results import load_rows, load_trials
     from .study import record_told
 
