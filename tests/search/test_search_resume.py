@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 from holds import Hold
 from test_search_faults import assert_each_trial_completed_once
-from waiting import group_alive, wait_until
+from waiting import group_alive, pid_alive, wait_until
 
 from spfde_search.search.rebuild import RESUMED
+from spfde_search.search.sessions import end_dead_session
 
 TERMINAL = {"COMPLETED", "EARLY_STOPPED", "FAILED", "INFEASIBLE"}
 EPOCHS = 3
@@ -116,6 +117,10 @@ def test_sigkill_between_snapshots_resumes_the_running_trial_from_its_state(tmp_
             os.killpg(driver.pid, signal.SIGKILL)
     wait_until(lambda: not group_alive(driver.pid), 180, "the killed search's processes to exit")
     running = before[before["status"] == "RUNNING"].iloc[0]
+    # the held trial's Ray worker outlives the SIGKILLed driver (it notices the dead raylet late): end the dead
+    # session as the resume does at its start, before the hold lets that worker go on to save epoch 3 itself
+    pids = end_dead_session(str(folder))
+    wait_until(lambda: not any(pid_alive(p) for p in pids), 120, "the dead session's processes to exit")
     n_reports = len(hold.reports())
     hold.release()
     res = subprocess.run([sys.executable, "-m", "spfde_search.cli", "search", "--resume", name,

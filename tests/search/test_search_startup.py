@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from holds import Hold
 from test_search_faults import SPFDE, TERMINAL, kill_group, search_cmd, start, table
-from waiting import group_alive, wait_until
+from waiting import group_alive, pid_alive, wait_until
 
 from spfde_search.search.rebuild import RESUMED
 
@@ -126,13 +126,6 @@ def test_a_sigterm_while_ray_starts_exits_143_with_our_line_and_leaves_the_name_
     assert not (folder / "search.json").exists() and not (folder / "tuner.pkl").exists()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
 def _cmd(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
@@ -165,13 +158,13 @@ def test_resume_ends_the_dead_drivers_ray_agents(tmp_path):
         for pid in frozen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGSTOP)  # they cannot notice the dead raylet and leave on their own
-        names = {_cmd(p).split("\0")[0].strip() for p in frozen if _alive(p)}
+        names = {_cmd(p).split("\0")[0].strip() for p in frozen if pid_alive(p)}
         assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} & names, names
         hold.release()
         res = subprocess.run([*SPFDE, "search", "--resume", name, "--storage-path", str(tmp_path / "runs")],
                              cwd=tmp_path, capture_output=True, text=True, timeout=900, start_new_session=True)
         assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
-        left = [p for p in frozen if _alive(p)]
+        left = [p for p in frozen if pid_alive(p)]
         assert not left, [(p, _cmd(p)[:80]) for p in left]
         assert json.loads((folder / "ray_session.json").read_text())["session_dir"] != session
     finally:
