@@ -546,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     import _within as W
 
     info = C.machine_info(a.device)
+    if a.report:  # the header's machine and load are the regenerating run's, not those the rows were trained on
+        info = {**info, "cpu_model": f"{info['cpu_model']} (the machine that regenerated this section from the "
+                                     "stored rows; they were trained earlier, on the machines of their sessions)"}
     out = a.out_dir = C.output_dir(NAME, a)
     key = settings_key(a)
     todo: list[tuple[str, int]] = []
