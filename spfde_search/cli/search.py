@@ -222,11 +222,11 @@ def search(
     if prep.budget is not None and (warn_budget := prep.budget.warning()):
         typer.echo(f"warning: {warn_budget}", err=True)
     if s.address:  # a dead cluster is one error line, before the banner that says we are joining it
-        from ..search.driver import checking_address
+        from ..search.driver import starting
         from ..search.runtime import check_address
 
         try:
-            with checking_address(s.name):
+            with starting(s.name, lambda: False):  # nothing is written before it
                 check_address(s.address, s.connect_timeout)
         except SearchError as e:
             _fail(str(e))

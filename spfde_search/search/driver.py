@@ -350,15 +350,22 @@ def _catch_sigterm() -> Any:
 
 
 @contextlib.contextmanager
-def checking_address(name: str) -> Iterator[None]:
-    """The ``--address`` check runs before anything is written: a SIGTERM or Ctrl-C there is ``StartInterrupted``
-    with nothing to resume (exit 143/130 with our line), not Python's default death by signal with no word."""
+def starting(name: str, recorded: Callable[[], bool]) -> Iterator[None]:
+    """Before Ray Tune's loop takes the signals (the ``--address`` check, Ray starting, the Tuner being built): a
+    SIGTERM or Ctrl-C is ``StartInterrupted`` (exit 143/130 with our line; ``recorded()``: whether ``search.json``
+    exists to resume), not Python's default death by signal with no word (issue 34, item 2)."""
     _TERM_SEEN.clear()
     previous = _catch_sigterm()
     try:
         yield
+    except SearchInterrupted:
+        raise
     except KeyboardInterrupt:
-        raise StartInterrupted(name, _TERM_SEEN[0] if _TERM_SEEN else signal.SIGINT, False) from None
+        raise StartInterrupted(name, _TERM_SEEN[0] if _TERM_SEEN else signal.SIGINT, recorded()) from None
+    except SystemExit as e:  # ray.init's own SIGTERM handler while it starts Ray: sys.exit(15)
+        if e.code != signal.SIGTERM:
+            raise
+        raise StartInterrupted(name, signal.SIGTERM, recorded()) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -412,25 +419,10 @@ def drive_search(
     prep = prepared or prepare(settings, resume=resume)
     s = prep.settings
     uri = experiment_uri(s.storage_path, s.name)
-    if s.address and not prep.address_checked:  # before the lock: nothing is written under the search's name
-        with checking_address(s.name):
+    with starting(s.name, lambda: exists(f"{uri}/{SEARCH_JSON}")):
+        if s.address and not prep.address_checked:  # before the lock: nothing is written under the search's name
             check_address(s.address, s.connect_timeout)  # until the cluster answers
-    _TERM_SEEN.clear()
-    previous = _catch_sigterm()
-    try:
         return _locked(prep, resume, callbacks, on_results, console, verbose)
-    except SearchInterrupted:
-        raise
-    except KeyboardInterrupt:  # before Ray Tune's loop took over the signals (issue 34, item 2)
-        raise StartInterrupted(s.name, _TERM_SEEN[0] if _TERM_SEEN else signal.SIGINT,
-                               exists(f"{uri}/{SEARCH_JSON}")) from None
-    except SystemExit as e:  # ray.init's own SIGTERM handler while it starts Ray: sys.exit(15)
-        if e.code != signal.SIGTERM:
-            raise
-        raise StartInterrupted(s.name, signal.SIGTERM, exists(f"{uri}/{SEARCH_JSON}")) from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _locked(prep: Prepared, resume: bool, callbacks: list[Any] | None,
