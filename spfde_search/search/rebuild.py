@@ -154,6 +154,16 @@ def replacement(uri: str, orphan: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) and doc.get("by") else None
 
 
+def continued_by(uri: str) -> dict[str, str]:
+    """Every take-over of the search at ``uri``: the continuing trial's id -> the orphan's id."""
+    out: dict[str, str] = {}
+    for orphan in list_names(f"{uri}/{_STATE}", folders=True):
+        by = replacement(uri, orphan)
+        if by is not None:
+            out[str(by["by"])] = orphan
+    return out
+
+
 def replaced_row(row: Mapping[str, Any], by: Mapping[str, Any]) -> dict[str, Any]:
     """An orphan's row once trial ``by["by"]`` took it over: INTERRUPTED, counted by nothing; a resumed one's
     compute moves with its state into the new trial's (cumulative) row."""

@@ -11,7 +11,9 @@ The book is persisted as JSON in the search folder (``moasha_rungs.json``) after
 does not checkpoint schedulers: a ``--resume`` reloads it, so the rungs continue where they were and a trial
 that re-reports a rung after a restart is not recorded twice. A trial the book stopped is stopped again at its first
 result after a restart: Ray's snapshot may predate the stop, and the resumed trial re-reports its rung epoch first
-(trainables/_trainable.py), so it ends where it was stopped.
+(trainables/_trainable.py), so it ends where it was stopped. A trial that continues a lost trial's saved state
+(search/rebuild.py ``take_over``) inherits that trial's place in the book at its first result (``RungBook.rename``):
+the run is judged once at each rung, and a decision taken before the crash holds for the trial that continues it.
 """
 
 from __future__ import annotations
@@ -81,6 +83,21 @@ class RungBook:
             return go
         return None
 
+    def rename(self, old: str, new: str) -> bool:
+        """Record ``old``'s rungs and stop under ``new`` (the trial continuing its run), in place, so the rung order
+        is kept; False (nothing changed) if ``old`` is in no rung or ``new`` already is."""
+        if new in self.stopped or any(new in rec for rec in self.records.values()):
+            return False
+        changed = False
+        for rung, rec in self.records.items():
+            if old in rec:
+                self.records[rung] = {new if t == old else t: v for t, v in rec.items()}
+                changed = True
+        if old in self.stopped:
+            self.stopped[new] = self.stopped.pop(old)
+            changed = True
+        return changed
+
     def to_json(self) -> dict[str, Any]:
         return {"rungs": self.rungs, "eta": self.eta, "stopped": self.stopped,
                 "records": {str(r): {t: list(v) for t, v in rec.items()} for r, rec in self.records.items()}}
@@ -105,6 +122,7 @@ def make_moasha(epochs: int, grace_period: int, reduction_factor: int, state_uri
             self.eta = float(reduction_factor)
             self.state_uri = state_uri
             self._book: RungBook | None = None
+            self._followed: set[str] = set()  # trials already checked for a run they continue
 
         @property
         def book(self) -> RungBook:
@@ -127,17 +145,33 @@ def make_moasha(epochs: int, grace_period: int, reduction_factor: int, state_uri
             epoch = int(result.get("epoch") or 0)
             if epoch >= total:
                 return TrialScheduler.CONTINUE  # the last epoch: the trial completes on its own
+            if self._inherit(trial.trial_id):
+                self._save()
             if trial.trial_id in self.book.stopped:  # stopped before a crash, rerun by a --resume: stopped again
                 return TrialScheduler.STOP
             go = self.book.on_result(trial.trial_id, epoch, result.get(metric), result.get("run_train_flops"))
             if go is None:
                 return TrialScheduler.CONTINUE
+            self._save()
+            return TrialScheduler.CONTINUE if go else TrialScheduler.STOP
+
+        def _inherit(self, trial_id: str) -> bool:
+            """At a trial's first result: if it continues a lost trial's run (``take_over`` recorded it), move that
+            trial's rungs and stop to it. Looked up once per trial, in the search folder beside the book."""
+            if trial_id in self._followed or not self.state_uri:
+                return False
+            self._followed.add(trial_id)
+            from .rebuild import continued_by
+
+            old = continued_by(self.state_uri.rsplit("/", 1)[0]).get(trial_id)
+            return old is not None and self.book.rename(old, trial_id)
+
+        def _save(self) -> None:
             if self.state_uri:
                 try:
                     write_bytes(self.state_uri, json.dumps(self.book.to_json()).encode())
                 except Exception as e:
                     log.warning("could not write %s: %s", self.state_uri, e)
-            return TrialScheduler.CONTINUE if go else TrialScheduler.STOP
 
         def debug_string(self) -> str:
             book = self.book

@@ -63,6 +63,19 @@ def test_rung_book_json_round_trip():
     assert again.on_result("d", 1, 0.01, 6.0) is book.on_result("d", 1, 0.01, 6.0)
 
 
+def test_rung_book_rename_moves_a_run_to_the_trial_that_continues_it():
+    book = RungBook([1, 3], eta=3)
+    assert book.on_result("a", 1, 0.9, 1.0) is True
+    assert book.on_result("b", 1, 0.5, 2.0) is False  # dominated: stopped at rung 1
+    assert book.on_result("c", 3, 0.7, 1.5) is True  # recorded at rung 3 (and not at 1: the highest it reached)
+    assert book.rename("a", "y") and book.rename("b", "z")
+    assert list(book.records[1]) == ["y", "z"] and book.records[1]["y"] == (0.9, 1.0)  # same place, same point
+    assert book.stopped == {"z": 1}
+    assert book.on_result("y", 1, 0.1, 9.0) is None  # the run is judged at a rung once
+    assert not book.rename("nobody", "w") and not book.rename("c", "y")  # nothing to move; "y" is taken
+    assert book.records[3] == {"c": (0.7, 1.5)}
+
+
 class _Trial:
     def __init__(self, tid: str) -> None:
         self.trial_id = tid
@@ -79,6 +92,27 @@ def _b_stopped_at_rung_1(state: str, epochs: int) -> tuple[Any, dict[str, Any]]:
     assert s.on_trial_result(None, _Trial("b"), {**r, "epoch": 1, "val_accuracy": 0.5, "run_train_flops": 2.0}) \
         == TrialScheduler.STOP
     return s, r
+
+
+def test_a_trial_continuing_a_lost_run_inherits_its_rung_decisions(tmp_path):
+    """After a crash, trial "y" continues "a"'s saved state and "z" continues "b"'s (search/rebuild.py take_over):
+    at their first result the book judges neither again; "a" went on at rung 1, so "y" goes on (judged afresh, its
+    re-reported epoch 1 would be dominated by "a"'s own record), and "b" was stopped, so "z" stops."""
+    from ray.tune.schedulers import TrialScheduler
+
+    from spfde_search.search.rebuild import continued_by, take_over
+
+    state = str(tmp_path / "moasha_rungs.json")
+    _, r = _b_stopped_at_rung_1(state, epochs=4)
+    uri = str(tmp_path)
+    take_over(uri, "a", "y")
+    take_over(uri, "b", "z")
+    assert continued_by(uri) == {"y": "a", "z": "b"}
+    s = make_moasha(epochs=4, grace_period=1, reduction_factor=3, state_uri=state)  # the --resume's scheduler
+    assert s.on_trial_result(None, _Trial("y"), {**r, "epoch": 1, "val_accuracy": 0.1}) == TrialScheduler.CONTINUE
+    assert s.on_trial_result(None, _Trial("z"), {**r, "epoch": 1, "val_accuracy": 0.99}) == TrialScheduler.STOP
+    saved = json.loads((tmp_path / "moasha_rungs.json").read_text())
+    assert saved["records"]["1"] == {"y": [0.9, 1.0], "z": [0.5, 2.0]} and saved["stopped"] == {"z": 1}
 
 
 def test_ray_adapter_stops_and_persists(tmp_path):
