@@ -21,7 +21,13 @@ from typing import Any
 
 from .config import ConfigError
 
-__all__ = ["call_user", "load_callable", "local_modules"]
+__all__ = ["UserCodeError", "call_user", "load_callable", "local_modules"]
+
+
+class UserCodeError(ConfigError):
+    """The user's code behind an import path did not import, or its callable raised. On the driver it is one
+    ``error:`` line like any ConfigError; on a Ray worker it is a failure of that trial's run (the worker's
+    environment, not the sampled point: trainables/_assess.py), never an infeasible point."""
 
 
 def load_callable(field: str, path: str) -> Callable[..., Any]:
@@ -33,17 +39,17 @@ def load_callable(field: str, path: str) -> Callable[..., Any]:
     try:
         obj: Any = importlib.import_module(module)
     except ImportError as e:
-        raise ConfigError(f"{field}: cannot import {module!r} ({e}); check the module path before ':' and that "
-                          "it is importable from here (pip install -e, or run from its project folder)") from None
+        raise UserCodeError(f"{field}: cannot import {module!r} ({e}); check the module path before ':' and that "
+                            "it is importable from here (pip install -e, or run from its project folder)") from None
     except Exception as e:  # the module itself failed while importing
-        raise ConfigError(f"{field}: importing {module!r} raised {type(e).__name__}: {e}") from None
+        raise UserCodeError(f"{field}: importing {module!r} raised {type(e).__name__}: {e}") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ConfigError(f"{field}: {module!r} has no attribute {attr!r}; check the name after ':'")
+            raise UserCodeError(f"{field}: {module!r} has no attribute {attr!r}; check the name after ':'")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ConfigError(f"{field}: {path} is a {type(obj).__name__}, not callable; name a function or class "
-                          "that builds it")
+        raise UserCodeError(f"{field}: {path} is a {type(obj).__name__}, not callable; name a function or class "
+                            "that builds it")
     return obj
 
 
@@ -72,7 +78,7 @@ def call_user(
     try:
         return fn(**args)
     except Exception as e:
-        raise ConfigError(f"{field}: {label} raised {type(e).__name__}: {e}; fix the callable or {kw_field}") from None
+        raise UserCodeError(f"{field}: {label} raised {type(e).__name__}: {e}; fix the callable or {kw_field}") from None
 
 
 _OURS = ("spfde_search", "search_spaces", "trainables")  # shipped by --ship-code, never as user code

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from spfde_search.config import Config, ConfigError, apply_overrides
+from spfde_search.user_code import UserCodeError
 
 __all__ = ["Budget", "Assessment", "assess", "BudgetError"]
 
@@ -94,6 +95,9 @@ class Assessment:
     violation: float  # Optuna constraint value: > 0 infeasible, <= 0 feasible
     run_train_flops: float  # predicted whole-run training FLOPs (fallback when unpredictable)
     run_flops_ratio: float | None
+    # the user's model or data code failed to import or build here (UserCodeError), '' if not: on a Ray worker
+    # that is a failure of the trial's run (the worker's environment), not an infeasible point
+    failure: str = ""
 
     @property
     def feasible(self) -> bool:
@@ -111,7 +115,7 @@ class Assessment:
             "run_train_flops": float(self.run_train_flops),
             "run_flops_ratio": float(self.run_flops_ratio) if self.run_flops_ratio is not None else float("nan"),
             "constraint_violation": float(self.violation),
-            "infeasible": not self.feasible,
+            "infeasible": not self.feasible and not self.failure,
             "error": self.reason,
             "saved_sparsity": float(p.saved["sparsity"]) if p is not None else float("nan"),
             "saved_freezing": float(p.saved["freezing"]) if p is not None else float("nan"),
@@ -145,7 +149,8 @@ def assess(
     try:
         pred = predict(cfg)
     except ConfigError as e:
-        return Assessment(params, cfg, None, f"cannot run: {_one_line(str(e))}", 1.0, fallback_flops, None)
+        failure = _one_line(str(e)) if isinstance(e, UserCodeError) else ""
+        return Assessment(params, cfg, None, f"cannot run: {_one_line(str(e))}", 1.0, fallback_flops, None, failure)
     flops, ratio = float(pred.train_flops), float(pred.flops_ratio)
     if budget is None:
         return Assessment(params, cfg, pred, "", -1.0, flops, ratio)

@@ -7,7 +7,10 @@ that Ray runs again (its snapshot predates the end) reports that end again and t
 reports its restored epoch first, so the scheduler decides on it again.
 
 A point that cannot run (config rejected, impossible freezing target, over the FLOPs budget) reports once,
-with ``infeasible=True`` and the reason, and returns without loading data or training. A diverging loss
+with ``infeasible=True`` and the reason, and returns without loading data or training. The user's model or data
+code that does not import or build on this worker (``UserCodeError``: a module the worker lacks, a callable that
+raises) is not the point's fault: it ends the trial as a terminal failure (``failed_metrics``), FAILED with the
+error, as below. A diverging loss
 (``TrainingDiverged``) ends the trial with a terminal ``diverged=True`` result carrying the message, so the
 search records it FAILED and goes on, and Ray's retries (``FailureConfig``, for workers that died) never rerun it.
 A state that cannot be loaded (``CheckpointError``: both saved epochs damaged) ends the same way, naming the
@@ -29,12 +32,13 @@ from typing import Any
 from spfde_search.checkpoint import CheckpointError, copy_as_latest
 from spfde_search.config import ConfigError
 from spfde_search.execution import RESULT_KEY
+from spfde_search.user_code import UserCodeError
 
 from ._assess import Assessment, Budget, assess
 from ._hold import hold_after_report, hold_at_start
 from ._state import LAST_REPORT, TrialState, storage_full
 
-__all__ = ["TrialSetup", "spfde_trainable", "node_identity", "infeasible_metrics"]
+__all__ = ["TrialSetup", "spfde_trainable", "node_identity", "infeasible_metrics", "failed_metrics"]
 
 
 @dataclass
@@ -80,6 +84,15 @@ def infeasible_metrics(a: Assessment) -> dict[str, Any]:
     }
 
 
+def failed_metrics(a: Assessment, error: str, ident: dict[str, str]) -> dict[str, Any]:
+    """The single, terminal result of a trial whose user code failed on this worker: ``diverged=True`` (the mark
+    of a terminal failure, as for a divergence: FAILED in trials.parquet, FAIL in Optuna, never retried), never
+    ``infeasible``, with the error and the worker that raised it."""
+    where = ident.get("node_ip") or ident.get("node_id") or "?"
+    return {**infeasible_metrics(a), **ident, "infeasible": False, "diverged": True,
+            "error": f"UserCodeError: {error} (on the Ray worker at {where})"}
+
+
 def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
     """Ray Tune function trainable. ``config`` holds the sampled dotted-path parameters (and the auxiliary ones
     named in ``setup.auxiliary``, which are not config fields)."""
@@ -96,6 +109,9 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
         return
     params = {k: v for k, v in config.items() if k not in setup.auxiliary}
     a = assess(params, setup.base, setup.budget, setup.fallback_flops)
+    if a.failure:
+        tune.report(failed_metrics(a, a.failure, ident))
+        return
     if not a.feasible:
         tune.report({**infeasible_metrics(a), **ident})
         return
@@ -106,6 +122,9 @@ def spfde_trainable(config: dict[str, Any], setup: TrialSetup) -> None:
             if config.get("fidelity.epochs") is not None else False
         trainer = Trainer(a.config, eval_epochs=setup.extra.get("eval_epochs"),  # type: ignore[arg-type]
                           test_at_end=not short)
+    except UserCodeError as e:  # the user's model or data failed to build here (the trainer builds them again)
+        tune.report(failed_metrics(a, str(e).splitlines()[0] if str(e) else type(e).__name__, ident))
+        return
     except ConfigError as e:  # the trainer's own checks (device, data options) reject the point
         a.reason, a.violation = f"trainer rejected the config: {e}", 1.0
         tune.report({**infeasible_metrics(a), **ident})

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from ..choices import cifar_resnet_depth, is_import_path
 from ..config import ConfigError
@@ -23,7 +24,7 @@ from .cifar import cifar_resnet
 from .names import ADAPTERS, MODELS
 from .units import UnitModel, whole
 
-__all__ = ["build_model", "create_model", "split", "check_logits"]
+__all__ = ["build_model", "create_model", "split", "check_logits", "check_not_lazy"]
 
 
 def split(model: nn.Module) -> UnitModel:
@@ -59,11 +60,25 @@ def build_model(
         raise ConfigError(f"model.name: unknown model {name!r}; registered: resnet{{6n+2}}, "
                           f"{', '.join(MODELS.names())}, or an import path 'module:callable'")
     model = call_user("model.name", fn, offered, kwargs)
+    label = getattr(fn, "__name__", name)
     if not isinstance(model, nn.Module):
-        label = getattr(fn, "__name__", name)
         raise ConfigError(f"model.name: {label}() returned a {type(model).__name__}, expected an nn.Module that maps "
                           "a batch of images to logits")
+    check_not_lazy(label, model)
     return split(model)
+
+
+def check_not_lazy(label: str, model: nn.Module) -> None:
+    """ConfigError if a layer's shapes are still unknown (``nn.LazyLinear``, ``nn.LazyConv2d``, ...): the FLOPs
+    profile and the sparsity masks read every weight's shape before the first forward, where PyTorch raises
+    "Can't access the shape of an uninitialized parameter"."""
+    lazy = [(n or type(model).__name__, type(m).__name__) for n, m in model.named_modules()
+            if any(is_lazy(t) for t in (*m.parameters(recurse=False), *m.buffers(recurse=False)))]
+    if lazy:
+        where = ", ".join(f"{k} {n!r}" for n, k in lazy[:3]) + (f" and {len(lazy) - 3} more" if len(lazy) > 3 else "")
+        raise ConfigError(f"model.name: {label}() uses lazy layers ({where}) whose weight shapes are unknown "
+                          "until a first forward; give their input sizes (in_features, in_channels), or build the "
+                          "model on one input before returning it")
 
 
 def create_model(name: str, width: int = 1, in_channels: int = 3, num_classes: int = 10) -> UnitModel:

@@ -26,6 +26,9 @@ class Opaque(nn.Module):
 
 def broken(num_classes):
     raise RuntimeError("weights file missing")
+
+def lazy(num_classes, in_channels):
+    return nn.Sequential(nn.Conv2d(in_channels, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.LazyLinear(num_classes))
 '''
 SYNTH = ["--set", "data.name=synthetic", "--set", "train.epochs=2", "--set", "train.update_interval=1"]
 
@@ -48,6 +51,10 @@ def one_error(args: list[str]) -> str:
     ("nopkg.nets:build_net", "model.name: cannot import 'nopkg.nets' (No module named 'nopkg')"),
     ("{mod}:build_net", "model.name: '{mod}' has no attribute 'build_net'"),
     ("{mod}:broken", "model.name: broken() raised RuntimeError: weights file missing; fix the callable or model.kwargs"),
+    # PyTorch's "Can't access the shape of an uninitialized parameter" traceback from the FLOPs profile before
+    ("{mod}:lazy", "model.name: lazy() uses lazy layers (LazyLinear '3') whose weight shapes are unknown until a "
+                   "first forward; give their input sizes (in_features, in_channels), or build the model on one "
+                   "input before returning it"),
 ])
 def test_bad_model_paths_in_search_flops_and_train(user_mod: str, tmp_path: Path, name: str, message: str) -> None:
     model = ["--set", f"model.name={name.format(mod=user_mod)}"]

@@ -127,7 +127,7 @@ def test_two_node_cluster_search(tmp_path):
             f.close()
     df = pd.read_parquet(tmp_path / "results" / "cluster" / "trials.parquet")
     assert len(df) == 4 and df["trial_id"].is_unique
-    # every trial trains: a worker without the module fails the trial's config ("cannot import"), as INFEASIBLE
+    # every trial trains: a worker without the module would fail the trial ("UserCodeError: ... cannot import")
     assert (df["status"] == "COMPLETED").all(), df[["status", "error"]]
     assert df["node_ip"].str.len().gt(0).all() and df["node_ip"].nunique() == 1  # one machine: one IP
     assert df["node_id"].str.len().gt(0).all()

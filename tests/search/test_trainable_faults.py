@@ -77,3 +77,58 @@ def test_a_state_write_on_a_full_or_read_only_disk_raises_storage_full(tmp_path,
     with pytest.raises(OSError) as other:
         spfde_trainable({}, _setup(tmp_path))
     assert not isinstance(other.value, StorageFull)
+
+
+RAISES = "def net(num_classes):\n    import spfde_test_not_installed_pkg  # noqa: F401\n"
+
+
+@pytest.mark.parametrize("model", ["spfde_test_absent_nets:net", "spfde_test_raising_nets:net"])
+def test_a_model_the_worker_cannot_import_fails_the_trial_not_infeasible(tmp_path, session, monkeypatch, model):
+    """A module the worker lacks (no --ship-user-code, not installed there) or a callable whose own import fails
+    is the run's failure, not the point's: one terminal result, FAILED in trials.parquet with the error kept, told
+    to Optuna as FAIL; over the budget stays INFEASIBLE. It was INFEASIBLE, as if over the FLOPs budget."""
+    import optuna
+
+    from spfde_search.search.results import trial_row
+    from trainables import Budget, TrialSetup, spfde_trainable
+
+    (tmp_path / "spfde_test_raising_nets.py").write_text(RAISES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base = load_config(None, {**TINY, "model.name": model}).to_dict()  # the driver checked it; this worker fails
+    spfde_trainable({"sparsity.ratio": 0.8}, TrialSetup(base=base, experiment_uri=str(tmp_path / "search")))
+    assert len(session) == 1
+    report = session[0]
+    assert report["diverged"] is True and report["infeasible"] is False and report["epoch"] == 0
+    assert report["error"].startswith("UserCodeError: model.name: ") and "127.0.0.1" in report["error"]
+    assert ("cannot import 'spfde_test_absent_nets'" if "absent" in model
+            else "net() raised ModuleNotFoundError") in report["error"]
+    row = trial_row(SimpleNamespace(trial_id="t1", status="TERMINATED", last_result=report,
+                                    config={"sparsity.ratio": 0.8}), base, "TERMINATED")
+    assert row["status"] == "FAILED" and row["error"] == report["error"]
+
+    s = _searcher()
+    s.suggest("t1")
+    s.on_trial_complete("t1", report)
+    assert [t.state for t in s._ot_study.trials] == [optuna.trial.TrialState.FAIL]
+
+    session.clear()  # a genuine infeasibility on the worker: still INFEASIBLE
+    over = TrialSetup(base=load_config(None, TINY).to_dict(), budget=Budget("absolute", 1.0),
+                      experiment_uri=str(tmp_path / "search2"))
+    spfde_trainable({"sparsity.ratio": 0.8}, over)
+    assert session[0]["infeasible"] is True and not session[0].get("diverged")
+    row = trial_row(SimpleNamespace(trial_id="t2", status="TERMINATED", last_result=session[0],
+                                    config={"sparsity.ratio": 0.8}), over.base, "TERMINATED")
+    assert row["status"] == "INFEASIBLE" and "over the FLOPs budget" in row["error"]
+
+
+def _searcher():
+    """The search's Optuna searcher over the smoke space of the tiny config (the driver can build its model)."""
+    from search_spaces import resolve_space
+    from spfde_search.search.optuna_search import _search_cls, make_sampler
+
+    base = load_config(None, TINY)
+    space = resolve_space("smoke", base)
+    s = _search_cls()(space=space.fn, metric=["test_accuracy", "run_train_flops"], mode=["max", "min"],
+                      sampler=make_sampler("random", 0, space, 8))
+    s.configure(base.to_dict(), None, 1.0, 50, None)
+    return s
