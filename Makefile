@@ -18,7 +18,6 @@ lint: setup
 	.venv/bin/mypy
 
 # three pytest workers on two cores: the searches the tests run mostly wait (Ray starting, a driver killed and
-# resumed), so a third worker fills their gaps; one test at a time to whichever worker is free, the Ray tests first
-# (tests/conftest.py), so no long search starts last
+# resumed), so a third worker fills their gaps; an idle worker takes tests from a busy one's queue (worksteal)
 test: lint
-	.venv/bin/python -m pytest -q -n 3 --dist load --maxschedchunk 1 --durations=15
+	.venv/bin/python -m pytest -q -n 3 --dist worksteal --durations=15

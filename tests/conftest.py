@@ -45,14 +45,6 @@ TRAINER_FMNIST: dict[str, Any] = {
 }
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that start Ray first (a stable sort): they are the long ones (whole searches, 20-200 s each), so with
-    ``pytest -n 3 --dist load --maxschedchunk 1`` (the Makefile's: each test to the next free worker) they start
-    early and the short tests fill the workers' gaps, instead of a long search starting last and running alone at
-    the end."""
-    items.sort(key=lambda item: item.get_closest_marker("ray") is None)
-
-
 def _factory(base: Mapping[str, Any]) -> Callable[..., Config]:
     def make(overrides: Mapping[str, Any] | None = None, **dotted: Any) -> Config:
         """``make({"sparsity.ratio": 0.8})`` or ``make(**{"sparsity.ratio": 0.8})``: base config + dotted overrides."""
