@@ -59,15 +59,13 @@ def write_bytes(uri: str, data: bytes) -> None:
     fs.move(tmp, path)
 
 
-def list_names(uri: str, folders: bool = False) -> list[str]:
-    """The names of the files (``folders``: the sub-folders) directly in the folder ``uri`` ([] if there is no such
-    folder)."""
+def list_names(uri: str) -> list[str]:
+    """The names of the files directly in the folder ``uri`` ([] if there is no such folder)."""
     fs, path = filesystem(uri)
     if fs.get_file_info(path).type != pafs.FileType.Directory:
         return []
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
-    want = pafs.FileType.Directory if folders else pafs.FileType.File
-    return [i.base_name for i in infos if i.type == want]
+    return [i.base_name for i in infos if i.type == pafs.FileType.File]
 
 
 def remove(uri: str) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainables import TrialState
+from trainables import LAST_REPORT, STATE_DIR, TrialState
 
 from ..storage import exists, list_names, read_bytes, remove, write_bytes
 from .results import RERUN, load_rows
@@ -44,8 +44,7 @@ ENDED = ("COMPLETED", "EARLY_STOPPED", "FAILED", "INFEASIBLE")  # a trials.parqu
 RESUMED = "resumed from its saved state as a new trial"  # the error of an orphan's row once a trial took it over
 REPLACED = (RERUN, RESUMED)  # error prefixes of rows another trial continues: counted by nothing
 REPLACED_JSON = "replaced.json"  # state/<orphan id>/: the trial that took it over, and from which epoch
-_STATE = "state"
-LAST_REPORT = "last_report.json"  # trainables: the metrics saved beside a trial's state
+CONTINUES_JSON = "continues.json"  # state/<new id>/: the orphan it took over (MOASHA's book follows it)
 
 
 def missing_ray_state(uri: str) -> str:
@@ -131,37 +130,39 @@ def lost_ended(rows: Iterable[Mapping[str, Any]], known: Iterable[str], stopped:
 
 
 def take_over(uri: str, orphan: str, trial_id: str) -> int:
-    """Give trial ``trial_id`` the trainer state of ``orphan`` (its ``state/`` folder's files) and record it in
-    ``state/<orphan>/replaced.json``; returns the saved epoch it continues from (0: none, it trains anew)."""
+    """Give trial ``trial_id`` the trainer state of ``orphan`` (its ``state/`` folder's files) and record it both
+    ways, ``state/<orphan>/replaced.json`` and ``state/<trial_id>/continues.json``; returns the saved epoch it
+    continues from (0: none, it trains anew)."""
     epoch = 0
     with tempfile.TemporaryDirectory(prefix="spfde-takeover-") as tmp:
         if TrialState(uri, orphan).download(tmp):
             with contextlib.suppress(OSError, ValueError):
                 epoch = int(json.loads((Path(tmp) / LAST_REPORT).read_text()).get("epoch") or 0)
             TrialState(uri, trial_id).upload(tmp)
-    write_bytes(f"{uri}/{_STATE}/{orphan}/{REPLACED_JSON}", json.dumps({"by": trial_id, "epoch": epoch}).encode())
+    write_bytes(f"{uri}/{STATE_DIR}/{orphan}/{REPLACED_JSON}", json.dumps({"by": trial_id, "epoch": epoch}).encode())
+    write_bytes(f"{uri}/{STATE_DIR}/{trial_id}/{CONTINUES_JSON}", json.dumps({"from": orphan, "epoch": epoch}).encode())
     return epoch
 
 
-def replacement(uri: str, orphan: str) -> dict[str, Any] | None:
-    """What ``take_over`` recorded for ``orphan`` ({"by": trial id, "epoch": n}), or None."""
-    path = f"{uri}/{_STATE}/{orphan}/{REPLACED_JSON}"
+def _take_over_record(path: str, key: str) -> dict[str, Any] | None:
+    """A file ``take_over`` wrote, if it names ``key``; None if absent or unreadable."""
     try:
         doc = json.loads(read_bytes(path)) if exists(path) else None
     except (OSError, ValueError) as e:
         log.warning("could not read %s: %s", path, e)
         return None
-    return doc if isinstance(doc, dict) and doc.get("by") else None
+    return doc if isinstance(doc, dict) and doc.get(key) else None
 
 
-def continued_by(uri: str) -> dict[str, str]:
-    """Every take-over of the search at ``uri``: the continuing trial's id -> the orphan's id."""
-    out: dict[str, str] = {}
-    for orphan in list_names(f"{uri}/{_STATE}", folders=True):
-        by = replacement(uri, orphan)
-        if by is not None:
-            out[str(by["by"])] = orphan
-    return out
+def replacement(uri: str, orphan: str) -> dict[str, Any] | None:
+    """What ``take_over`` recorded for ``orphan`` ({"by": trial id, "epoch": n}), or None."""
+    return _take_over_record(f"{uri}/{STATE_DIR}/{orphan}/{REPLACED_JSON}", "by")
+
+
+def continued_from(uri: str, trial_id: str) -> str | None:
+    """The orphan whose run trial ``trial_id`` continues (``take_over``), or None: one file read, not a scan."""
+    doc = _take_over_record(f"{uri}/{STATE_DIR}/{trial_id}/{CONTINUES_JSON}", "from")
+    return str(doc["from"]) if doc else None
 
 
 def replaced_row(row: Mapping[str, Any], by: Mapping[str, Any]) -> dict[str, Any]:

@@ -161,9 +161,9 @@ def make_moasha(epochs: int, grace_period: int, reduction_factor: int, state_uri
             if trial_id in self._followed or not self.state_uri:
                 return False
             self._followed.add(trial_id)
-            from .rebuild import continued_by
+            from .rebuild import continued_from
 
-            old = continued_by(self.state_uri.rsplit("/", 1)[0]).get(trial_id)
+            old = continued_from(self.state_uri.rsplit("/", 1)[0], trial_id)
             return old is not None and self.book.rename(old, trial_id)
 
         def _save(self) -> None:

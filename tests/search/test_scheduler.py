@@ -100,14 +100,14 @@ def test_a_trial_continuing_a_lost_run_inherits_its_rung_decisions(tmp_path):
     re-reported epoch 1 would be dominated by "a"'s own record), and "b" was stopped, so "z" stops."""
     from ray.tune.schedulers import TrialScheduler
 
-    from spfde_search.search.rebuild import continued_by, take_over
+    from spfde_search.search.rebuild import continued_from, take_over
 
     state = str(tmp_path / "moasha_rungs.json")
     _, r = _b_stopped_at_rung_1(state, epochs=4)
     uri = str(tmp_path)
     take_over(uri, "a", "y")
     take_over(uri, "b", "z")
-    assert continued_by(uri) == {"y": "a", "z": "b"}
+    assert (continued_from(uri, "y"), continued_from(uri, "z"), continued_from(uri, "a")) == ("a", "b", None)
     s = make_moasha(epochs=4, grace_period=1, reduction_factor=3, state_uri=state)  # the --resume's scheduler
     assert s.on_trial_result(None, _Trial("y"), {**r, "epoch": 1, "val_accuracy": 0.1}) == TrialScheduler.CONTINUE
     assert s.on_trial_result(None, _Trial("z"), {**r, "epoch": 1, "val_accuracy": 0.99}) == TrialScheduler.STOP
